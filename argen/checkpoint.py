@@ -1,0 +1,175 @@
+"""Checkpoint folders: ``config.json`` + ``model.safetensors`` (+ ``train_state.safetensors``).
+
+Layout of a checkpoint folder::
+
+    config.json               {"argen_version", "class", "preset", "config": {...}, "meta": {...}}
+    model.safetensors         inference weights (the EMA weights when training kept an EMA)
+    train_state.safetensors   only while/after training: raw weights, EMA, optimizer, RNG states;
+                              step, data position and train config in its JSON metadata
+    tokenizer/                generators only: a full copy of the tokenizer checkpoint
+
+Nothing is pickled. Every file is written under a temporary name and renamed
+into place, so a crash leaves either the old file or the new one, never half.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import tempfile
+from pathlib import Path
+from typing import Any
+
+import torch
+from safetensors import SafetensorError
+from safetensors.torch import load_file, save_file
+
+from argen import __version__
+from argen.errors import CheckpointError
+from argen.registry import model_class
+
+CONFIG = "config.json"
+WEIGHTS = "model.safetensors"
+TRAIN_STATE = "train_state.safetensors"
+TOKENIZER_DIR = "tokenizer"
+
+
+def _atomic_write(path: Path, write) -> None:
+    """Call ``write(tmp_path)`` then rename onto ``path`` (same folder, so the rename is atomic)."""
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
+    os.close(fd)
+    try:
+        write(tmp)
+        os.replace(tmp, path)
+    finally:
+        if os.path.exists(tmp):
+            os.unlink(tmp)
+
+
+def write_json(path: str | Path, obj: Any) -> None:
+    def write(tmp):
+        with open(tmp, "w") as f:
+            json.dump(obj, f, indent=2, sort_keys=True)
+            f.write("\n")
+
+    _atomic_write(Path(path), write)
+
+
+def save_tensors(path: str | Path, tensors: dict[str, torch.Tensor], metadata: dict[str, str] | None = None) -> None:
+    # safetensors refuses shared or non-contiguous storage: store plain contiguous copies.
+    flat = {k: v.detach().contiguous().cpu() for k, v in tensors.items()}
+    _atomic_write(Path(path), lambda tmp: save_file(flat, tmp, metadata=metadata))
+
+
+def load_tensors(path: str | Path, device: str | torch.device = "cpu") -> dict[str, torch.Tensor]:
+    path = Path(path)
+    if not path.is_file():
+        raise CheckpointError(f"missing weights file {path}")
+    try:
+        return load_file(str(path), device=str(device))
+    except (SafetensorError, OSError, ValueError) as e:
+        raise CheckpointError(f"corrupt weights file {path}: {str(e).splitlines()[0]}") from None
+
+
+def read_metadata(path: str | Path) -> dict[str, str]:
+    from safetensors import safe_open
+
+    try:
+        with safe_open(str(path), framework="pt") as f:
+            return f.metadata() or {}
+    except (SafetensorError, OSError, ValueError) as e:
+        raise CheckpointError(f"corrupt file {path}: {str(e).splitlines()[0]}") from None
+
+
+def read_config(ckpt_dir: str | Path) -> dict[str, Any]:
+    """The parsed ``config.json`` of a checkpoint folder, with one-line errors for the usual mistakes."""
+    d = Path(ckpt_dir)
+    if not d.exists():
+        raise CheckpointError(f"checkpoint not found: {d}")
+    if not (d / CONFIG).is_file():
+        raise CheckpointError(f"not an argen checkpoint (no {CONFIG}): {d}")
+    try:
+        cfg = json.loads((d / CONFIG).read_text())
+    except (json.JSONDecodeError, UnicodeDecodeError) as e:
+        raise CheckpointError(f"corrupt {d / CONFIG}: {e}") from None
+    if not isinstance(cfg, dict) or "class" not in cfg or "config" not in cfg:
+        raise CheckpointError(f"corrupt {d / CONFIG}: expected keys 'class' and 'config'")
+    return cfg
+
+
+def save_model(ckpt_dir: str | Path, model: torch.nn.Module, *, preset: str | None = None,
+               meta: dict[str, Any] | None = None, state_dict: dict[str, torch.Tensor] | None = None) -> None:
+    """Write ``config.json`` and ``model.safetensors`` (``state_dict`` overrides the model's own, e.g. EMA)."""
+    d = Path(ckpt_dir)
+    save_tensors(d / WEIGHTS, state_dict if state_dict is not None else model.state_dict())
+    write_json(d / CONFIG, {
+        "argen_version": __version__,
+        "class": type(model).__name__,
+        "preset": preset,
+        "config": model.config.to_dict(),
+        "meta": meta or {},
+    })
+
+
+def build_from_config(cfg: dict[str, Any], device: str | torch.device = "cpu") -> torch.nn.Module:
+    cls = model_class(cfg["class"])
+    config = cls.config_class.from_dict(cfg["config"])
+    with torch.device(device):
+        return cls(config)
+
+
+def load_model(ckpt_dir: str | Path, device: str | torch.device = "cpu") -> torch.nn.Module:
+    """Rebuild a model from its folder alone (strict: every tensor must match by name and shape)."""
+    d = Path(ckpt_dir)
+    cfg = read_config(d)
+    model = build_from_config(cfg, device)
+    state = load_tensors(d / WEIGHTS, device)
+    try:
+        model.load_state_dict(state, strict=True)
+    except RuntimeError as e:
+        raise CheckpointError(f"weights in {d / WEIGHTS} do not fit {cfg['class']}: {str(e).splitlines()[1:2]}") from None
+    model.checkpoint_meta = {k: cfg.get(k) for k in ("preset", "meta", "argen_version")}
+    return model.eval()
+
+
+# ---- training state: flat tensors + JSON, no pickle ------------------------------------------------
+
+def flatten_state(prefix: str, obj: Any, tensors: dict[str, torch.Tensor]) -> Any:
+    """Move every tensor of a nested dict/list into ``tensors`` and leave a ``{"__t": key}`` marker."""
+    if isinstance(obj, torch.Tensor):
+        tensors[prefix] = obj
+        return {"__t": prefix}
+    if isinstance(obj, dict):
+        return {str(k): flatten_state(f"{prefix}/{k}", v, tensors) for k, v in obj.items()}
+    if isinstance(obj, (list, tuple)):
+        return [flatten_state(f"{prefix}/{i}", v, tensors) for i, v in enumerate(obj)]
+    return obj
+
+
+def unflatten_state(obj: Any, tensors: dict[str, torch.Tensor]) -> Any:
+    if isinstance(obj, dict):
+        if set(obj) == {"__t"}:
+            return tensors[obj["__t"]]
+        return {k: unflatten_state(v, tensors) for k, v in obj.items()}
+    if isinstance(obj, list):
+        return [unflatten_state(v, tensors) for v in obj]
+    return obj
+
+
+def save_train_state(ckpt_dir: str | Path, state: dict[str, Any]) -> None:
+    tensors: dict[str, torch.Tensor] = {}
+    skeleton = flatten_state("s", state, tensors)
+    save_tensors(Path(ckpt_dir) / TRAIN_STATE, tensors, metadata={"state": json.dumps(skeleton)})
+
+
+def load_train_state(ckpt_dir: str | Path) -> dict[str, Any]:
+    path = Path(ckpt_dir) / TRAIN_STATE
+    if not path.is_file():
+        raise CheckpointError(f"--resume: no training state in {ckpt_dir} (missing {TRAIN_STATE})")
+    meta = read_metadata(path)
+    tensors = load_tensors(path)
+    try:
+        return unflatten_state(json.loads(meta["state"]), tensors)
+    except (KeyError, json.JSONDecodeError) as e:
+        raise CheckpointError(f"corrupt training state {path}: {e}") from None

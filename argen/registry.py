@@ -1,0 +1,76 @@
+"""Named presets: ``"var-digits" -> config``, the single source of CLI choices.
+
+A preset is a zero-argument function returning a frozen config; the config's
+type says which model class it builds (see ``MODEL_CLASSES``). Presets also
+carry the training defaults (steps, batch size, learning rate) that make
+``argen train --preset P`` train a good model with no other flag.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Callable
+
+from argen.errors import ConfigError
+
+
+@dataclass(frozen=True)
+class Preset:
+    name: str
+    kind: str  # "tokenizer" | "generator"
+    make_config: Callable[[], object]
+    train: dict  # TrainConfig overrides (steps, batch_size, lr, ...)
+    data: str  # default dataset name
+    description: str
+
+
+_PRESETS: dict[str, Preset] = {}
+_MODELS: dict[str, type] = {}
+KINDS = ("tokenizer", "generator")
+
+
+def register_model(cls: type) -> type:
+    """Class decorator: checkpoints name their model class, and ``load`` finds it here."""
+    _MODELS[cls.__name__] = cls
+    return cls
+
+
+def model_class(name: str) -> type:
+    _load_all()
+    if name not in _MODELS:
+        raise ConfigError(f"unknown model class {name!r}; known: {', '.join(sorted(_MODELS))}")
+    return _MODELS[name]
+
+
+def register(name: str, kind: str, *, data: str, train: dict | None = None, description: str = ""):
+    """Decorator: register a zero-argument config factory under ``name``."""
+    if kind not in KINDS:
+        raise ValueError(f"kind must be one of {KINDS}, got {kind!r}")
+
+    def deco(fn: Callable[[], object]) -> Callable[[], object]:
+        if name in _PRESETS:
+            raise ValueError(f"preset {name!r} registered twice")
+        _PRESETS[name] = Preset(name, kind, fn, dict(train or {}), data, description or (fn.__doc__ or "").strip())
+        return fn
+
+    return deco
+
+
+def _load_all() -> None:
+    # Presets live beside their model code; importing the modules registers them.
+    import argen.generators.var  # noqa: F401
+    import argen.tokenizers.msvq  # noqa: F401
+    import argen.tokenizers.vq  # noqa: F401
+
+
+def list_presets(kind: str | None = None) -> list[str]:
+    _load_all()
+    return sorted(n for n, p in _PRESETS.items() if kind is None or p.kind == kind)
+
+
+def get_preset(name: str, kind: str | None = None) -> Preset:
+    _load_all()
+    p = _PRESETS.get(name)
+    if p is None or (kind is not None and p.kind != kind):
+        raise ConfigError(f"unknown {kind or 'model'} preset {name!r}; available: {', '.join(list_presets(kind))}")
+    return p

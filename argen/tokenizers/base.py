@@ -1,0 +1,176 @@
+"""What every tokenizer shares: the config fields of the conv autoencoder, and a codebook
+that fights collapse (k-means initialisation, usage tracking, dead-code restart).
+
+Tokenizer protocol (images are float tensors in [-1, 1], shape (B, C, H, W)):
+    encode(images) -> tokens            decode(tokens) -> images
+    loss((images, labels)) -> (loss, metrics)    grid, codebook_size
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import torch
+import torch.distributed as dist
+import torch.nn.functional as F
+from torch import nn
+
+from argen.config import Config, check
+from argen.tokenizers.nets import Decoder, Encoder
+
+RECON_LOSSES = ("l1", "l2")
+
+
+@dataclass(frozen=True)
+class ConvAEConfig(Config):
+    """Fields of the conv encoder/decoder and the codebook, shared by the VQ tokenizers."""
+
+    image_channels: int = 1
+    image_size: int = 8
+    ch: int = 32                         # width of the first level
+    ch_mult: tuple[int, ...] = (1, 2)    # one downsampling per extra level
+    num_res_blocks: int = 1
+    z_channels: int = 16                 # encoder output channels
+    groups: int = 8                      # GroupNorm groups (32 in the official models)
+    attn: bool = False                   # self-attention at the lowest resolution
+    codebook_size: int = 64
+    beta: float = 0.25                   # commitment weight
+    recon_loss: str = "l2"
+    kmeans_init: bool = True             # initialise the codebook with k-means on the first batch
+    restart_every: int = 20              # dead-code restart period in training steps (0: never)
+    restart_threshold: float = 0.03      # a code is dead when its hit-rate EMA falls below this share of uniform
+
+    def __post_init__(self):
+        check(self.image_channels in (1, 3), f"image_channels must be 1 or 3, got {self.image_channels}")
+        check(self.image_size % self.downsample == 0,
+              f"image_size {self.image_size} must be divisible by the downsampling factor {self.downsample}")
+        check(self.codebook_size >= 2, f"codebook_size must be >= 2, got {self.codebook_size}")
+        check(self.recon_loss in RECON_LOSSES, f"recon_loss must be one of {RECON_LOSSES}, got {self.recon_loss!r}")
+        check(self.restart_every >= 0, f"restart_every must be >= 0, got {self.restart_every}")
+        check(len(self.ch_mult) >= 1, "ch_mult must have at least one level")
+
+    @property
+    def downsample(self) -> int:
+        return 2 ** (len(self.ch_mult) - 1)
+
+    @property
+    def grid(self) -> tuple[int, int]:
+        g = self.image_size // self.downsample
+        return (g, g)
+
+
+def build_autoencoder(c: ConvAEConfig) -> tuple[Encoder, Decoder]:
+    kw = dict(ch=c.ch, ch_mult=c.ch_mult, num_res_blocks=c.num_res_blocks, z_ch=c.z_channels,
+              groups=c.groups, attn_lowest=c.attn)
+    return Encoder(in_ch=c.image_channels, **kw), Decoder(out_ch=c.image_channels, **kw)
+
+
+def recon_loss(kind: str, x: torch.Tensor, y: torch.Tensor) -> torch.Tensor:
+    return F.l1_loss(x, y) if kind == "l1" else F.mse_loss(x, y)
+
+
+def _distributed() -> bool:
+    return dist.is_available() and dist.is_initialized()
+
+
+def kmeans(x_NC: torch.Tensor, k: int, iters: int = 10, generator: torch.Generator | None = None) -> torch.Tensor:
+    """Plain Lloyd k-means; an empty cluster is re-seeded with a random point. Returns (k, C) centres."""
+    n = x_NC.shape[0]
+    idx = torch.randperm(n, generator=generator, device="cpu")[:k].to(x_NC.device)
+    if n < k:  # fewer points than codes: repeat them with jitter
+        idx = torch.randint(n, (k,), generator=generator, device="cpu").to(x_NC.device)
+    centres = x_NC[idx].clone()
+    for _ in range(iters):
+        assign = torch.cdist(x_NC, centres).argmin(1)
+        sums = torch.zeros_like(centres).index_add_(0, assign, x_NC)
+        counts = torch.bincount(assign, minlength=k).unsqueeze(1).to(x_NC.dtype)
+        empty = counts.squeeze(1) == 0
+        centres = torch.where(empty.unsqueeze(1), centres, sums / counts.clamp(min=1))
+        if empty.any():
+            refill = torch.randint(n, (int(empty.sum()),), generator=generator, device="cpu").to(x_NC.device)
+            centres[empty] = x_NC[refill]
+    return centres
+
+
+class Codebook(nn.Module):
+    """A (V, C) codebook with nearest-neighbour lookup and the standard fixes against collapse.
+
+    ``usage_SV`` counts (as an EMA) how often each code is hit, per scale S (1 for
+    single-scale tokenizers); it is what ``codebook usage`` and the dead-code
+    restart read. Under DDP the counts are summed over ranks and replacement
+    vectors are broadcast from rank 0, so every rank keeps the same codebook.
+    """
+
+    def __init__(self, codebook_size: int, dim: int, num_scales: int = 1, l2_norm: bool = False):
+        super().__init__()
+        self.l2_norm = l2_norm
+        self.embedding = nn.Embedding(codebook_size, dim)
+        nn.init.uniform_(self.embedding.weight, -1 / codebook_size, 1 / codebook_size)
+        self.register_buffer("usage_SV", torch.zeros(num_scales, codebook_size))
+        self.register_buffer("initialized", torch.zeros((), dtype=torch.long))
+        self.usage_decay = 0.99
+
+    @property
+    def codebook_size(self) -> int:
+        return self.embedding.num_embeddings
+
+    def codes(self) -> torch.Tensor:
+        w = self.embedding.weight
+        return F.normalize(w, dim=-1) if self.l2_norm else w
+
+    def lookup(self, idx: torch.Tensor) -> torch.Tensor:
+        return F.embedding(idx, self.codes())
+
+    def nearest(self, z_NC: torch.Tensor) -> torch.Tensor:
+        """Index of the nearest code for each row (squared L2; cosine when codes are l2-normalised)."""
+        e = self.codes()
+        if self.l2_norm:
+            return (F.normalize(z_NC, dim=-1) @ e.t()).argmax(-1)
+        d = z_NC.pow(2).sum(-1, keepdim=True) - 2 * z_NC @ e.t() + e.pow(2).sum(-1)
+        return d.argmin(-1)
+
+    @torch.no_grad()
+    def record_usage(self, idx: torch.Tensor, scale: int = 0) -> None:
+        hits = torch.bincount(idx.flatten(), minlength=self.codebook_size).to(self.usage_SV.dtype)
+        if _distributed():
+            dist.all_reduce(hits)
+        share = hits / hits.sum().clamp(min=1)
+        self.usage_SV[scale].mul_(self.usage_decay).add_(share, alpha=1 - self.usage_decay)
+
+    @torch.no_grad()
+    def maybe_init(self, candidates_NC: torch.Tensor) -> None:
+        """k-means initialisation on the first training batch (rank 0's result is broadcast)."""
+        if bool(self.initialized):
+            return
+        x = F.normalize(candidates_NC, dim=-1) if self.l2_norm else candidates_NC
+        self.embedding.weight.copy_(kmeans(x.float(), self.codebook_size))
+        if _distributed():
+            dist.broadcast(self.embedding.weight.data, 0)
+        self.initialized.fill_(1)
+        # Start the usage EMA at uniform so restarts only hit codes that really stay unused.
+        self.usage_SV.fill_(1.0 / self.codebook_size)
+
+    @torch.no_grad()
+    def restart_dead(self, candidates_NC: torch.Tensor, threshold: float) -> int:
+        """Replace codes whose summed hit share is below ``threshold / V`` with random candidates."""
+        V = self.codebook_size
+        dead = self.usage_SV.sum(0) < threshold / V * self.usage_SV.shape[0]
+        n_dead = int(dead.sum())
+        if n_dead == 0:
+            return 0
+        pick = torch.randint(candidates_NC.shape[0], (n_dead,), device="cpu").to(candidates_NC.device)
+        new = candidates_NC[pick].to(self.embedding.weight.dtype)
+        new = new + 0.01 * new.std() * torch.randn_like(new)
+        if _distributed():
+            dist.broadcast(new, 0)
+        self.embedding.weight.data[dead] = new
+        self.usage_SV[:, dead] = 1.0 / V  # give new codes a grace period
+        return n_dead
+
+
+def usage_stats(idx: torch.Tensor, codebook_size: int) -> dict[str, float]:
+    """Fraction of codes used and perplexity exp(H) of the code distribution in ``idx``."""
+    counts = torch.bincount(idx.flatten(), minlength=codebook_size).double()
+    p = counts / counts.sum()
+    ent = -(p[p > 0] * p[p > 0].log()).sum()
+    return {"usage": float((counts > 0).double().mean()), "perplexity": float(ent.exp())}

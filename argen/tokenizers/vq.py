@@ -1,0 +1,98 @@
+"""Single-scale VQ tokenizer (VQGAN / LlamaGen / MaskGIT style).
+
+The encoder output is projected to a low-dimensional code space (``code_dim``,
+8 in LlamaGen) where both features and codes are l2-normalised, so lookup is by
+cosine similarity: this is the single most effective fix for codebook collapse
+(Yu et al., ViT-VQGAN). The codebook starts from k-means on the first batch and
+codes that stop being used are restarted from encoder outputs.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import torch
+import torch.nn.functional as F
+from torch import nn
+
+from argen.config import check
+from argen.registry import register, register_model
+from argen.tokenizers.base import Codebook, ConvAEConfig, build_autoencoder, recon_loss, usage_stats
+
+
+@dataclass(frozen=True)
+class VQConfig(ConvAEConfig):
+    code_dim: int = 8  # dimension of the l2-normalised code space
+
+    def __post_init__(self):
+        super().__post_init__()
+        check(self.code_dim >= 1, f"code_dim must be >= 1, got {self.code_dim}")
+
+
+@register_model
+class VQTokenizer(nn.Module):
+    """Images (B, C, H, W) in [-1, 1] <-> token map (B, h, w) of codebook indices."""
+
+    config_class = VQConfig
+    kind = "discrete"
+
+    def __init__(self, config: VQConfig):
+        super().__init__()
+        self.config = c = config
+        self.encoder, self.decoder = build_autoencoder(c)
+        self.quant_conv = nn.Conv2d(c.z_channels, c.code_dim, 1)
+        self.post_quant_conv = nn.Conv2d(c.code_dim, c.z_channels, 1)
+        self.quantize = Codebook(c.codebook_size, c.code_dim, l2_norm=True)
+        self.register_buffer("train_steps", torch.zeros((), dtype=torch.long))
+
+    @property
+    def grid(self) -> tuple[int, int]:
+        return self.config.grid
+
+    @property
+    def codebook_size(self) -> int:
+        return self.config.codebook_size
+
+    def _quantize(self, images: torch.Tensor):
+        z = F.normalize(self.quant_conv(self.encoder(images)), dim=1)  # (B, D, h, w), unit vectors
+        z_ND = z.permute(0, 2, 3, 1).reshape(-1, z.shape[1])
+        idx = self.quantize.nearest(z_ND).view(z.shape[0], *z.shape[2:])
+        return z, z_ND, idx
+
+    @torch.no_grad()
+    def encode(self, images: torch.Tensor) -> torch.Tensor:
+        return self._quantize(images)[2]
+
+    def codes_to_image(self, q_BDhw: torch.Tensor) -> torch.Tensor:
+        return self.decoder(self.post_quant_conv(q_BDhw))
+
+    @torch.no_grad()
+    def decode(self, idx_Bhw: torch.Tensor) -> torch.Tensor:
+        return self.codes_to_image(self.quantize.lookup(idx_Bhw).permute(0, 3, 1, 2)).clamp(-1, 1)
+
+    def loss(self, batch) -> tuple[torch.Tensor, dict[str, float]]:
+        images = batch[0]
+        c = self.config
+        z, z_ND, idx = self._quantize(images)
+        if self.training and c.kmeans_init and not bool(self.quantize.initialized):
+            self.quantize.maybe_init(z_ND.detach())
+            idx = self.quantize.nearest(z_ND).view_as(idx)
+        q = self.quantize.lookup(idx).permute(0, 3, 1, 2)
+        vq_loss = F.mse_loss(q, z.detach()) + c.beta * F.mse_loss(z, q.detach())
+        q_st = z + (q - z).detach()  # straight-through estimator
+        rl = recon_loss(c.recon_loss, self.codes_to_image(q_st), images)
+        metrics = {"rec": float(rl), "vq": float(vq_loss), **usage_stats(idx, c.codebook_size)}
+        if self.training:
+            self.quantize.record_usage(idx)
+            self.train_steps += 1
+            if c.restart_every and int(self.train_steps) % c.restart_every == 0:
+                metrics["restarted"] = self.quantize.restart_dead(z_ND.detach(), c.restart_threshold)
+        return rl + vq_loss, metrics
+
+
+@register("vq-digits", "tokenizer", data="digits",
+          train=dict(steps=1500, batch_size=128, lr=2e-3, warmup=100, ema=0.0),
+          description="single-scale VQ for 8x8 digits: grid 4x4, 64 l2-normalised 8-d codes")
+def vq_digits() -> VQConfig:
+    return VQConfig(image_channels=1, image_size=8, ch=32, ch_mult=(1, 2), num_res_blocks=1,
+                    z_channels=16, groups=8, codebook_size=64, code_dim=8)

@@ -1,0 +1,234 @@
+"""One training loop for everything argen trains: anything with ``loss(batch) -> (loss, metrics)``.
+
+Tokenizers train on ``(images, labels)`` batches directly; generators train
+through ``GeneratorObjective``, which encodes the batch with a frozen tokenizer
+first. The loop runs unchanged as one process or under ``torchrun`` (DDP, with
+``batch_size`` the global batch split evenly over ranks).
+
+Exact resume: the data order is a pure function of (seed, step) and everything
+else that changes while training (weights, EMA, AdamW moments, RNG states, step)
+is saved in ``train_state.safetensors``, so a run killed at any point and resumed
+from its last checkpoint ends bit-identical to an uninterrupted one.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import math
+import time
+from dataclasses import dataclass
+from pathlib import Path
+
+import torch
+from torch import nn
+from tqdm import tqdm
+
+from argen import checkpoint as ckpt
+from argen.config import Config, check
+from argen.errors import ArgenError
+from argen.training import dist
+from argen.training.ema import EMA
+
+log = logging.getLogger(__name__)
+
+
+@dataclass(frozen=True)
+class TrainConfig(Config):
+    steps: int = 1000
+    batch_size: int = 64            # global batch: split over ranks under torchrun
+    lr: float = 1e-3                # peak learning rate after warm-up
+    min_lr_ratio: float = 0.05      # cosine decays to lr * min_lr_ratio
+    warmup: int = 100
+    weight_decay: float = 0.0       # AdamW, on matrices only (not biases, norms, embeddings' 1-d params)
+    beta1: float = 0.9
+    beta2: float = 0.95
+    grad_clip: float = 1.0          # max global grad norm (0: off)
+    ema: float = 0.0                # EMA decay (0: off); the checkpoint's model.safetensors holds the EMA
+    bf16: bool = False              # bf16 autocast for the forward pass
+    save_every: int = 500
+    log_every: int = 25
+    seed: int = 0
+
+    def __post_init__(self):
+        check(self.steps >= 1, f"steps must be >= 1, got {self.steps}")
+        check(self.batch_size >= 1, f"batch_size must be >= 1, got {self.batch_size}")
+        check(self.lr > 0, f"lr must be > 0, got {self.lr}")
+        check(0 <= self.ema < 1, f"ema must be in [0, 1), got {self.ema}")
+        check(self.save_every >= 1, f"save_every must be >= 1, got {self.save_every}")
+        check(self.warmup >= 0, f"warmup must be >= 0, got {self.warmup}")
+
+    def lr_at(self, step: int) -> float:
+        """Linear warm-up then cosine decay to ``lr * min_lr_ratio``."""
+        if step < self.warmup:
+            return self.lr * (step + 1) / self.warmup
+        t = (step - self.warmup) / max(1, self.steps - self.warmup)
+        return self.lr * (self.min_lr_ratio + (1 - self.min_lr_ratio) * 0.5 * (1 + math.cos(math.pi * min(t, 1.0))))
+
+
+class GeneratorObjective(nn.Module):
+    """Trains a generator on tokens from a frozen tokenizer (which is neither trained nor saved)."""
+
+    def __init__(self, generator: nn.Module, tokenizer: nn.Module):
+        super().__init__()
+        self.generator = generator
+        self.tokenizer = tokenizer.eval().requires_grad_(False)
+
+    def train(self, mode: bool = True):
+        super().train(mode)
+        self.tokenizer.eval()  # the tokenizer stays in eval mode: no usage updates, no restarts
+        return self
+
+    def loss(self, batch):
+        images, labels = batch
+        tokens = self.generator.tokens_from_images(self.tokenizer, images)
+        return self.generator.loss(tokens, labels)
+
+
+class _LossForward(nn.Module):
+    """DDP synchronises gradients of what runs inside ``forward``: route ``loss`` through it."""
+
+    def __init__(self, objective: nn.Module):
+        super().__init__()
+        self.objective = objective
+
+    def forward(self, batch):
+        return self.objective.loss(batch)
+
+
+def batch_indices(step: int, batch_size: int, n: int, seed: int) -> torch.Tensor:
+    """Global batch ``step``: positions [step*B, (step+1)*B) of an endless stream of seeded permutations."""
+    out, pos = [], step * batch_size
+    while len(out) < batch_size:
+        epoch, offset = divmod(pos, n)
+        perm = torch.randperm(n, generator=torch.Generator().manual_seed(seed * 100_003 + epoch))
+        take = perm[offset: offset + batch_size - len(out)]
+        out.extend(take.tolist())
+        pos += len(take)
+    return torch.tensor(out)
+
+
+def _param_groups(model: nn.Module, weight_decay: float):
+    decay, no_decay = [], []
+    for p in model.parameters():
+        if p.requires_grad:
+            (decay if p.ndim >= 2 else no_decay).append(p)
+    return [{"params": decay, "weight_decay": weight_decay}, {"params": no_decay, "weight_decay": 0.0}]
+
+
+def _rng_state() -> dict:
+    state = {"cpu": torch.get_rng_state()}
+    if torch.cuda.is_available():
+        state["cuda"] = torch.cuda.get_rng_state()
+    return state
+
+
+def _set_rng_state(state: dict) -> None:
+    torch.set_rng_state(state["cpu"])
+    if "cuda" in state and torch.cuda.is_available():
+        torch.cuda.set_rng_state(state["cuda"])
+
+
+def train(model: nn.Module, dataset, cfg: TrainConfig, out_dir: str | Path, *, objective: nn.Module | None = None,
+          device: torch.device | str = "cpu", resume: bool = False, preset: str | None = None,
+          meta: dict | None = None, quiet: bool = False) -> dict[str, float]:
+    """Train ``model`` (through ``objective`` if given) and checkpoint it to ``out_dir``. Returns the last metrics."""
+    device = torch.device(device)
+    out = Path(out_dir)
+    world, rank = dist.world_size(), dist.rank()
+    if cfg.batch_size % world:
+        raise ArgenError(f"--batch-size {cfg.batch_size} must be divisible by the number of processes ({world})")
+    local_bs = cfg.batch_size // world
+    objective = objective if objective is not None else model
+    model.to(device)
+    objective.to(device)
+
+    torch.manual_seed(cfg.seed)
+    opt = torch.optim.AdamW(_param_groups(model, cfg.weight_decay), lr=cfg.lr, betas=(cfg.beta1, cfg.beta2))
+    ema = EMA(model, cfg.ema) if cfg.ema > 0 else None
+    step = 0
+    if resume:
+        state = ckpt.load_train_state(out)
+        model.load_state_dict(state["model"])
+        opt_state = state["optimizer"]
+        opt_state["state"] = {int(k): v for k, v in opt_state["state"].items()}  # JSON made the keys strings
+        opt.load_state_dict(opt_state)
+        if ema is not None:
+            ema.state = {k: v.to(device) for k, v in state["ema"].items()}
+        step = int(state["step"])
+        _set_rng_state(state["rng"])
+        _truncate_log(out / "log.jsonl", step)
+        if dist.is_main() and not quiet:
+            log.info("resumed from %s at step %d", out, step)
+
+    runner: nn.Module = _LossForward(objective)
+    if world > 1:
+        runner = nn.parallel.DistributedDataParallel(runner, device_ids=[device.index] if device.type == "cuda" else None)
+    objective.train()
+
+    meta = dict(meta or {}, train_config=cfg.to_dict(), dataset=getattr(dataset, "name", None))
+
+    def save(step_done: int, metrics: dict) -> None:
+        if not dist.is_main():
+            return
+        weights = ema.state if ema is not None else model.state_dict()
+        ckpt.save_model(out, model, preset=preset, state_dict=weights,
+                        meta=dict(meta, step=step_done, metrics=metrics))
+        ckpt.save_train_state(out, {
+            "model": model.state_dict(), "optimizer": opt.state_dict(),
+            "ema": ema.state if ema is not None else {}, "step": step_done, "rng": _rng_state(),
+            "train_config": cfg.to_dict(),
+        })
+
+    amp = torch.autocast(device.type, dtype=torch.bfloat16, enabled=cfg.bf16)
+    bar = tqdm(total=cfg.steps, initial=step, disable=quiet or not dist.is_main(), desc=f"train {preset or ''}",
+               dynamic_ncols=True)
+    metrics: dict[str, float] = {}
+    t0, seen = time.perf_counter(), 0
+    try:
+        while step < cfg.steps:
+            idx = batch_indices(step, cfg.batch_size, len(dataset), cfg.seed)[rank * local_bs:(rank + 1) * local_bs]
+            images, labels = dataset.batch(idx)
+            batch = (images.to(device, non_blocking=True), labels.to(device, non_blocking=True))
+            for g in opt.param_groups:
+                g["lr"] = cfg.lr_at(step)
+            with amp:
+                loss, metrics = runner(batch)
+            opt.zero_grad(set_to_none=True)
+            loss.backward()
+            if cfg.grad_clip > 0:
+                metrics["grad_norm"] = float(torch.nn.utils.clip_grad_norm_(model.parameters(), cfg.grad_clip))
+            opt.step()
+            if ema is not None:
+                ema.update(model, step)
+            step += 1
+            seen += cfg.batch_size
+            metrics = {"loss": float(loss), **metrics, "lr": opt.param_groups[0]["lr"]}
+            if step % cfg.log_every == 0 or step == cfg.steps:
+                ips = seen / (time.perf_counter() - t0)
+                bar.set_postfix(loss=f"{metrics['loss']:.4f}", img_s=f"{ips:.0f}")
+                if dist.is_main():
+                    _append_log(out / "log.jsonl", {"step": step, **metrics, "img_per_s": ips})
+            bar.update(1)
+            if step % cfg.save_every == 0 or step == cfg.steps:
+                save(step, metrics)
+    except KeyboardInterrupt:
+        save(step, metrics)  # nothing lost on Ctrl-C: resume with --resume
+        raise
+    finally:
+        bar.close()
+    dist.barrier()
+    return metrics
+
+
+def _append_log(path: Path, row: dict) -> None:
+    path.parent.mkdir(parents=True, exist_ok=True)
+    with open(path, "a") as f:
+        f.write(json.dumps(row) + "\n")
+
+
+def _truncate_log(path: Path, step: int) -> None:
+    """Drop log rows a killed run wrote after its last checkpoint, so the resumed log has no duplicates."""
+    if path.exists():
+        rows = [r for r in path.read_text().splitlines() if r.strip() and json.loads(r)["step"] <= step]
+        path.write_text("".join(r + "\n" for r in rows))

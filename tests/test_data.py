@@ -1,0 +1,276 @@
+"""Tests for argen.data: digits split, IDX reader, image folders, errors."""
+
+from __future__ import annotations
+
+import gzip
+import struct
+from pathlib import Path
+
+import numpy as np
+import pytest
+import torch
+from PIL import Image
+
+from argen.data import DATASETS, ImageDataset, load_dataset
+from argen.errors import ArgenError, DataError
+
+# ------------------------------------------------------------------------------------ digits
+
+
+def test_digits_split_sizes_disjoint_stratified_and_stable():
+    train = load_dataset("digits", "train")
+    test = load_dataset("digits", "test")
+    full = load_dataset("digits", "all")
+    assert len(train) + len(test) == len(full) == 1797
+    assert (len(train), len(test)) == (1442, 355)
+    assert train.channels == 1 and train.image_size == (8, 8) and train.num_classes == 10
+    assert train.classes == tuple(str(i) for i in range(10))
+    assert set(train.labels.tolist()) == set(range(10))
+    assert set(test.labels.tolist()) == set(range(10))
+
+    # Disjoint, and together exactly the full set: match rows of (pixels, label).
+    def rows(d: ImageDataset) -> list[bytes]:
+        flat = torch.cat([d.images.flatten(1), d.labels[:, None].to(torch.uint8)], 1)
+        return [r.numpy().tobytes() for r in flat]
+
+    full_rows, train_rows, test_rows = rows(full), rows(train), rows(test)
+    assert sorted(train_rows + test_rows) == sorted(full_rows)
+    # sklearn's digits contain a few exact duplicates; count multiplicities, not sets.
+    from collections import Counter
+
+    assert Counter(train_rows) + Counter(test_rows) == Counter(full_rows)
+
+    # Each class: test is len // 5 of that class.
+    full_counts = torch.bincount(full.labels, minlength=10)
+    test_counts = torch.bincount(test.labels, minlength=10)
+    assert torch.equal(test_counts, full_counts // 5)
+
+    again = load_dataset("digits", "test")
+    assert torch.equal(again.images, test.images) and torch.equal(again.labels, test.labels)
+
+
+def test_digits_values_and_batch():
+    from sklearn.datasets import load_digits
+
+    d = load_dataset("digits", "all")
+    assert d.images.dtype == torch.uint8 and d.labels.dtype == torch.int64
+    assert int(d.images.min()) == 0 and int(d.images.max()) == 255
+    raw = load_digits()
+    expected = np.floor(raw.images * 255 / 16 + 0.5).astype(np.uint8)
+    assert np.array_equal(d.images[:, 0].numpy(), expected)
+    assert np.array_equal(d.labels.numpy(), raw.target)
+
+    x, y = d.batch(torch.tensor([0, 5, 17]))
+    assert x.dtype == torch.float32 and x.shape == (3, 1, 8, 8)
+    assert float(x.min()) >= -1.0 and float(x.max()) <= 1.0
+    assert torch.allclose(x, d.images[[0, 5, 17]].float() / 127.5 - 1)
+    assert y.tolist() == d.labels[[0, 5, 17]].tolist()
+    assert float(d.batch([0])[0].min()) == -1.0  # every digit has a 0 pixel
+
+
+def test_digits_fallback_to_load_digits(monkeypatch):
+    """Without the bundled CSV where expected, the loader uses sklearn's load_digits()."""
+    import importlib.util
+
+    from argen.data import datasets
+
+    fast = load_dataset("digits", "train")
+    monkeypatch.setattr(importlib.util, "find_spec", lambda name, *a, **k: None)
+    datasets._digits_arrays.cache_clear()
+    try:
+        slow = load_dataset("digits", "train")
+    finally:
+        datasets._digits_arrays.cache_clear()
+    assert torch.equal(fast.images, slow.images) and torch.equal(fast.labels, slow.labels)
+
+
+def test_digits_resize():
+    d = load_dataset("digits", "test", image_size=16)
+    assert d.images.shape == (355, 1, 16, 16) and d.images.dtype == torch.uint8
+    native = load_dataset("digits", "test", image_size=8)
+    assert torch.equal(native.images, load_dataset("digits", "test").images)
+    # A bilinear upsample keeps the mean brightness roughly.
+    assert abs(d.images.float().mean() - native.images.float().mean()) < 3.0
+
+
+# ----------------------------------------------------------------------------- fashion-mnist
+
+
+def _idx_images(images: np.ndarray) -> bytes:
+    n, h, w = images.shape
+    return struct.pack(">IIII", 2051, n, h, w) + images.astype(np.uint8).tobytes()
+
+
+def _idx_labels(labels: np.ndarray) -> bytes:
+    return struct.pack(">II", 2049, len(labels)) + labels.astype(np.uint8).tobytes()
+
+
+def _write(path: Path, data: bytes, gz: bool) -> None:
+    if gz:
+        with gzip.open(path.with_name(path.name + ".gz"), "wb") as fh:
+            fh.write(data)
+    else:
+        path.write_bytes(data)
+
+
+def _fake_fmnist(root: Path, gz: bool, n_train: int = 7, n_test: int = 3, seed: int = 0):
+    rng = np.random.default_rng(seed)
+    root.mkdir(parents=True, exist_ok=True)
+    parts = {}
+    for prefix, n in (("train", n_train), ("t10k", n_test)):
+        imgs = rng.integers(0, 256, size=(n, 28, 28), dtype=np.uint8)
+        labs = rng.integers(0, 10, size=n).astype(np.uint8)
+        _write(root / f"{prefix}-images-idx3-ubyte", _idx_images(imgs), gz)
+        _write(root / f"{prefix}-labels-idx1-ubyte", _idx_labels(labs), gz)
+        parts[prefix] = (imgs, labs)
+    return parts
+
+
+@pytest.mark.parametrize("gz", [False, True])
+def test_fashion_mnist_round_trip(tmp_path, gz):
+    parts = _fake_fmnist(tmp_path, gz)
+    train = load_dataset("fashion-mnist", "train", path=str(tmp_path))
+    test = load_dataset("fashion-mnist", "test", path=tmp_path)
+    assert train.images.shape == (7, 1, 28, 28) and test.images.shape == (3, 1, 28, 28)
+    assert train.images.dtype == torch.uint8 and train.labels.dtype == torch.int64
+    assert np.array_equal(train.images[:, 0].numpy(), parts["train"][0])
+    assert np.array_equal(train.labels.numpy(), parts["train"][1].astype(np.int64))
+    assert np.array_equal(test.images[:, 0].numpy(), parts["t10k"][0])
+    assert np.array_equal(test.labels.numpy(), parts["t10k"][1].astype(np.int64))
+    assert train.num_classes == 10 and train.classes[0] == "T-shirt/top"
+    assert train.classes[-1] == "Ankle boot"
+    both = load_dataset("fashion-mnist", "all", path=tmp_path)
+    assert len(both) == 10 and torch.equal(both.images[:7], train.images)
+
+
+def test_fashion_mnist_resize(tmp_path):
+    _fake_fmnist(tmp_path, gz=False)
+    d = load_dataset("fashion-mnist", "test", path=tmp_path, image_size=32)
+    assert d.images.shape == (3, 1, 32, 32) and d.image_size == (32, 32)
+    assert d.images.dtype == torch.uint8
+
+
+def test_fashion_mnist_missing_dir_mentions_data_path(tmp_path):
+    with pytest.raises(DataError) as info:
+        load_dataset("fashion-mnist", "train", path=tmp_path / "nope")
+    msg = str(info.value)
+    assert "--data-path" in msg and "dataset-fashion-mnist" in msg and "\n" not in msg
+    assert isinstance(info.value, ValueError) and isinstance(info.value, ArgenError)
+
+
+def test_fashion_mnist_missing_file(tmp_path):
+    _fake_fmnist(tmp_path, gz=True)
+    (tmp_path / "t10k-labels-idx1-ubyte.gz").unlink()
+    load_dataset("fashion-mnist", "train", path=tmp_path)  # train is still complete
+    with pytest.raises(DataError, match=r"t10k-labels-idx1-ubyte.*--data-path"):
+        load_dataset("fashion-mnist", "test", path=tmp_path)
+
+
+def test_fashion_mnist_bad_magic_and_truncated(tmp_path):
+    _fake_fmnist(tmp_path, gz=False)
+    images_file = tmp_path / "train-images-idx3-ubyte"
+    good = images_file.read_bytes()
+    images_file.write_bytes(struct.pack(">I", 2049) + good[4:])
+    with pytest.raises(DataError, match="train-images-idx3-ubyte") as info:
+        load_dataset("fashion-mnist", "train", path=tmp_path)
+    assert "magic" in str(info.value) and "\n" not in str(info.value)
+
+    images_file.write_bytes(good[:-5])
+    with pytest.raises(DataError, match="truncated"):
+        load_dataset("fashion-mnist", "train", path=tmp_path)
+
+    images_file.write_bytes(good)
+    labels_file = tmp_path / "train-labels-idx1-ubyte"
+    labels_file.write_bytes(labels_file.read_bytes()[:6])
+    with pytest.raises(DataError, match="train-labels-idx1-ubyte"):
+        load_dataset("fashion-mnist", "train", path=tmp_path)
+
+
+def test_fashion_mnist_corrupt_gzip(tmp_path):
+    _fake_fmnist(tmp_path, gz=True)
+    (tmp_path / "t10k-images-idx3-ubyte.gz").write_bytes(b"\x1f\x8b garbage")
+    with pytest.raises(DataError, match="t10k-images-idx3-ubyte.gz"):
+        load_dataset("fashion-mnist", "test", path=tmp_path)
+
+
+# ------------------------------------------------------------------------------------ folder
+
+
+def _make_folder(root: Path, counts: dict[str, int]) -> None:
+    rng = np.random.default_rng(0)
+    for cls, n in counts.items():
+        (root / cls).mkdir(parents=True)
+        for i in range(n):
+            size = (10 + i, 12) if i % 2 else (12, 12)
+            arr = rng.integers(0, 256, size=(size[1], size[0], 3), dtype=np.uint8)
+            img = Image.fromarray(arr)
+            if cls.startswith("b") and i == 0:
+                img = img.convert("L")  # grayscale files become RGB too
+            img.save(root / cls / f"{i:03d}.png")
+    (root / "zz_notes.txt").write_text("not a class")  # plain files in the root are ignored
+
+
+def test_folder_dataset_classes_sorted_and_resized(tmp_path):
+    _make_folder(tmp_path, {"cat": 3, "bird": 2})
+    (tmp_path / "cat" / "readme.txt").write_text("skip me")
+    d = load_dataset("folder", "all", path=tmp_path, image_size=16)
+    assert d.classes == ("bird", "cat")
+    assert d.images.shape == (5, 3, 16, 16) and d.images.dtype == torch.uint8
+    assert d.labels.tolist() == [0, 0, 1, 1, 1]
+    x, _ = d.batch(torch.arange(5))
+    assert float(x.min()) >= -1 and float(x.max()) <= 1
+
+    default = load_dataset("folder", "all", path=tmp_path)
+    assert default.image_size == (32, 32) and default.channels == 3
+
+
+def test_folder_split_every_tenth_file(tmp_path):
+    _make_folder(tmp_path, {"a": 12, "b": 10})
+    train = load_dataset("folder", "train", path=tmp_path, image_size=4)
+    test = load_dataset("folder", "test", path=tmp_path, image_size=4)
+    assert len(train) == 20 and len(test) == 2
+    assert test.labels.tolist() == [0, 1]
+    full = load_dataset("folder", "all", path=tmp_path, image_size=4)
+    assert torch.equal(test.images[0], full.images[9])  # a/009.png
+    assert torch.equal(test.images[1], full.images[12 + 9])  # b/009.png
+
+
+def test_folder_errors(tmp_path):
+    with pytest.raises(DataError, match="--data-path"):
+        load_dataset("folder", "all")
+    with pytest.raises(DataError, match="does not exist"):
+        load_dataset("folder", "all", path=tmp_path / "missing")
+    with pytest.raises(DataError, match="sub-folder"):
+        load_dataset("folder", "all", path=tmp_path)
+    _make_folder(tmp_path, {"a": 2})
+    with pytest.raises(DataError, match="no images"):
+        load_dataset("folder", "test", path=tmp_path)  # fewer than 10 files: empty test split
+    (tmp_path / "a" / "broken.png").write_bytes(b"not a png")
+    with pytest.raises(DataError, match="broken.png"):
+        load_dataset("folder", "all", path=tmp_path)
+
+
+# ------------------------------------------------------------------------------------ errors
+
+
+def test_unknown_name_split_and_size():
+    with pytest.raises(DataError) as info:
+        load_dataset("cifar-1000")
+    for name in DATASETS:
+        assert name in str(info.value)
+    with pytest.raises(DataError, match="train, test, all"):
+        load_dataset("digits", "validation")
+    with pytest.raises(DataError, match="image size"):
+        load_dataset("digits", image_size=0)
+
+
+def test_image_dataset_validates():
+    with pytest.raises(ValueError):
+        ImageDataset("x", torch.zeros(2, 1, 4, 4), torch.zeros(2, dtype=torch.int64), ("a",))
+    with pytest.raises(ValueError):
+        ImageDataset(
+            "x",
+            torch.zeros(2, 1, 4, 4, dtype=torch.uint8),
+            torch.zeros(3, dtype=torch.int64),
+            ("a",),
+        )
