@@ -1,3 +1,49 @@
-"""argen: autoregressive image generation under one API."""
+"""argen: autoregressive image generation under one API.
+
+    import argen
+    argen.list_presets()                              # names usable with build() and the CLI
+    model = argen.build("var-digits", device="meta")  # any preset, without allocating memory
+    tok = argen.load("argen-demo/tokenizer")          # any checkpoint folder
+    pipe = argen.Pipeline.from_pretrained("argen-demo/generator")
+    images = pipe(labels=[3, 1, 4], seed=0)           # (3, C, H, W) in [-1, 1]
+"""
+
+from __future__ import annotations
 
 __version__ = "0.1.0"
+
+
+def build(preset: str, device: str = "cpu", **overrides):
+    """Build the model of a named preset (random weights); ``overrides`` replace config fields."""
+    import torch
+
+    from argen.registry import get_preset, model_for_config
+
+    config = get_preset(preset).make_config().replace(**overrides)
+    with torch.device(device):
+        return model_for_config(config)(config)
+
+
+def load(path: str, device: str = "cpu"):
+    """Load any argen checkpoint folder (config.json + model.safetensors)."""
+    from argen.checkpoint import load_model
+
+    return load_model(path, device)
+
+
+def list_presets(kind: str | None = None) -> list[str]:
+    from argen.registry import list_presets as _list
+
+    return _list(kind)
+
+
+def __getattr__(name: str):
+    # Lazy so that `import argen` stays fast for the CLI's --help.
+    if name == "Pipeline":
+        from argen.pipeline import Pipeline
+
+        return Pipeline
+    raise AttributeError(f"module 'argen' has no attribute {name!r}")
+
+
+__all__ = ["__version__", "build", "load", "list_presets", "Pipeline"]

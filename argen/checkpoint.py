@@ -25,7 +25,7 @@ from safetensors import SafetensorError
 from safetensors.torch import load_file, save_file
 
 from argen import __version__
-from argen.errors import CheckpointError
+from argen.errors import CheckpointError, ConfigError
 from argen.registry import model_class
 
 CONFIG = "config.json"
@@ -57,8 +57,14 @@ def write_json(path: str | Path, obj: Any) -> None:
 
 
 def save_tensors(path: str | Path, tensors: dict[str, torch.Tensor], metadata: dict[str, str] | None = None) -> None:
-    # safetensors refuses shared or non-contiguous storage: store plain contiguous copies.
-    flat = {k: v.detach().contiguous().cpu() for k, v in tensors.items()}
+    # safetensors refuses non-contiguous tensors and tensors sharing storage (tied weights, views):
+    # make those plain copies, and leave the rest as they are (no second copy of a large model).
+    flat, seen = {}, set()
+    for k, v in tensors.items():
+        v = v.detach().cpu().contiguous()
+        ptr = v.untyped_storage().data_ptr()
+        flat[k] = v.clone() if ptr in seen or v.numel() != v.untyped_storage().nbytes() // v.element_size() else v
+        seen.add(ptr)
     _atomic_write(Path(path), lambda tmp: save_file(flat, tmp, metadata=metadata))
 
 
@@ -93,8 +99,8 @@ def read_config(ckpt_dir: str | Path) -> dict[str, Any]:
         cfg = json.loads((d / CONFIG).read_text())
     except (json.JSONDecodeError, UnicodeDecodeError) as e:
         raise CheckpointError(f"corrupt {d / CONFIG}: {e}") from None
-    if not isinstance(cfg, dict) or "class" not in cfg or "config" not in cfg:
-        raise CheckpointError(f"corrupt {d / CONFIG}: expected keys 'class' and 'config'")
+    if not isinstance(cfg, dict) or "class" not in cfg or not isinstance(cfg.get("config"), dict):
+        raise CheckpointError(f"corrupt {d / CONFIG}: expected a 'class' name and a 'config' object")
     return cfg
 
 
@@ -123,12 +129,17 @@ def load_model(ckpt_dir: str | Path, device: str | torch.device = "cpu") -> torc
     """Rebuild a model from its folder alone (strict: every tensor must match by name and shape)."""
     d = Path(ckpt_dir)
     cfg = read_config(d)
-    model = build_from_config(cfg, device)
+    try:
+        model = build_from_config(cfg, device)
+    except ConfigError as e:
+        raise CheckpointError(f"{d / CONFIG}: {e}") from None
     state = load_tensors(d / WEIGHTS, device)
     try:
         model.load_state_dict(state, strict=True)
     except RuntimeError as e:
-        raise CheckpointError(f"weights in {d / WEIGHTS} do not fit {cfg['class']}: {str(e).splitlines()[1:2]}") from None
+        lines = [x.strip() for x in str(e).splitlines() if x.strip()]
+        detail = lines[1] if len(lines) > 1 else lines[0]
+        raise CheckpointError(f"weights in {d / WEIGHTS} do not fit {cfg['class']}: {detail}") from None
     model.checkpoint_meta = {k: cfg.get(k) for k in ("preset", "meta", "argen_version")}
     return model.eval()
 

@@ -22,6 +22,7 @@ class Preset:
     train: dict  # TrainConfig overrides (steps, batch_size, lr, ...)
     data: str  # default dataset name
     description: str
+    sampler: dict  # default sampler settings of a generator (saved in its checkpoint)
 
 
 _PRESETS: dict[str, Preset] = {}
@@ -35,6 +36,15 @@ def register_model(cls: type) -> type:
     return cls
 
 
+def model_for_config(config: object) -> type:
+    """The model class whose ``config_class`` is the type of ``config``."""
+    _load_all()
+    for cls in _MODELS.values():
+        if type(config) is cls.config_class:
+            return cls
+    raise ConfigError(f"no model class takes a {type(config).__name__}")
+
+
 def model_class(name: str) -> type:
     _load_all()
     if name not in _MODELS:
@@ -42,7 +52,8 @@ def model_class(name: str) -> type:
     return _MODELS[name]
 
 
-def register(name: str, kind: str, *, data: str, train: dict | None = None, description: str = ""):
+def register(name: str, kind: str, *, data: str, train: dict | None = None, sampler: dict | None = None,
+             description: str = ""):
     """Decorator: register a zero-argument config factory under ``name``."""
     if kind not in KINDS:
         raise ValueError(f"kind must be one of {KINDS}, got {kind!r}")
@@ -50,7 +61,8 @@ def register(name: str, kind: str, *, data: str, train: dict | None = None, desc
     def deco(fn: Callable[[], object]) -> Callable[[], object]:
         if name in _PRESETS:
             raise ValueError(f"preset {name!r} registered twice")
-        _PRESETS[name] = Preset(name, kind, fn, dict(train or {}), data, description or (fn.__doc__ or "").strip())
+        _PRESETS[name] = Preset(name, kind, fn, dict(train or {}), data, description or (fn.__doc__ or "").strip(),
+                                dict(sampler or {}))
         return fn
 
     return deco

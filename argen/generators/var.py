@@ -272,7 +272,7 @@ class VAR(nn.Module):
         b, e = self.config.begin_ends[-1]
         with torch.no_grad():
             acc_last = (logits[:, b:e].argmax(-1) == target[:, b:e]).float().mean()
-        return loss, {"ce": float(loss), "acc_last_scale": float(acc_last)}
+        return loss, {"ce": float(loss.detach()), "acc_last_scale": float(acc_last)}
 
 
 # ---- presets ----------------------------------------------------------------------------------------
@@ -283,7 +283,8 @@ def var_official(depth: int) -> VARConfig:
 
 
 @register("var-digits", "generator", data="digits",
-          train=dict(steps=3000, batch_size=64, lr=1e-3, warmup=200, ema=0.999, weight_decay=0.05),
+          train=dict(steps=1500, batch_size=64, lr=1e-3, warmup=100, ema=0.998, weight_decay=0.05),
+          sampler=dict(cfg=1.0),
           description="VAR for 8x8 digits on msvq-digits (scales 1-2-3-4, 64 codes): depth 4, width 128")
 def var_digits() -> VARConfig:
     return VARConfig(vocab_size=64, token_dim=16, scales=(1, 2, 3, 4), depth=4, width=128, num_heads=4,

@@ -84,5 +84,6 @@ def sample_categorical(logits: torch.Tensor, generator: torch.Generator | None =
 
     argmax(p_i / E_i) with E_i ~ Exp(1) is distributed as Categorical(p)."""
     probs = torch.softmax(logits.float(), dim=-1)
-    e = torch.empty_like(probs).exponential_(1, generator=generator)
+    # An exact-zero draw (odds ~2^-53) would make 0/0 = NaN on a masked token: clamp it away.
+    e = torch.empty_like(probs).exponential_(1, generator=generator).clamp_(min=1e-30)
     return (probs / e).argmax(-1)

@@ -16,6 +16,7 @@ import torch.nn.functional as F
 from torch import nn
 
 from argen.config import Config, check
+from argen.tokenizers.losses import ExtraLosses
 from argen.tokenizers.nets import Decoder, Encoder
 
 RECON_LOSSES = ("l1", "l2")
@@ -39,6 +40,11 @@ class ConvAEConfig(Config):
     kmeans_init: bool = True             # initialise the codebook with k-means on the first batch
     restart_every: int = 20              # dead-code restart period in training steps (0: never)
     restart_threshold: float = 0.03      # a code is dead when its hit-rate EMA falls below this share of uniform
+    adv_weight: float = 0.0              # PatchGAN hinge loss weight (0: off); for natural images
+    disc_start: int = 0                  # training step at which the adversarial term switches on
+    disc_ndf: int = 64                   # discriminator width
+    perceptual_weight: float = 0.0       # VGG16 feature loss weight (0: off); needs perceptual_weights
+    perceptual_weights: str | None = None  # path of a torchvision vgg16 state dict (.safetensors); never downloaded
 
     def __post_init__(self):
         check(self.image_channels in (1, 3), f"image_channels must be 1 or 3, got {self.image_channels}")
@@ -48,6 +54,10 @@ class ConvAEConfig(Config):
         check(self.recon_loss in RECON_LOSSES, f"recon_loss must be one of {RECON_LOSSES}, got {self.recon_loss!r}")
         check(self.restart_every >= 0, f"restart_every must be >= 0, got {self.restart_every}")
         check(len(self.ch_mult) >= 1, "ch_mult must have at least one level")
+        check(self.adv_weight >= 0 and self.perceptual_weight >= 0, "adv_weight and perceptual_weight must be >= 0")
+        check(self.perceptual_weight == 0 or self.perceptual_weights is not None,
+              "perceptual_weight > 0 needs perceptual_weights: the path of a VGG16 state dict (nothing is downloaded)")
+        check(self.perceptual_weight == 0 or self.image_channels in (1, 3), "perceptual loss needs 1 or 3 channels")
 
     @property
     def downsample(self) -> int:
@@ -57,6 +67,11 @@ class ConvAEConfig(Config):
     def grid(self) -> tuple[int, int]:
         g = self.image_size // self.downsample
         return (g, g)
+
+
+def build_extra_losses(c: ConvAEConfig) -> ExtraLosses:
+    return ExtraLosses(c.image_channels, c.adv_weight, c.disc_start, c.disc_ndf, c.perceptual_weight,
+                       c.perceptual_weights)
 
 
 def build_autoencoder(c: ConvAEConfig) -> tuple[Encoder, Decoder]:

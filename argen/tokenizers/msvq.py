@@ -30,7 +30,8 @@ from torch import nn
 
 from argen.config import check
 from argen.registry import register, register_model
-from argen.tokenizers.base import Codebook, ConvAEConfig, build_autoencoder, recon_loss, usage_stats
+from argen.tokenizers.base import (Codebook, ConvAEConfig, build_autoencoder, build_extra_losses, recon_loss,
+                                   usage_stats)
 
 
 @dataclass(frozen=True)
@@ -46,6 +47,11 @@ class MSVQConfig(ConvAEConfig):
         check(self.scales[-1] == self.grid[0],
               f"the last scale ({self.scales[-1]}) must equal the token grid ({self.grid[0]} = image_size / downsample)")
         check(self.num_phi >= 1, f"num_phi must be >= 1, got {self.num_phi}")
+        used = {phi_index(i, len(self.scales), self.num_phi) for i in range(len(self.scales))}
+        # An unused phi conv would get no gradient (and DDP refuses parameters without one).
+        check(len(used) == self.num_phi,
+              f"num_phi={self.num_phi} leaves phi conv(s) {sorted(set(range(self.num_phi)) - used)} unused with "
+              f"{len(self.scales)} scales; use num_phi <= {len(used)}")
 
     @property
     def num_tokens(self) -> int:
@@ -129,6 +135,7 @@ class MultiScaleVQ(nn.Module):
         super().__init__()
         self.config = c = config
         self.encoder, self.decoder = build_autoencoder(c)
+        self.losses = build_extra_losses(c)  # adversarial / perceptual terms; empty unless enabled
         self.quant_conv = nn.Conv2d(c.z_channels, c.z_channels, 3, padding=1)
         self.post_quant_conv = nn.Conv2d(c.z_channels, c.z_channels, 3, padding=1)
         self.quantize = MultiScaleQuantizer(c)
@@ -203,14 +210,15 @@ class MultiScaleVQ(nn.Module):
         f_hat, idx_list, vq_loss, rests = self.quantize.quantize(f, train=self.training)
         rec = self.decoder(self.post_quant_conv(f_hat))
         rl = recon_loss(c.recon_loss, rec, images)
-        metrics = {"rec": float(rl), "vq": float(vq_loss)}
+        extra, metrics = self.losses(images, rec, rl, self.decoder.conv_out.weight, int(self.train_steps))
+        metrics.update(rec=float(rl.detach()), vq=float(vq_loss.detach()))
         if self.training:
             self.train_steps += 1
             if c.restart_every and int(self.train_steps) % c.restart_every == 0:
                 metrics["restarted"] = self.quantize.restart_dead(self._balanced(rests), c.restart_threshold)
         for si, idx in enumerate(idx_list):
             metrics[f"usage_s{si}"] = usage_stats(idx, c.codebook_size)["usage"]
-        return rl + vq_loss, metrics
+        return rl + vq_loss + extra, metrics
 
     def _pooled(self, f: torch.Tensor) -> list[torch.Tensor]:
         return [F.interpolate(f, size=(pn, pn), mode="area").permute(0, 2, 3, 1).reshape(-1, f.shape[1])
@@ -227,7 +235,7 @@ class MultiScaleVQ(nn.Module):
 # ---- presets ----------------------------------------------------------------------------------------
 
 @register("msvq-digits", "tokenizer", data="digits",
-          train=dict(steps=1500, batch_size=128, lr=2e-3, warmup=100, ema=0.0),
+          train=dict(steps=600, batch_size=128, lr=2e-3, warmup=50, ema=0.0),
           description="VAR multi-scale VQ for 8x8 digits: grid 4x4, scales 1-2-3-4, 64 codes")
 def msvq_digits() -> MSVQConfig:
     return MSVQConfig(image_channels=1, image_size=8, ch=32, ch_mult=(1, 2), num_res_blocks=1,

@@ -17,7 +17,8 @@ from torch import nn
 
 from argen.config import check
 from argen.registry import register, register_model
-from argen.tokenizers.base import Codebook, ConvAEConfig, build_autoencoder, recon_loss, usage_stats
+from argen.tokenizers.base import (Codebook, ConvAEConfig, build_autoencoder, build_extra_losses, recon_loss,
+                                   usage_stats)
 
 
 @dataclass(frozen=True)
@@ -40,6 +41,7 @@ class VQTokenizer(nn.Module):
         super().__init__()
         self.config = c = config
         self.encoder, self.decoder = build_autoencoder(c)
+        self.losses = build_extra_losses(c)  # adversarial / perceptual terms; empty unless enabled
         self.quant_conv = nn.Conv2d(c.z_channels, c.code_dim, 1)
         self.post_quant_conv = nn.Conv2d(c.code_dim, c.z_channels, 1)
         self.quantize = Codebook(c.codebook_size, c.code_dim, l2_norm=True)
@@ -80,18 +82,20 @@ class VQTokenizer(nn.Module):
         q = self.quantize.lookup(idx).permute(0, 3, 1, 2)
         vq_loss = F.mse_loss(q, z.detach()) + c.beta * F.mse_loss(z, q.detach())
         q_st = z + (q - z).detach()  # straight-through estimator
-        rl = recon_loss(c.recon_loss, self.codes_to_image(q_st), images)
-        metrics = {"rec": float(rl), "vq": float(vq_loss), **usage_stats(idx, c.codebook_size)}
+        rec = self.codes_to_image(q_st)
+        rl = recon_loss(c.recon_loss, rec, images)
+        extra, metrics = self.losses(images, rec, rl, self.decoder.conv_out.weight, int(self.train_steps))
+        metrics.update(rec=float(rl.detach()), vq=float(vq_loss.detach()), **usage_stats(idx, c.codebook_size))
         if self.training:
             self.quantize.record_usage(idx)
             self.train_steps += 1
             if c.restart_every and int(self.train_steps) % c.restart_every == 0:
                 metrics["restarted"] = self.quantize.restart_dead(z_ND.detach(), c.restart_threshold)
-        return rl + vq_loss, metrics
+        return rl + vq_loss + extra, metrics
 
 
 @register("vq-digits", "tokenizer", data="digits",
-          train=dict(steps=1500, batch_size=128, lr=2e-3, warmup=100, ema=0.0),
+          train=dict(steps=600, batch_size=128, lr=2e-3, warmup=50, ema=0.0),
           description="single-scale VQ for 8x8 digits: grid 4x4, 64 l2-normalised 8-d codes")
 def vq_digits() -> VQConfig:
     return VQConfig(image_channels=1, image_size=8, ch=32, ch_mult=(1, 2), num_res_blocks=1,

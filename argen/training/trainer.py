@@ -13,9 +13,12 @@ from its last checkpoint ends bit-identical to an uninterrupted one.
 
 from __future__ import annotations
 
+import contextlib
 import json
 import logging
 import math
+import signal
+import threading
 import time
 from dataclasses import dataclass
 from pathlib import Path
@@ -185,7 +188,7 @@ def train(model: nn.Module, dataset, cfg: TrainConfig, out_dir: str | Path, *, o
                dynamic_ncols=True)
     metrics: dict[str, float] = {}
     t0, seen = time.perf_counter(), 0
-    try:
+    with _stop_at_step_boundary() as stop:
         while step < cfg.steps:
             idx = batch_indices(step, cfg.batch_size, len(dataset), cfg.seed)[rank * local_bs:(rank + 1) * local_bs]
             images, labels = dataset.batch(idx)
@@ -203,22 +206,49 @@ def train(model: nn.Module, dataset, cfg: TrainConfig, out_dir: str | Path, *, o
                 ema.update(model, step)
             step += 1
             seen += cfg.batch_size
-            metrics = {"loss": float(loss), **metrics, "lr": opt.param_groups[0]["lr"]}
+            metrics = {"loss": float(loss.detach()), **metrics, "lr": opt.param_groups[0]["lr"]}
             if step % cfg.log_every == 0 or step == cfg.steps:
                 ips = seen / (time.perf_counter() - t0)
                 bar.set_postfix(loss=f"{metrics['loss']:.4f}", img_s=f"{ips:.0f}")
                 if dist.is_main():
                     _append_log(out / "log.jsonl", {"step": step, **metrics, "img_per_s": ips})
             bar.update(1)
-            if step % cfg.save_every == 0 or step == cfg.steps:
+            if step % cfg.save_every == 0 or step == cfg.steps or stop.requested:
                 save(step, metrics)
-    except KeyboardInterrupt:
-        save(step, metrics)  # nothing lost on Ctrl-C: resume with --resume
-        raise
-    finally:
-        bar.close()
+            if stop.requested:
+                bar.close()
+                raise KeyboardInterrupt
+    bar.close()
     dist.barrier()
     return metrics
+
+
+class _StopFlag:
+    requested = False
+
+
+@contextlib.contextmanager
+def _stop_at_step_boundary():
+    """Ctrl-C finishes the current step, saves, then raises KeyboardInterrupt (a second Ctrl-C stops at once).
+
+    Saving mid-step would store half-updated weights or an RNG state already advanced by the
+    unfinished step, and the resumed run would no longer match an uninterrupted one."""
+    flag = _StopFlag()
+    if threading.current_thread() is not threading.main_thread():
+        yield flag
+        return
+
+    def handler(signum, frame):
+        if flag.requested:
+            raise KeyboardInterrupt
+        flag.requested = True
+        log.warning("interrupt: finishing this step and saving a checkpoint (Ctrl-C again to stop at once)")
+
+    previous = signal.signal(signal.SIGINT, handler)
+    try:
+        yield flag
+    finally:
+        signal.signal(signal.SIGINT, previous)
 
 
 def _append_log(path: Path, row: dict) -> None:

@@ -1,0 +1,5 @@
+import sys
+
+from argen.cli import main
+
+sys.exit(main())

@@ -1,0 +1,269 @@
+"""The ``argen`` command: demo | train | sample | info.
+
+Bad input (unknown preset, missing checkpoint, label out of range, corrupt
+file, ...) ends with exit code 2 and one line on stderr, never a traceback.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import logging
+import os
+import sys
+import time
+from pathlib import Path
+
+from argen.errors import ArgenError
+
+log = logging.getLogger("argen")
+
+
+# ---- shared options -----------------------------------------------------------------------------------
+
+def _common(p: argparse.ArgumentParser) -> None:
+    p.add_argument("--device", default=None, help="cpu, cuda[:N] or mps (default: best available)")
+    p.add_argument("--threads", type=int, default=None,
+                   help="torch CPU threads (default: all cores, split evenly between torchrun processes)")
+    p.add_argument("--quiet", action="store_true", help="no progress bars or logs")
+
+
+def _setup(args) -> "torch.device":  # noqa: F821
+    import torch
+
+    from argen.device import resolve_device
+
+    logging.basicConfig(level=logging.WARNING if args.quiet else logging.INFO, format="%(message)s")
+    local_world = int(os.environ.get("LOCAL_WORLD_SIZE", 1))
+    torch.set_num_threads(args.threads or max(1, (os.cpu_count() or 1) // local_world))
+    return resolve_device(args.device)
+
+
+def _positive(name):
+    def parse(s):
+        try:
+            v = int(s)
+        except ValueError:
+            raise argparse.ArgumentTypeError(f"{name} must be an integer, got {s!r}") from None
+        if v < 1:
+            raise argparse.ArgumentTypeError(f"{name} must be >= 1, got {v}")
+        return v
+    return parse
+
+
+def _labels(s: str) -> list[int]:
+    try:
+        return [int(x) for x in s.split(",") if x.strip() != ""]
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"--labels must be comma-separated integers, got {s!r}") from None
+
+
+def _kv(s: str) -> tuple[str, object]:
+    if "=" not in s:
+        raise argparse.ArgumentTypeError(f"--set expects KEY=VALUE, got {s!r}")
+    k, v = s.split("=", 1)
+    try:
+        return k, json.loads(v)
+    except json.JSONDecodeError:
+        return k, v
+
+
+# ---- train ---------------------------------------------------------------------------------------------
+
+def _train_args(p: argparse.ArgumentParser, kind: str) -> None:
+    from argen.data import DATASETS
+    from argen.registry import list_presets
+
+    p.add_argument("--preset", required=True, choices=list_presets(kind), metavar="PRESET",
+                   help=f"one of: {', '.join(list_presets(kind))}")
+    if kind == "generator":
+        p.add_argument("--tokenizer", required=True, help="tokenizer checkpoint folder (copied into OUT/tokenizer)")
+    p.add_argument("--data", default=None, choices=DATASETS, help="dataset (default: the preset's)")
+    p.add_argument("--data-path", default=None, help="dataset location (fashion-mnist IDX folder, image folder)")
+    p.add_argument("--out", required=True, help="checkpoint folder to write")
+    p.add_argument("--steps", type=_positive("--steps"), default=None, help="optimizer steps (default: preset)")
+    p.add_argument("--batch-size", type=_positive("--batch-size"), default=None,
+                   help="global batch size, split over torchrun processes (default: preset)")
+    p.add_argument("--lr", type=float, default=None, help="peak learning rate (default: preset)")
+    p.add_argument("--warmup", type=int, default=None, help="warm-up steps (default: preset)")
+    p.add_argument("--ema", type=float, default=None, help="EMA decay, 0 = off (default: preset)")
+    p.add_argument("--bf16", action="store_true", help="bf16 autocast")
+    p.add_argument("--save-every", type=_positive("--save-every"), default=None, help="checkpoint period in steps")
+    p.add_argument("--seed", type=int, default=0)
+    p.add_argument("--resume", action="store_true", help="continue from OUT/train_state.safetensors")
+    p.add_argument("--set", type=_kv, action="append", default=[], metavar="KEY=VALUE",
+                   help="override a model config field, e.g. --set depth=6 (repeatable)")
+    _common(p)
+
+
+def cmd_train(args) -> int:
+    from argen.training import dist
+
+    device = _setup(args)
+    overrides = {k: v for k, v in dict(steps=args.steps, batch_size=args.batch_size, lr=args.lr, warmup=args.warmup,
+                                       ema=args.ema, save_every=args.save_every).items() if v is not None}
+    overrides["seed"] = args.seed
+    if args.bf16:
+        overrides["bf16"] = True
+    if args.resume and not (Path(args.out) / "train_state.safetensors").is_file():
+        raise ArgenError(f"--resume: no training state in {args.out} (missing train_state.safetensors)")
+    from argen.training.run import train_preset
+
+    try:
+        result = train_preset(args.kind, args.preset, args.out, data=args.data, data_path=args.data_path,
+                             tokenizer_dir=getattr(args, "tokenizer", None), train_overrides=overrides,
+                             model_overrides=dict(args.set), device=device, resume=args.resume, quiet=args.quiet,
+                             command="argen " + " ".join(sys.argv[1:]))
+    finally:
+        dist.shutdown()
+    if dist.is_main() and not args.quiet:
+        print(json.dumps(result, indent=2))
+    return 0
+
+
+# ---- sample --------------------------------------------------------------------------------------------
+
+def cmd_sample(args) -> int:
+    from argen.pipeline import Pipeline, save_samples
+
+    device = _setup(args)
+    pipe = Pipeline.from_pretrained(args.checkpoint, device)
+    labels = args.labels if args.labels is not None else list(range(pipe.num_classes))
+    if not labels:
+        raise ArgenError("--labels: give at least one class id")
+    pipe.check_labels(labels)
+    labels = [x for x in labels for _ in range(args.per_label)]
+    overrides = {k: v for k, v in dict(cfg=args.cfg, top_k=args.top_k, top_p=args.top_p,
+                                       temperature=args.temperature).items() if v is not None}
+    t0 = time.time()
+    images = pipe(labels, seed=args.seed, batch_size=args.batch_size, progress=not args.quiet, **overrides)
+    npz, png = save_samples(images, labels, args.out, nrow=args.per_label)
+    if not args.quiet:
+        print(f"wrote {npz} and {png}: {len(labels)} images in {time.time() - t0:.1f} s")
+    return 0
+
+
+# ---- info ----------------------------------------------------------------------------------------------
+
+def cmd_info(args) -> int:
+    from argen import checkpoint as ckpt
+    from argen.registry import get_preset, list_presets
+
+    if args.presets or args.checkpoint is None:
+        rows = [{"name": n, "kind": get_preset(n).kind, "data": get_preset(n).data,
+                 "description": get_preset(n).description} for n in list_presets()]
+        if args.json:
+            print(json.dumps(rows, indent=2))
+        else:
+            for r in rows:
+                print(f"{r['name']:<16} {r['kind']:<10} {r['data']:<14} {r['description']}")
+        return 0
+    cfg = ckpt.read_config(args.checkpoint)
+    weights = ckpt.load_tensors(Path(args.checkpoint) / ckpt.WEIGHTS)
+    model = ckpt.build_from_config(cfg, "meta")
+    params = sum(p.numel() for p in model.parameters())
+    meta = cfg.get("meta", {})
+    info = {"path": str(args.checkpoint), "class": cfg["class"], "preset": cfg.get("preset"),
+            "argen_version": cfg.get("argen_version"), "parameters": params, "tensors": len(weights),
+            "step": meta.get("step"), "config": cfg["config"], "eval": meta.get("eval"),
+            "tokenizer": (Path(args.checkpoint) / ckpt.TOKENIZER_DIR).is_dir() or None}
+    if args.json:
+        print(json.dumps(info, indent=2))
+    else:
+        print(f"{info['class']} (preset {info['preset']}), {params:,} parameters, trained {info['step']} steps")
+        print(json.dumps(cfg["config"], indent=2, sort_keys=True))
+        if info["eval"]:
+            print("eval:", json.dumps(info["eval"], sort_keys=True))
+    return 0
+
+
+# ---- demo ----------------------------------------------------------------------------------------------
+
+def cmd_demo(args) -> int:
+    from argen.demo import run_demo
+
+    device = _setup(args)
+    metrics = run_demo(args.out, device=device, seed=args.seed, tokenizer_steps=args.tokenizer_steps,
+                       generator_steps=args.generator_steps, quiet=args.quiet)
+    if not args.quiet:
+        print(json.dumps(metrics, indent=2))
+    return 0
+
+
+# ---- parser --------------------------------------------------------------------------------------------
+
+class _Parser(argparse.ArgumentParser):
+    """argparse, but a usage error is one line (and exit code 2), like every other bad input."""
+
+    def error(self, message: str):
+        self.exit(2, f"{self.prog}: error: {message} (see {self.prog} --help)\n")
+
+
+def build_parser() -> argparse.ArgumentParser:
+    from argen import __version__
+
+    p = _Parser(prog="argen", description="Autoregressive image generation: train, sample, inspect.")
+    p.add_argument("--version", action="version", version=f"argen {__version__}")
+    sub = p.add_subparsers(dest="command", required=True, metavar="COMMAND", parser_class=_Parser)
+
+    d = sub.add_parser("demo", help="train a tokenizer and VAR on digits, then sample (a few minutes on a CPU)",
+                       description="Train msvq-digits and var-digits, then write DIR/samples.png, DIR/samples.npz "
+                                   "and DIR/metrics.json; checkpoints go to DIR/tokenizer and DIR/generator.")
+    d.add_argument("--out", default="argen-demo", help="output folder (default: ./argen-demo)")
+    d.add_argument("--seed", type=int, default=0)
+    d.add_argument("--tokenizer-steps", type=_positive("--tokenizer-steps"), default=None,
+                   help="default: the msvq-digits preset's")
+    d.add_argument("--generator-steps", type=_positive("--generator-steps"), default=None,
+                   help="default: the var-digits preset's")
+    _common(d)
+    d.set_defaults(func=cmd_demo)
+
+    t = sub.add_parser("train", help="train a tokenizer or a generator", description="Train a tokenizer or generator.")
+    tsub = t.add_subparsers(dest="kind", required=True, metavar="KIND", parser_class=_Parser)
+    for kind in ("tokenizer", "generator"):
+        tp = tsub.add_parser(kind, help=f"train a {kind} preset",
+                             description=f"Train a {kind}; every hyper-parameter defaults to the preset's. "
+                                         "Runs unchanged under torchrun --nproc_per_node N -m argen train ...")
+        _train_args(tp, kind)
+        tp.set_defaults(func=cmd_train)
+
+    s = sub.add_parser("sample", help="sample class-conditional images from a generator checkpoint",
+                       description="Writes OUT.npz (images uint8 N x H x W x C, labels int64 N) and OUT.png (a grid, "
+                                   "one row per label). Same seed, same images.")
+    s.add_argument("--checkpoint", required=True, help="generator checkpoint folder")
+    s.add_argument("--labels", type=_labels, default=None, help="comma-separated class ids (default: all classes)")
+    s.add_argument("--per-label", type=_positive("--per-label"), default=8, help="images per label (default 8)")
+    s.add_argument("--seed", type=int, default=0)
+    s.add_argument("--cfg", type=float, default=None, help="classifier-free guidance weight, 0 = off")
+    s.add_argument("--top-k", type=int, default=None, help="keep the k most likely tokens, 0 = off")
+    s.add_argument("--top-p", type=float, default=None, help="nucleus sampling mass, 1 = off")
+    s.add_argument("--temperature", type=float, default=None)
+    s.add_argument("--batch-size", type=_positive("--batch-size"), default=256)
+    s.add_argument("--out", required=True, help="output path; .npz and .png are written beside each other")
+    _common(s)
+    s.set_defaults(func=cmd_sample)
+
+    i = sub.add_parser("info", help="describe a checkpoint, or list presets",
+                       description="Config, parameter count and training step of a checkpoint; --presets lists presets.")
+    i.add_argument("checkpoint", nargs="?", default=None, help="checkpoint folder")
+    i.add_argument("--presets", action="store_true", help="list the registered presets")
+    i.add_argument("--json", action="store_true", help="machine-readable output")
+    i.set_defaults(func=cmd_info)
+    return p
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = build_parser()
+    args = parser.parse_args(argv)
+    try:
+        return args.func(args)
+    except ArgenError as e:
+        print(f"argen: error: {e}", file=sys.stderr)
+        return 2
+    except KeyboardInterrupt:
+        print("argen: interrupted (the last checkpoint is kept; continue with --resume)", file=sys.stderr)
+        return 130
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,74 @@
+"""Train a named preset end to end: data, model, tokenizer link, trainer, held-out evaluation.
+
+The library function behind ``argen train`` and ``argen demo``.
+"""
+
+from __future__ import annotations
+
+import time
+from pathlib import Path
+
+import torch
+
+from argen import checkpoint as ckpt
+from argen.data import load_dataset
+from argen.errors import ArgenError
+from argen.evaluation.reconstruction import evaluate_tokenizer
+from argen.pipeline import copy_tokenizer
+from argen.registry import get_preset, model_for_config
+from argen.training import dist
+from argen.training.trainer import GeneratorObjective, TrainConfig, train
+
+
+def train_preset(kind: str, preset_name: str, out: str | Path, *, data: str | None = None,
+                 data_path: str | None = None, tokenizer_dir: str | Path | None = None,
+                 train_overrides: dict | None = None, model_overrides: dict | None = None,
+                 device: str | torch.device = "cpu", resume: bool = False, quiet: bool = False,
+                 command: str | None = None) -> dict:
+    """Train preset ``preset_name`` of ``kind`` into ``out``; returns (and saves) its metrics.
+
+    A generator reads its token shapes from ``tokenizer_dir`` (copied into ``out/tokenizer``)
+    and its number of classes from the data; a tokenizer takes channels and size from the data.
+    """
+    preset = get_preset(preset_name, kind)
+    device = dist.init(torch.device(device))
+    data = data or preset.data
+    train_set = load_dataset(data, "train", data_path)
+    config = preset.make_config().replace(**(model_overrides or {}))
+    objective, tokenizer = None, None
+    if kind == "generator":
+        if tokenizer_dir is None:
+            raise ArgenError("--tokenizer: a generator needs a tokenizer checkpoint folder")
+        tokenizer = ckpt.load_model(tokenizer_dir, device)
+        # The generator's token shapes come from its tokenizer, its classes from the data.
+        links = dict(vocab_size=tokenizer.codebook_size, token_dim=tokenizer.token_dim,
+                     scales=tuple(tokenizer.scales), num_classes=train_set.num_classes)
+        config = config.replace(**{k: v for k, v in links.items() if hasattr(config, k)})
+    else:
+        config = config.replace(image_channels=train_set.channels, image_size=train_set.image_size[0])
+    model = model_for_config(config)(config)
+    if kind == "generator":
+        objective = GeneratorObjective(model, tokenizer)
+        if dist.is_main():
+            copy_tokenizer(tokenizer_dir, out)
+    cfg = TrainConfig().replace(**preset.train).replace(**(train_overrides or {}))
+    if "save_every" not in (train_overrides or {}):
+        cfg = cfg.replace(save_every=min(cfg.save_every, cfg.steps))
+    meta = {"command": command, "data": data, "data_path": data_path, "classes": list(train_set.classes)}
+    if preset.sampler:
+        meta["sampler"] = preset.sampler
+    t0 = time.time()
+    metrics = train(model, train_set, cfg, out, objective=objective, device=device, resume=resume,
+                    preset=preset_name, meta=meta, quiet=quiet)
+    result = {"train_seconds": round(time.time() - t0, 1), **{f"train_{k}": v for k, v in metrics.items()}}
+    if kind == "tokenizer" and dist.is_main():
+        test_set = load_dataset(data, "test", data_path)
+        best = ckpt.load_model(out, device)
+        result.update({f"test_{k}": v for k, v in evaluate_tokenizer(best, test_set, device=device).items()})
+    if dist.is_main():
+        cfg_json = ckpt.read_config(out)
+        cfg_json["meta"]["eval"] = result
+        ckpt.write_json(Path(out) / ckpt.CONFIG, cfg_json)
+        ckpt.write_json(Path(out) / "metrics.json", result)
+    dist.barrier()
+    return result

@@ -1,0 +1,390 @@
+"""End-to-end tests of the ``argen`` command: train, sample, info, --help and bad input.
+
+A tiny tokenizer and VAR are trained once per module (in-process, a few seconds).
+Bad input is checked in real subprocesses (run a few at a time): exit code 2, exactly
+one line on stderr, no traceback, and the message names the problem.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import re
+import subprocess
+import sys
+from concurrent.futures import ThreadPoolExecutor
+from pathlib import Path
+
+import numpy as np
+import pytest
+import torch
+from PIL import Image
+
+from argen.cli import main
+
+CPU = ["--threads", "1", "--quiet", "--device", "cpu"]
+TINY_TOK = ["--set", "ch=8", "--set", "z_channels=4", "--set", "codebook_size=16"]
+TINY_GEN = ["--set", "depth=1", "--set", "width=32", "--set", "num_heads=2"]
+STEPS = 20
+
+
+def _env() -> dict[str, str]:
+    return {**os.environ, "OMP_NUM_THREADS": "1"}
+
+
+@pytest.fixture(scope="module")
+def trained(tmp_path_factory) -> dict[str, Path]:
+    root = tmp_path_factory.mktemp("cli")
+    tok, gen = root / "tok", root / "gen"
+    assert main(["train", "tokenizer", "--preset", "msvq-digits", "--steps", str(STEPS), "--batch-size", "32",
+                 "--out", str(tok), *TINY_TOK, *CPU]) == 0
+    assert main(["train", "generator", "--preset", "var-digits", "--tokenizer", str(tok), "--steps", str(STEPS),
+                 "--batch-size", "32", "--out", str(gen), *TINY_GEN, *CPU]) == 0
+    return {"root": root, "tok": tok, "gen": gen}
+
+
+def _sample(gen: Path, out: Path, *extra: str) -> None:
+    assert main(["sample", "--checkpoint", str(gen), *extra, "--out", str(out), *CPU]) == 0
+
+
+# ---- train ---------------------------------------------------------------------------------------------
+
+def test_train_writes_checkpoint_folders(trained):
+    for d in (trained["tok"], trained["gen"]):
+        for name in ("config.json", "model.safetensors", "train_state.safetensors", "metrics.json"):
+            assert (d / name).is_file(), f"{d / name} missing"
+    assert (trained["gen"] / "tokenizer" / "config.json").is_file()
+    assert (trained["gen"] / "tokenizer" / "model.safetensors").is_file()
+    cfg = json.loads((trained["gen"] / "config.json").read_text())
+    assert cfg["class"] == "VAR" and cfg["preset"] == "var-digits"
+    # the generator's token shapes come from the tiny tokenizer, not from the preset
+    assert cfg["config"]["vocab_size"] == 16 and cfg["config"]["token_dim"] == 4
+    assert cfg["config"]["depth"] == 1 and cfg["config"]["width"] == 32
+    assert cfg["meta"]["step"] == STEPS
+    metrics = json.loads((trained["gen"] / "metrics.json").read_text())
+    assert np.isfinite(metrics["train_loss"])
+
+
+def test_train_records_the_command_it_ran(trained):
+    # main(argv) must record argv, not the host process's sys.argv (here: pytest's).
+    cmd = json.loads((trained["gen"] / "config.json").read_text())["meta"]["command"]
+    assert "train generator" in cmd and f"--steps {STEPS}" in cmd, cmd
+
+
+def test_checkpoint_files_respect_umask(trained):
+    """Checkpoints are meant to be shared: files get the usual 0o666 & ~umask mode, not mkstemp's 0o600."""
+    umask = os.umask(0)
+    os.umask(umask)
+    want = 0o666 & ~umask
+    for d in (trained["tok"], trained["gen"], trained["gen"] / "tokenizer"):
+        for f in sorted(d.iterdir()):
+            if f.is_file():
+                assert f.stat().st_mode & 0o777 == want, f"{f}: mode {oct(f.stat().st_mode & 0o777)}, want {oct(want)}"
+
+
+# ---- sample --------------------------------------------------------------------------------------------
+
+def test_sample_writes_png_and_npz(trained, tmp_path):
+    _sample(trained["gen"], tmp_path / "x.png", "--labels", "0,1,2", "--per-label", "2", "--seed", "3")
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["x.npz", "x.png"]  # no temporary files left
+    with np.load(tmp_path / "x.npz") as z:
+        images, labels = z["images"], z["labels"]
+    assert images.dtype == np.uint8 and images.shape == (6, 8, 8, 1)
+    assert labels.dtype == np.int64 and labels.tolist() == [0, 0, 1, 1, 2, 2]
+    assert images.std() > 0  # not a blank canvas
+    with Image.open(tmp_path / "x.png") as im:
+        im.load()
+        assert im.format == "PNG" and im.mode == "L"
+        w, h = im.size
+    assert h > w  # a grid of 3 rows (one per label) by 2 columns
+
+
+def test_sample_same_seed_same_images_other_seed_different(trained, tmp_path):
+    args = ("--labels", "0,1,2", "--per-label", "2")
+    _sample(trained["gen"], tmp_path / "a.png", *args, "--seed", "3")
+    _sample(trained["gen"], tmp_path / "b.png", *args, "--seed", "3")
+    _sample(trained["gen"], tmp_path / "c.png", *args, "--seed", "4")
+    a, b, c = (np.load(tmp_path / f"{n}.npz") for n in "abc")
+    assert np.array_equal(a["images"], b["images"]) and np.array_equal(a["labels"], b["labels"])
+    assert (tmp_path / "a.png").read_bytes() == (tmp_path / "b.png").read_bytes()
+    assert not np.array_equal(a["images"], c["images"])
+
+
+@pytest.mark.parametrize("out", ["y.npz", "y"])
+def test_sample_out_suffix_variants_write_both_files(trained, tmp_path, out):
+    _sample(trained["gen"], tmp_path / out, "--labels", "1", "--per-label", "1")
+    assert (tmp_path / "y.npz").is_file() and (tmp_path / "y.png").is_file()
+    with np.load(tmp_path / "y.npz") as z:
+        assert z["images"].shape == (1, 8, 8, 1) and z["labels"].tolist() == [1]
+
+
+def test_sample_default_labels_are_all_classes(trained, tmp_path):
+    _sample(trained["gen"], tmp_path / "all", "--per-label", "1")
+    with np.load(tmp_path / "all.npz") as z:
+        assert z["labels"].tolist() == list(range(10))
+        assert z["images"].shape == (10, 8, 8, 1)
+
+
+# ---- info ----------------------------------------------------------------------------------------------
+
+def test_info_text(trained, capsys):
+    assert main(["info", str(trained["gen"])]) == 0
+    out = capsys.readouterr().out
+    assert "VAR" in out and "var-digits" in out and f"trained {STEPS} steps" in out
+
+
+def test_info_json(trained, capsys):
+    from argen.checkpoint import load_model
+
+    assert main(["info", str(trained["gen"]), "--json"]) == 0
+    info = json.loads(capsys.readouterr().out)
+    assert info["class"] == "VAR" and info["step"] == STEPS and info["preset"] == "var-digits"
+    assert info["parameters"] > 0
+    assert info["parameters"] == sum(p.numel() for p in load_model(trained["gen"]).parameters())
+    assert info["tokenizer"] is True
+    assert info["config"]["width"] == 32
+
+
+def test_info_tokenizer_json(trained, capsys):
+    assert main(["info", str(trained["tok"]), "--json"]) == 0
+    info = json.loads(capsys.readouterr().out)
+    assert info["class"] == "MultiScaleVQ" and info["step"] == STEPS and info["parameters"] > 0
+    assert info["tokenizer"] is None
+
+
+def test_info_presets(capsys):
+    assert main(["info", "--presets"]) == 0
+    out = capsys.readouterr().out
+    for name in ("msvq-digits", "var-digits", "vq-digits"):
+        assert name in out
+    assert main(["info", "--presets", "--json"]) == 0
+    rows = {r["name"]: r for r in json.loads(capsys.readouterr().out)}
+    assert rows["var-digits"]["kind"] == "generator" and rows["msvq-digits"]["kind"] == "tokenizer"
+    assert rows["vq-digits"]["data"] == "digits"
+
+
+# ---- --help --------------------------------------------------------------------------------------------
+
+@pytest.mark.parametrize("argv", [[], ["demo"], ["train"], ["train", "tokenizer"], ["train", "generator"],
+                                  ["sample"], ["info"]], ids=" ".join)
+def test_help_exits_zero(argv, capsys):
+    with pytest.raises(SystemExit) as e:
+        main([*argv, "--help"])
+    assert e.value.code in (0, None)
+    out = capsys.readouterr().out
+    assert out.startswith("usage: argen")
+
+
+def test_help_lists_presets(capsys):
+    with pytest.raises(SystemExit):
+        main(["train", "generator", "--help"])
+    assert "var-digits" in capsys.readouterr().out
+
+
+def test_console_script_help_in_a_real_process():
+    r = subprocess.run([sys.executable, "-m", "argen", "--help"], capture_output=True, text=True, env=_env(),
+                       timeout=120)
+    assert r.returncode == 0 and "sample" in r.stdout and r.stderr == ""
+
+
+# ---- bad input ----------------------------------------------------------------------------------------
+#
+# Every case runs in its own process. Paying ~2 s of `import torch` per case would make this file
+# slow on a busy 2-core machine, so a driver process imports argen once and forks one child per
+# case (a real process: its own exit code, its stderr on a file descriptor). A few cases also run
+# as a plain `python -m argen` to cover what happens before and during the imports.
+
+_FORK_DRIVER = r"""
+import json, os, runpy, sys, traceback
+# import once what the commands import lazily; each case then runs in a forked child
+import torch  # noqa: F401
+import argen.checkpoint, argen.cli, argen.data, argen.device, argen.pipeline, argen.training.run  # noqa: E401,F401
+from argen.registry import list_presets
+
+list_presets()
+
+results = {}
+for name, argv, err_path in json.loads(sys.argv[1]):
+    pid = os.fork()
+    if pid == 0:
+        out = os.open(os.devnull, os.O_WRONLY)
+        err = os.open(err_path, os.O_WRONLY | os.O_CREAT | os.O_TRUNC)
+        os.dup2(out, 1)
+        os.dup2(err, 2)
+        sys.argv = ["argen", *argv]
+        code = 0
+        try:
+            runpy.run_module("argen", run_name="__main__", alter_sys=True)  # = python -m argen
+        except SystemExit as e:  # what the interpreter does with it
+            if e.code is None:
+                code = 0
+            elif isinstance(e.code, int):
+                code = e.code
+            else:
+                print(e.code, file=sys.stderr)
+                code = 1
+        except BaseException:
+            traceback.print_exc()
+            code = 1
+        sys.stdout.flush()
+        sys.stderr.flush()
+        os._exit(code)
+    _, status = os.waitpid(pid, 0)
+    results[name] = os.waitstatus_to_exitcode(status)
+print(json.dumps(results))
+"""
+
+
+# id -> (argv, words the one-line message must contain: case-insensitive regexes)
+def _bad_cases(t: dict[str, Path]) -> dict[str, tuple[list[str], list[str]]]:
+    gen, tok, bad = str(t["gen"]), str(t["tok"]), t["bad"]
+    out = str(t["root"] / "unused-out")
+    train_tok = ["train", "tokenizer", "--preset", "msvq-digits", "--steps", "1"]
+    train_gen = ["train", "generator", "--preset", "var-digits", "--steps", "1", *TINY_GEN]
+    cases = {
+        "unknown-preset": (["train", "tokenizer", "--preset", "nope", "--out", out, *CPU], ["preset", "nope"]),
+        "generator-preset-as-tokenizer": (["train", "tokenizer", "--preset", "var-digits", "--out", out, *CPU],
+                                          ["preset", "var-digits"]),
+        "sample-missing-dir": (["sample", "--checkpoint", str(bad / "nowhere"), "--out", out, *CPU],
+                               ["not found", "nowhere"]),
+        "info-missing-dir": (["info", str(bad / "nowhere")], ["not found", "nowhere"]),
+        "sample-no-config": (["sample", "--checkpoint", str(bad / "empty"), "--out", out, *CPU], ["config.json"]),
+        "info-no-config": (["info", str(bad / "empty")], ["config.json"]),
+        "label-out-of-range": (["sample", "--checkpoint", gen, "--labels", "0,99", "--out", out, *CPU],
+                               ["--labels", "99"]),
+        "labels-not-integers": (["sample", "--checkpoint", gen, "--labels", "0,x", "--out", out, *CPU],
+                                ["--labels", "integer"]),
+        "sample-corrupt-config": (["sample", "--checkpoint", str(bad / "badcfg"), "--out", out, *CPU],
+                                  ["corrupt", "config.json"]),
+        "info-corrupt-config": (["info", str(bad / "badcfg")], ["corrupt", "config.json"]),
+        "sample-truncated-weights": (["sample", "--checkpoint", str(bad / "trunc"), "--out", out, *CPU],
+                                     ["corrupt", "model.safetensors"]),
+        "info-truncated-weights": (["info", str(bad / "trunc")], ["corrupt", "model.safetensors"]),
+        "steps-zero": ([*train_tok[:-1], "0", "--out", out, *CPU], ["--steps", ">= 1"]),
+        "resume-without-state": ([*train_tok, "--resume", "--out", str(bad / "fresh"), *CPU],
+                                 ["--resume", "train_state"]),
+        "unknown-device": ([*train_tok, "--out", out, "--threads", "1", "--quiet", "--device", "tpu"],
+                           ["--device", "tpu"]),
+        "sample-unknown-device": (["sample", "--checkpoint", gen, "--out", out, "--threads", "1", "--quiet",
+                                   "--device", "tpu"], ["--device", "tpu"]),
+        "fashion-mnist-missing-path": ([*train_tok, "--data", "fashion-mnist", "--data-path", str(bad / "no-fmnist"),
+                                        "--out", out, *CPU], ["fashion-mnist", "no-fmnist"]),
+        "tokenizer-as-sample-checkpoint": (["sample", "--checkpoint", tok, "--out", out, *CPU],
+                                           ["tokenizer", "generator"]),
+        "unknown-set-field": ([*train_tok, "--set", "nope=1", "--out", out, *CPU], ["nope"]),
+        "top-p-zero": (["sample", "--checkpoint", gen, "--top-p", "0", "--out", out, *CPU], ["top[-_]p"]),
+        # found while writing these tests
+        "set-value-wrong-type": ([*train_tok, "--set", "ch=abc", "--out", out, *CPU], ["ch"]),
+        "set-value-out-of-range": ([*train_tok, "--set", "ch=0", "--out", out, *CPU], ["ch"]),
+        "generator-checkpoint-as-tokenizer": ([*train_gen, "--tokenizer", gen, "--out", out, *CPU], ["tokenizer"]),
+        "single-scale-tokenizer-for-var": ([*train_gen, "--tokenizer", str(bad / "vq"), "--out", out, *CPU],
+                                           ["tokenizer"]),
+        "train-out-is-a-file": ([*train_tok, *TINY_TOK, "--out", str(bad / "afile"), *CPU], ["afile"]),
+        "sample-out-under-a-file": (["sample", "--checkpoint", gen, "--labels", "0", "--per-label", "1",
+                                     "--out", str(bad / "afile" / "x"), *CPU], ["afile"]),
+    }
+    if not torch.cuda.is_available():
+        cases["cuda-unavailable"] = ([*train_tok, "--out", out, "--threads", "1", "--quiet", "--device", "cuda"],
+                                     ["cuda"])
+    return cases
+
+
+BAD_IDS = ["unknown-preset", "generator-preset-as-tokenizer", "sample-missing-dir", "info-missing-dir",
+           "sample-no-config", "info-no-config", "label-out-of-range", "labels-not-integers",
+           "sample-corrupt-config", "info-corrupt-config", "sample-truncated-weights", "info-truncated-weights",
+           "steps-zero", "resume-without-state", "unknown-device", "sample-unknown-device",
+           "fashion-mnist-missing-path", "tokenizer-as-sample-checkpoint", "unknown-set-field", "top-p-zero",
+           "cuda-unavailable", "set-value-wrong-type", "set-value-out-of-range",
+           "generator-checkpoint-as-tokenizer", "single-scale-tokenizer-for-var", "train-out-is-a-file",
+           "sample-out-under-a-file"]
+PLAIN_PROCESS_IDS = ["unknown-preset", "sample-missing-dir", "sample-truncated-weights"]
+
+
+def _make_bad_folders(root: Path, gen: Path) -> Path:
+    import shutil
+
+    from argen.checkpoint import save_model
+    from argen.tokenizers.vq import VQConfig, VQTokenizer
+
+    bad = root / "bad"
+    (bad / "empty").mkdir(parents=True)
+    (bad / "fresh").mkdir()
+    (bad / "afile").write_text("not a folder")
+    shutil.copytree(gen, bad / "badcfg")
+    (bad / "badcfg" / "config.json").write_text("{garbage\x00 not json")
+    shutil.copytree(gen, bad / "trunc")
+    w = bad / "trunc" / "model.safetensors"
+    data = w.read_bytes()
+    w.write_bytes(data[: len(data) // 2])
+    vq = VQConfig(image_channels=1, image_size=8, ch=8, ch_mult=(1, 2), num_res_blocks=1, z_channels=4, groups=4,
+                  codebook_size=16, code_dim=4)
+    save_model(bad / "vq", VQTokenizer(vq), preset="vq-digits")
+    return bad
+
+
+@pytest.fixture(scope="module")
+def bad_setup(trained):
+    if not (trained["root"] / "bad").exists():
+        _make_bad_folders(trained["root"], trained["gen"])
+    t = dict(trained, bad=trained["root"] / "bad")
+    return t, _bad_cases(t)
+
+
+@pytest.fixture(scope="module")
+def bad_results(bad_setup) -> dict[str, tuple[int, str, list[str]]]:
+    if not hasattr(os, "fork"):
+        pytest.skip("needs os.fork")
+    t, cases = bad_setup
+    errs = t["root"] / "stderr"
+    errs.mkdir()
+    driver = errs / "driver.py"
+    driver.write_text(_FORK_DRIVER)
+    spec = [[k, argv, str(errs / f"{k}.txt")] for k, (argv, _) in cases.items()]
+    r = subprocess.run([sys.executable, str(driver), json.dumps(spec)], capture_output=True, text=True, env=_env(),
+                       cwd=t["root"], timeout=600)
+    assert r.returncode == 0, r.stderr
+    codes = json.loads(r.stdout.strip().splitlines()[-1])
+    return {k: (codes[k], (errs / f"{k}.txt").read_text(), cases[k][1]) for k in cases}
+
+
+@pytest.fixture(scope="module")
+def plain_results(bad_setup) -> dict[str, tuple[int, str, list[str]]]:
+    t, cases = bad_setup
+
+    def run(argv):
+        return subprocess.run([sys.executable, "-m", "argen", *argv], capture_output=True, text=True, env=_env(),
+                              cwd=t["root"], timeout=300)
+
+    with ThreadPoolExecutor(max_workers=len(PLAIN_PROCESS_IDS)) as pool:
+        futures = {k: pool.submit(run, cases[k][0]) for k in PLAIN_PROCESS_IDS}
+        return {k: (f.result().returncode, f.result().stderr, cases[k][1]) for k, f in futures.items()}
+
+
+def _check_one_line_exit_2(case: str, rc: int, err: str, words: list[str]) -> None:
+    assert "Traceback" not in err, f"{case}: traceback on stderr:\n{err}"
+    lines = err.splitlines()
+    assert len(lines) == 1 and lines[0].strip(), f"{case}: stderr is not exactly one line:\n{err}"
+    assert rc == 2, f"{case}: exit code {rc}, stderr: {err}"
+    for w in words:
+        assert re.search(w, lines[0], re.IGNORECASE), f"{case}: {w!r} not in {lines[0]!r}"
+
+
+@pytest.mark.parametrize("case", BAD_IDS)
+def test_bad_input_is_one_line_exit_2(bad_results, case):
+    if case not in bad_results:
+        pytest.skip("CUDA is available here")
+    _check_one_line_exit_2(case, *bad_results[case])
+
+
+@pytest.mark.parametrize("case", PLAIN_PROCESS_IDS)
+def test_bad_input_plain_python_m_argen(plain_results, case):
+    _check_one_line_exit_2(case, *plain_results[case])
+
+
+def test_bad_input_writes_nothing(bad_results, trained):
+    # failed commands leave nothing behind: no output folder, no samples, no half checkpoint
+    root = trained["root"]
+    assert not (root / "unused-out").exists()
+    assert not list(root.glob("unused-out*"))
+    assert sorted(p.name for p in (root / "bad" / "fresh").iterdir()) == []
+    assert (root / "bad" / "afile").read_text() == "not a folder"
