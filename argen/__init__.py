@@ -46,4 +46,4 @@ def __getattr__(name: str):
     raise AttributeError(f"module 'argen' has no attribute {name!r}")
 
 
-__all__ = ["__version__", "build", "load", "list_presets", "Pipeline"]
+__all__ = ["Pipeline", "__version__", "build", "list_presets", "load"]

@@ -10,6 +10,7 @@ import argparse
 import json
 import logging
 import os
+import shlex
 import sys
 import time
 from pathlib import Path
@@ -28,13 +29,13 @@ def _common(p: argparse.ArgumentParser) -> None:
     p.add_argument("--quiet", action="store_true", help="no progress bars or logs")
 
 
-def _setup(args) -> "torch.device":  # noqa: F821
+def _setup(args) -> torch.device:  # noqa: F821
     import torch
 
     from argen.device import resolve_device
 
     logging.basicConfig(level=logging.WARNING if args.quiet else logging.INFO, format="%(message)s")
-    local_world = int(os.environ.get("LOCAL_WORLD_SIZE", 1))
+    local_world = int(os.environ.get("LOCAL_WORLD_SIZE", "1"))
     torch.set_num_threads(args.threads or max(1, (os.cpu_count() or 1) // local_world))
     return resolve_device(args.device)
 
@@ -113,7 +114,7 @@ def cmd_train(args) -> int:
         result = train_preset(args.kind, args.preset, args.out, data=args.data, data_path=args.data_path,
                              tokenizer_dir=getattr(args, "tokenizer", None), train_overrides=overrides,
                              model_overrides=dict(args.set), device=device, resume=args.resume, quiet=args.quiet,
-                             command="argen " + " ".join(sys.argv[1:]))
+                             command=shlex.join(["argen", *args.argv]))
     finally:
         dist.shutdown()
     if dist.is_main() and not args.quiet:
@@ -253,12 +254,17 @@ def build_parser() -> argparse.ArgumentParser:
 
 
 def main(argv: list[str] | None = None) -> int:
+    argv = list(sys.argv[1:] if argv is None else argv)
     parser = build_parser()
     args = parser.parse_args(argv)
+    args.argv = argv
     try:
         return args.func(args)
     except ArgenError as e:
         print(f"argen: error: {e}", file=sys.stderr)
+        return 2
+    except OSError as e:  # an output path that is a file, a full disk, no permission: the user's to fix
+        print(f"argen: error: {e.strerror or e}: {e.filename or ''}".rstrip(": "), file=sys.stderr)
         return 2
     except KeyboardInterrupt:
         print("argen: interrupted (the last checkpoint is kept; continue with --resume)", file=sys.stderr)

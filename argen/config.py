@@ -10,17 +10,50 @@ from __future__ import annotations
 
 import dataclasses
 import json
+import types
 import typing
 from typing import Any, TypeVar
+
+from typing_extensions import Self
 
 from argen.errors import ConfigError
 
 C = TypeVar("C", bound="Config")
 
 
+def _type_ok(value: Any, hint: Any) -> bool:
+    """Does ``value`` fit the annotation ``hint`` (int, float, bool, str, None, unions, tuple[X, ...])?"""
+    origin = typing.get_origin(hint)
+    if origin in (typing.Union, types.UnionType):
+        return any(_type_ok(value, h) for h in typing.get_args(hint))
+    if origin is tuple:
+        args = typing.get_args(hint)
+        return isinstance(value, tuple) and all(_type_ok(v, args[0]) for v in value)
+    if hint is type(None):
+        return value is None
+    if hint is float:
+        return isinstance(value, (int, float)) and not isinstance(value, bool)
+    if hint is int:
+        return isinstance(value, int) and not isinstance(value, bool)
+    return isinstance(value, hint) if isinstance(hint, type) else True
+
+
 @dataclasses.dataclass(frozen=True)
 class Config:
-    """Base class: subclasses are ``@dataclass(frozen=True)`` and validate in ``__post_init__``."""
+    """Base class: subclasses are ``@dataclass(frozen=True)`` and validate in ``__post_init__``.
+
+    Field types are checked on construction too, so a value from JSON or ``--set`` that has
+    the wrong type fails here with the field's name, not deep inside torch."""
+
+    def __post_init__(self):
+        hints = typing.get_type_hints(type(self))
+        for f in dataclasses.fields(self):
+            v = getattr(self, f.name)
+            if isinstance(v, list):  # JSON and the CLI give lists where the config keeps tuples
+                v = tuple(v)
+                object.__setattr__(self, f.name, v)
+            if not _type_ok(v, hints[f.name]):
+                raise ConfigError(f"{type(self).__name__}.{f.name} must be {_type_name(hints[f.name])}, got {v!r}")
 
     def to_dict(self) -> dict[str, Any]:
         return dataclasses.asdict(self)
@@ -29,27 +62,24 @@ class Config:
         return json.dumps(self.to_dict(), indent=2, sort_keys=True)
 
     @classmethod
-    def from_dict(cls: type[C], d: dict[str, Any]) -> C:
+    def from_dict(cls, d: dict[str, Any]) -> Self:
         names = {f.name for f in dataclasses.fields(cls)}
         unknown = sorted(set(d) - names)
         if unknown:
             raise ConfigError(f"{cls.__name__}: unknown field(s) {unknown}; allowed: {sorted(names)}")
-        hints = typing.get_type_hints(cls)
-        kwargs = {}
-        for k, v in d.items():
-            # JSON has no tuples: restore them where the field is declared as one.
-            if isinstance(v, list) and "tuple" in str(hints.get(k, "")):
-                v = tuple(tuple(x) if isinstance(x, list) else x for x in v)
-            kwargs[k] = v
-        return cls(**kwargs)
+        return cls(**d)  # lists from JSON become tuples in __post_init__
 
-    def replace(self: C, **overrides: Any) -> C:
+    def replace(self, **overrides: Any) -> Self:
         """A copy with some fields changed (validated again); unknown names are an error."""
         names = {f.name for f in dataclasses.fields(self)}
         unknown = sorted(set(overrides) - names)
         if unknown:
             raise ConfigError(f"{type(self).__name__}: unknown field(s) {unknown}; allowed: {sorted(names)}")
         return dataclasses.replace(self, **overrides)
+
+
+def _type_name(hint: Any) -> str:
+    return getattr(hint, "__name__", None) or str(hint).replace("typing.", "")
 
 
 def check(cond: bool, message: str) -> None:

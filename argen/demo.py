@@ -25,10 +25,9 @@ PER_CLASS = 20
 
 def _done(out: Path, steps: int | None) -> bool:
     """A checkpoint that finished its run (``eval`` is written at the very end of training)."""
-    try:
-        meta = ckpt.read_config(out)["meta"]
-    except Exception:
+    if not (out / ckpt.CONFIG).is_file():
         return False
+    meta = ckpt.read_config(out)["meta"]
     return "eval" in meta and (steps is None or meta.get("step") == steps)
 
 

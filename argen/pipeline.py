@@ -11,8 +11,9 @@ alone is enough to sample.
 from __future__ import annotations
 
 import shutil
+from collections.abc import Callable, Sequence
 from pathlib import Path
-from typing import Any, Callable, Sequence
+from typing import Any
 
 import numpy as np
 import torch
@@ -45,7 +46,7 @@ class Pipeline:
         return self.generator.config.num_classes
 
     @classmethod
-    def from_pretrained(cls, path: str | Path, device: str | torch.device = "cpu") -> "Pipeline":
+    def from_pretrained(cls, path: str | Path, device: str | torch.device = "cpu") -> Pipeline:
         path = Path(path)
         generator = ckpt.load_model(path, device)
         if not hasattr(generator, "family"):

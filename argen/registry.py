@@ -8,8 +8,8 @@ carry the training defaults (steps, batch size, learning rate) that make
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from dataclasses import dataclass
-from typing import Callable
 
 from argen.errors import ConfigError
 
@@ -70,8 +70,8 @@ def register(name: str, kind: str, *, data: str, train: dict | None = None, samp
 
 def _load_all() -> None:
     # Presets live beside their model code; importing the modules registers them.
-    import argen.generators.var  # noqa: F401
-    import argen.tokenizers.msvq  # noqa: F401
+    import argen.generators.var
+    import argen.tokenizers.msvq
     import argen.tokenizers.vq  # noqa: F401
 
 

@@ -5,7 +5,7 @@ import torch
 from safetensors.torch import save_file
 
 from argen.errors import CheckpointError, ConfigError
-from argen.tokenizers.losses import VGGPerceptual, adversarial_terms, PatchDiscriminator
+from argen.tokenizers.losses import PatchDiscriminator, VGGPerceptual, adversarial_terms
 from argen.tokenizers.vq import VQConfig, VQTokenizer
 
 TINY = dict(image_channels=3, image_size=32, ch=8, ch_mult=(1, 2), z_channels=4, groups=4, codebook_size=16)

@@ -34,8 +34,8 @@ INIT_SEED = 1234
 # uninterrupted and the killed run start from the same weights whether or not the CLI seeds
 # the model initialisation itself (that is tested separately, in test_same_seed_same_model).
 # The resumed run takes its weights and RNG state from the checkpoint.
-_SEEDED_ARGEN = ("import runpy, sys, torch; torch.manual_seed(%d); sys.argv = ['argen'] + sys.argv[1:]; "
-                 "runpy.run_module('argen', run_name='__main__', alter_sys=True)" % INIT_SEED)
+_SEEDED_ARGEN = (f"import runpy, sys, torch; torch.manual_seed({INIT_SEED}); sys.argv = ['argen'] + sys.argv[1:]; "
+                 "runpy.run_module('argen', run_name='__main__', alter_sys=True)")
 
 
 @pytest.fixture(scope="module")

@@ -24,7 +24,7 @@ def _features(images_u8: np.ndarray) -> np.ndarray:
     return images_u8.reshape(len(images_u8), -1).astype(np.float64) / 255.0
 
 
-@functools.lru_cache(maxsize=None)
+@functools.cache
 def fitted_classifier(dataset: str = "digits"):
     """(classifier, its accuracy on the real test split)."""
     if dataset not in SUPPORTED:

@@ -50,6 +50,9 @@ class VARConfig(Config):
     head_init: float = 0.02
 
     def __post_init__(self):
+        super().__post_init__()
+        for name in ("vocab_size", "token_dim", "width", "num_heads"):
+            check(getattr(self, name) >= 1, f"{name} must be >= 1, got {getattr(self, name)}")
         check(self.width % self.num_heads == 0, f"width {self.width} must be divisible by num_heads {self.num_heads}")
         check(len(self.scales) >= 1 and all(a < b for a, b in zip(self.scales, self.scales[1:])),
               f"scales must be strictly increasing, got {self.scales}")

@@ -31,6 +31,7 @@ class NextScaleConfig(Config):
     use_cache: bool = True     # False recomputes the whole prefix each scale (a reference for tests)
 
     def __post_init__(self):
+        super().__post_init__()
         check(self.temperature > 0, f"temperature must be > 0, got {self.temperature}")
         check(self.top_k >= 0, f"top_k must be >= 0 (0 = off), got {self.top_k}")
         check(0 < self.top_p <= 1, f"top_p must be in (0, 1], got {self.top_p}")

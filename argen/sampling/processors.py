@@ -8,8 +8,8 @@ turns the usual knobs into a list; ``apply`` runs the list.
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from dataclasses import dataclass
-from typing import Callable
 
 import torch
 

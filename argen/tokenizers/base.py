@@ -47,7 +47,11 @@ class ConvAEConfig(Config):
     perceptual_weights: str | None = None  # path of a torchvision vgg16 state dict (.safetensors); never downloaded
 
     def __post_init__(self):
+        super().__post_init__()
         check(self.image_channels in (1, 3), f"image_channels must be 1 or 3, got {self.image_channels}")
+        for name in ("ch", "z_channels", "groups", "num_res_blocks", "image_size"):
+            check(getattr(self, name) >= 1, f"{name} must be >= 1, got {getattr(self, name)}")
+        check(all(m >= 1 for m in self.ch_mult), f"ch_mult entries must be >= 1, got {self.ch_mult}")
         check(self.image_size % self.downsample == 0,
               f"image_size {self.image_size} must be divisible by the downsampling factor {self.downsample}")
         check(self.codebook_size >= 2, f"codebook_size must be >= 2, got {self.codebook_size}")

@@ -30,8 +30,7 @@ from torch import nn
 
 from argen.config import check
 from argen.registry import register, register_model
-from argen.tokenizers.base import (Codebook, ConvAEConfig, build_autoencoder, build_extra_losses, recon_loss,
-                                   usage_stats)
+from argen.tokenizers.base import Codebook, ConvAEConfig, build_autoencoder, build_extra_losses, recon_loss, usage_stats
 
 
 @dataclass(frozen=True)

@@ -8,13 +8,16 @@ presets use the same code with few channels and no attention.
 
 from __future__ import annotations
 
+import math
+
 import torch
 import torch.nn.functional as F
 from torch import nn
 
 
 def _norm(ch: int, groups: int) -> nn.GroupNorm:
-    return nn.GroupNorm(min(groups, ch), ch, eps=1e-6)
+    # gcd: the largest group count <= groups that divides ch (= groups for the official 32-multiples)
+    return nn.GroupNorm(math.gcd(groups, ch), ch, eps=1e-6)
 
 
 class ResnetBlock(nn.Module):

@@ -34,7 +34,7 @@ def init(device: torch.device) -> torch.device:
     if "RANK" not in os.environ or is_dist():
         return device
     backend = "nccl" if device.type == "cuda" else "gloo"
-    local = int(os.environ.get("LOCAL_RANK", 0))
+    local = int(os.environ.get("LOCAL_RANK", "0"))
     if device.type == "cuda":
         device = torch.device("cuda", local)
         torch.cuda.set_device(device)

@@ -40,20 +40,26 @@ def train_preset(kind: str, preset_name: str, out: str | Path, *, data: str | No
         if tokenizer_dir is None:
             raise ArgenError("--tokenizer: a generator needs a tokenizer checkpoint folder")
         tokenizer = ckpt.load_model(tokenizer_dir, device)
+        if not hasattr(tokenizer, "codebook_size"):
+            raise ArgenError(f"--tokenizer: {tokenizer_dir} holds a {type(tokenizer).__name__}, not a tokenizer")
+        if hasattr(config, "scales") and not hasattr(tokenizer, "scales"):
+            raise ArgenError(f"--tokenizer: {preset_name} needs a multi-scale tokenizer (e.g. msvq-digits), "
+                             f"{tokenizer_dir} holds a {type(tokenizer).__name__}")
         # The generator's token shapes come from its tokenizer, its classes from the data.
         links = dict(vocab_size=tokenizer.codebook_size, token_dim=tokenizer.token_dim,
                      scales=tuple(tokenizer.scales), num_classes=train_set.num_classes)
         config = config.replace(**{k: v for k, v in links.items() if hasattr(config, k)})
     else:
         config = config.replace(image_channels=train_set.channels, image_size=train_set.image_size[0])
+    cfg = TrainConfig().replace(**preset.train).replace(**(train_overrides or {}))
+    if "save_every" not in (train_overrides or {}):
+        cfg = cfg.replace(save_every=min(cfg.save_every, cfg.steps))
+    torch.manual_seed(cfg.seed)  # same seed, same initial weights (on every rank)
     model = model_for_config(config)(config)
     if kind == "generator":
         objective = GeneratorObjective(model, tokenizer)
         if dist.is_main():
             copy_tokenizer(tokenizer_dir, out)
-    cfg = TrainConfig().replace(**preset.train).replace(**(train_overrides or {}))
-    if "save_every" not in (train_overrides or {}):
-        cfg = cfg.replace(save_every=min(cfg.save_every, cfg.steps))
     meta = {"command": command, "data": data, "data_path": data_path, "classes": list(train_set.classes)}
     if preset.sampler:
         meta["sampler"] = preset.sampler

@@ -54,6 +54,7 @@ class TrainConfig(Config):
     seed: int = 0
 
     def __post_init__(self):
+        super().__post_init__()
         check(self.steps >= 1, f"steps must be >= 1, got {self.steps}")
         check(self.batch_size >= 1, f"batch_size must be >= 1, got {self.batch_size}")
         check(self.lr > 0, f"lr must be > 0, got {self.lr}")
