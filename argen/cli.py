@@ -148,7 +148,11 @@ def cmd_sample(args) -> int:
 
 def cmd_info(args) -> int:
     from argen import checkpoint as ckpt
+    from argen.device import resolve_device
     from argen.registry import get_preset, list_presets
+
+    if args.device is not None:
+        resolve_device(args.device)  # still reject a device that does not exist here
 
     if args.presets or args.checkpoint is None:
         rows = [{"name": n, "kind": get_preset(n).kind, "data": get_preset(n).data,
@@ -249,6 +253,7 @@ def build_parser() -> argparse.ArgumentParser:
     i.add_argument("checkpoint", nargs="?", default=None, help="checkpoint folder")
     i.add_argument("--presets", action="store_true", help="list the registered presets")
     i.add_argument("--json", action="store_true", help="machine-readable output")
+    i.add_argument("--device", default=None, help="accepted for symmetry; info reads files only and needs no device")
     i.set_defaults(func=cmd_info)
     return p
 

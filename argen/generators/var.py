@@ -286,7 +286,7 @@ def var_official(depth: int) -> VARConfig:
 
 
 @register("var-digits", "generator", data="digits",
-          train=dict(steps=1500, batch_size=64, lr=1e-3, warmup=100, ema=0.998, weight_decay=0.05),
+          train=dict(steps=1000, batch_size=64, lr=1e-3, warmup=100, ema=0.998, weight_decay=0.05),
           sampler=dict(cfg=1.0),
           description="VAR for 8x8 digits on msvq-digits (scales 1-2-3-4, 64 codes): depth 4, width 128")
 def var_digits() -> VARConfig:

@@ -39,7 +39,8 @@ class ConvAEConfig(Config):
     recon_loss: str = "l2"
     kmeans_init: bool = True             # initialise the codebook with k-means on the first batch
     restart_every: int = 20              # dead-code restart period in training steps (0: never)
-    restart_threshold: float = 0.03      # a code is dead when its hit-rate EMA falls below this share of uniform
+    restart_threshold: float = 0.1       # a code is dead when its hit-rate EMA falls below this share of uniform
+    usage_decay: float = 0.9             # per-step decay of the hit-rate EMA (memory ~ 1 / (1 - decay) steps)
     adv_weight: float = 0.0              # PatchGAN hinge loss weight (0: off); for natural images
     disc_start: int = 0                  # training step at which the adversarial term switches on
     disc_ndf: int = 64                   # discriminator width
@@ -57,6 +58,7 @@ class ConvAEConfig(Config):
         check(self.codebook_size >= 2, f"codebook_size must be >= 2, got {self.codebook_size}")
         check(self.recon_loss in RECON_LOSSES, f"recon_loss must be one of {RECON_LOSSES}, got {self.recon_loss!r}")
         check(self.restart_every >= 0, f"restart_every must be >= 0, got {self.restart_every}")
+        check(0 < self.usage_decay < 1, f"usage_decay must be in (0, 1), got {self.usage_decay}")
         check(len(self.ch_mult) >= 1, "ch_mult must have at least one level")
         check(self.adv_weight >= 0 and self.perceptual_weight >= 0, "adv_weight and perceptual_weight must be >= 0")
         check(self.perceptual_weight == 0 or self.perceptual_weights is not None,
@@ -120,14 +122,15 @@ class Codebook(nn.Module):
     vectors are broadcast from rank 0, so every rank keeps the same codebook.
     """
 
-    def __init__(self, codebook_size: int, dim: int, num_scales: int = 1, l2_norm: bool = False):
+    def __init__(self, codebook_size: int, dim: int, num_scales: int = 1, l2_norm: bool = False,
+                 usage_decay: float = 0.99):
         super().__init__()
         self.l2_norm = l2_norm
         self.embedding = nn.Embedding(codebook_size, dim)
         nn.init.uniform_(self.embedding.weight, -1 / codebook_size, 1 / codebook_size)
         self.register_buffer("usage_SV", torch.zeros(num_scales, codebook_size))
         self.register_buffer("initialized", torch.zeros((), dtype=torch.long))
-        self.usage_decay = 0.99
+        self.usage_decay = usage_decay
 
     @property
     def codebook_size(self) -> int:

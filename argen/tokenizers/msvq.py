@@ -86,7 +86,7 @@ class PhiSet(nn.Module):
 
 class MultiScaleQuantizer(Codebook):
     def __init__(self, c: MSVQConfig):
-        super().__init__(c.codebook_size, c.z_channels, num_scales=len(c.scales))
+        super().__init__(c.codebook_size, c.z_channels, num_scales=len(c.scales), usage_decay=c.usage_decay)
         self.scales = c.scales
         self.quant_resi = PhiSet(c.num_phi, c.z_channels, c.phi_ratio)
         self._phi_idx = [phi_index(i, len(c.scales), c.num_phi) for i in range(len(c.scales))]
@@ -234,7 +234,7 @@ class MultiScaleVQ(nn.Module):
 # ---- presets ----------------------------------------------------------------------------------------
 
 @register("msvq-digits", "tokenizer", data="digits",
-          train=dict(steps=600, batch_size=128, lr=2e-3, warmup=50, ema=0.0),
+          train=dict(steps=400, batch_size=128, lr=2e-3, warmup=50, ema=0.0),
           description="VAR multi-scale VQ for 8x8 digits: grid 4x4, scales 1-2-3-4, 64 codes")
 def msvq_digits() -> MSVQConfig:
     return MSVQConfig(image_channels=1, image_size=8, ch=32, ch_mult=(1, 2), num_res_blocks=1,

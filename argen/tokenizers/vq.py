@@ -43,7 +43,7 @@ class VQTokenizer(nn.Module):
         self.losses = build_extra_losses(c)  # adversarial / perceptual terms; empty unless enabled
         self.quant_conv = nn.Conv2d(c.z_channels, c.code_dim, 1)
         self.post_quant_conv = nn.Conv2d(c.code_dim, c.z_channels, 1)
-        self.quantize = Codebook(c.codebook_size, c.code_dim, l2_norm=True)
+        self.quantize = Codebook(c.codebook_size, c.code_dim, l2_norm=True, usage_decay=c.usage_decay)
         self.register_buffer("train_steps", torch.zeros((), dtype=torch.long))
 
     @property
@@ -94,7 +94,7 @@ class VQTokenizer(nn.Module):
 
 
 @register("vq-digits", "tokenizer", data="digits",
-          train=dict(steps=600, batch_size=128, lr=2e-3, warmup=50, ema=0.0),
+          train=dict(steps=400, batch_size=128, lr=2e-3, warmup=50, ema=0.0),
           description="single-scale VQ for 8x8 digits: grid 4x4, 64 l2-normalised 8-d codes")
 def vq_digits() -> VQConfig:
     return VQConfig(image_channels=1, image_size=8, ch=32, ch_mult=(1, 2), num_res_blocks=1,
