@@ -18,6 +18,7 @@ from typing import Any
 import numpy as np
 import torch
 from torch import nn
+from tqdm import tqdm
 
 from argen import checkpoint as ckpt
 from argen.config import Config
@@ -78,7 +79,6 @@ class Pipeline:
         labels_t = torch.as_tensor(list(labels), dtype=torch.long, device=self.device)
         gen = torch.Generator(device=self.device).manual_seed(seed)
         out = []
-        from tqdm import tqdm
         for i in tqdm(range(0, len(labels_t), batch_size), disable=not progress, desc="sample"):
             tokens = self._sample(self.generator, self.tokenizer, labels_t[i:i + batch_size], config, gen)
             out.append(self.tokenizer.decode(tokens).float().cpu())
