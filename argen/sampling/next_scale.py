@@ -41,8 +41,14 @@ class NextScaleConfig(Config):
 
 @torch.no_grad()
 def sample(model, tokenizer, labels_B: torch.Tensor, config: NextScaleConfig = NextScaleConfig(),
-           generator: torch.Generator | None = None) -> list[torch.Tensor]:
-    """Sample token maps for class ids ``labels_B``: returns one (B, pn, pn) index map per scale."""
+           generator: torch.Generator | None = None,
+           known: tuple[list[torch.Tensor], list[torch.Tensor]] | None = None) -> list[torch.Tensor]:
+    """Sample token maps for class ids ``labels_B``: returns one (B, pn, pn) index map per scale.
+
+    ``known = (idx per scale, known mask per scale)``, each (B, pn, pn), forces the known tokens
+    at every scale (editing): inpainting passes the image's own tokens with the pixel mask pooled
+    to each scale; "refine from scale k" passes all-true masks for the scales before k.
+    """
     c = model.config
     K, B = len(c.scales), labels_B.shape[0]
     use_cfg = config.cfg > 0
@@ -69,6 +75,8 @@ def sample(model, tokenizer, labels_B: torch.Tensor, config: NextScaleConfig = N
             logits = guide(logits, config.cfg * (ratio if config.cfg_schedule == "linear" else 1.0))
         logits = apply(logits, procs, {"step": si, "num_steps": K})
         idx = sample_categorical(logits, generator).view(B, pn, pn)
+        if known is not None:
+            idx = torch.where(known[1][si], known[0][si], idx)
         out.append(idx)
         if si < K - 1:
             f_hat = f_hat + tokenizer.quantize.embed_scale(idx, si)

@@ -45,10 +45,14 @@ def train_preset(kind: str, preset_name: str, out: str | Path, *, data: str | No
         if hasattr(config, "scales") and not hasattr(tokenizer, "scales"):
             raise ArgenError(f"--tokenizer: {preset_name} needs a multi-scale tokenizer (e.g. msvq-digits), "
                              f"{tokenizer_dir} holds a {type(tokenizer).__name__}")
+        if not hasattr(config, "scales") and hasattr(tokenizer, "scales"):
+            raise ArgenError(f"--tokenizer: {preset_name} needs a single-scale tokenizer (e.g. vq-digits), "
+                             f"{tokenizer_dir} holds a {type(tokenizer).__name__}")
         # The generator's token shapes come from its tokenizer, its classes from the data.
-        links = dict(vocab_size=tokenizer.codebook_size, token_dim=tokenizer.token_dim,
-                     scales=tuple(tokenizer.scales), num_classes=train_set.num_classes)
-        config = config.replace(**{k: v for k, v in links.items() if hasattr(config, k)})
+        links = {"vocab_size": tokenizer.codebook_size, "grid": tuple(tokenizer.grid),
+                 "token_dim": getattr(tokenizer, "token_dim", None), "scales": getattr(tokenizer, "scales", None),
+                 "num_classes": train_set.num_classes}
+        config = config.replace(**{k: v for k, v in links.items() if hasattr(config, k) and v is not None})
     else:
         config = config.replace(image_channels=train_set.channels, image_size=train_set.image_size[0])
     cfg = TrainConfig().replace(**preset.train).replace(**(train_overrides or {}))
