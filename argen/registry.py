@@ -70,6 +70,8 @@ def register(name: str, kind: str, *, data: str, train: dict | None = None, samp
 
 def _load_all() -> None:
     # Presets live beside their model code; importing the modules registers them.
+    import argen.generators.maskgit
+    import argen.generators.raster
     import argen.generators.var
     import argen.tokenizers.msvq
     import argen.tokenizers.vq  # noqa: F401

@@ -90,3 +90,67 @@ def random_scales(batch: int, scales=TINY_SCALES, vocab: int = 16, seed: int = 0
 def random_images(batch: int, size: int = 8, channels: int = 1, seed: int = 0) -> torch.Tensor:
     g = torch.Generator().manual_seed(seed)
     return torch.rand(batch, channels, size, size, generator=g) * 2 - 1
+
+
+def tiny_maskgit_config(**overrides):
+    from argen.generators.maskgit import MaskGITConfig
+
+    base = {"vocab_size": 16, "grid": (4, 4), "num_classes": 3, "dim": 32, "depth": 2, "num_heads": 2,
+            "dropout": 0.0, "class_dropout_prob": 0.0, "label_smoothing": 0.0}
+    return MaskGITConfig(**{**base, **overrides})
+
+
+def tiny_maskgit(seed: int = 0, randomize: bool = True, **overrides):
+    """A tiny MaskGIT (vocab 16, grid 4x4 like ``tiny_vq``) in eval mode. ``randomize`` widens the
+    N(0, 0.02) init so that logits are far from uniform and react to the class and the inputs."""
+    from argen.generators.maskgit import MaskGIT
+
+    torch.manual_seed(seed)
+    model = MaskGIT(tiny_maskgit_config(**overrides))
+    if randomize:
+        g = torch.Generator().manual_seed(seed)
+        with torch.no_grad():
+            for p in (model.tok_emb.weight, model.class_emb.weight, model.pos_emb):
+                p.copy_(torch.randn(p.shape, generator=g))
+            for m in model.modules():
+                if isinstance(m, torch.nn.Linear):
+                    m.weight.copy_(torch.randn(m.weight.shape, generator=g) / math.sqrt(m.in_features))
+            model.head.weight.mul_(2.0)  # logits of order 2: far from uniform
+    return model.eval()
+
+
+def tiny_raster_config(**overrides):
+    """A tiny raster (LlamaGen-style) generator config that fits ``tiny_vq`` (grid 4x4, 16 codes); no dropout."""
+    from argen.generators.raster import RasterConfig
+
+    base = {"vocab_size": 16, "grid": (4, 4), "num_classes": 3, "dim": 32, "n_layer": 2, "n_head": 2,
+            "multiple_of": 16, "class_dropout_prob": 0.0, "token_dropout_p": 0.0, "resid_dropout_p": 0.0,
+            "ffn_dropout_p": 0.0}
+    return RasterConfig(**{**base, **overrides})
+
+
+@torch.no_grad()
+def randomize_raster(model, seed: int = 0, logit_scale: float = 1.0):
+    """Move a fresh raster generator away from its init (N(0, 0.02) weights, zero output head) so
+    that the label and every earlier token visibly change the logits; logits have std ~logit_scale."""
+    g = torch.Generator().manual_seed(seed)
+    for name, p in model.named_parameters():
+        noise = torch.randn(p.shape, generator=g)
+        if p.ndim == 1:  # RMSNorm gains
+            p.copy_(1.0 + 0.2 * noise)
+        elif "embedding" in name:
+            p.copy_(noise)
+        else:
+            p.copy_(noise / math.sqrt(p.shape[1]))
+    model.output.weight.mul_(logit_scale)
+    return model
+
+
+def tiny_raster(seed: int = 0, randomize: bool = True, logit_scale: float = 1.0, **overrides):
+    from argen.generators.raster import RasterAR
+
+    torch.manual_seed(seed)
+    model = RasterAR(tiny_raster_config(**overrides))
+    if randomize:
+        randomize_raster(model, seed, logit_scale)
+    return model.eval()

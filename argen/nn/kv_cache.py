@@ -26,3 +26,17 @@ class KVCache(nn.Module):
         self.k_cache[:, :, start:end] = k_BHlD
         self.v_cache[:, :, start:end] = v_BHlD
         return self.k_cache[:, :, :end], self.v_cache[:, :, :end]
+
+
+class StaticKVCache(KVCache):
+    """A ``KVCache`` written at tensor positions and read in full, for compiled decode steps.
+
+    ``update_at(input_pos, k, v)`` takes the positions as a tensor (not a Python int), so a
+    decode step called with ``input_pos = tensor([t])`` keeps one graph for every ``t``; the
+    whole preallocated buffer is returned and the caller masks the unwritten tail (gpt-fast)."""
+
+    def update_at(self, input_pos: torch.Tensor, k_BHlD: torch.Tensor,
+                  v_BHlD: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        self.k_cache.index_copy_(2, input_pos, k_BHlD.to(self.k_cache.dtype))
+        self.v_cache.index_copy_(2, input_pos, v_BHlD.to(self.v_cache.dtype))
+        return self.k_cache, self.v_cache

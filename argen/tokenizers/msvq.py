@@ -239,3 +239,11 @@ class MultiScaleVQ(nn.Module):
 def msvq_digits() -> MSVQConfig:
     return MSVQConfig(image_channels=1, image_size=8, ch=32, ch_mult=(1, 2), num_res_blocks=1,
                       z_channels=16, groups=8, codebook_size=64, scales=(1, 2, 3, 4))
+
+
+@register("msvq-fmnist", "tokenizer", data="fashion-mnist",
+          train=dict(steps=2000, batch_size=64, lr=1e-3, warmup=100, ema=0.0),
+          description="VAR multi-scale VQ for 28x28 Fashion-MNIST: grid 7x7, scales 1-2-3-4-5-7, 256 codes")
+def msvq_fmnist() -> MSVQConfig:
+    return MSVQConfig(image_channels=1, image_size=28, ch=32, ch_mult=(1, 2, 2), num_res_blocks=1,
+                      z_channels=32, groups=16, codebook_size=256, scales=(1, 2, 3, 4, 5, 7))

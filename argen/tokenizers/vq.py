@@ -99,3 +99,11 @@ class VQTokenizer(nn.Module):
 def vq_digits() -> VQConfig:
     return VQConfig(image_channels=1, image_size=8, ch=32, ch_mult=(1, 2), num_res_blocks=1,
                     z_channels=16, groups=8, codebook_size=64, code_dim=8)
+
+
+@register("vq-fmnist", "tokenizer", data="fashion-mnist",
+          train=dict(steps=2000, batch_size=64, lr=1e-3, warmup=100, ema=0.0),
+          description="single-scale VQ for 28x28 Fashion-MNIST: grid 7x7, 256 l2-normalised 8-d codes")
+def vq_fmnist() -> VQConfig:
+    return VQConfig(image_channels=1, image_size=28, ch=32, ch_mult=(1, 2, 2), num_res_blocks=1,
+                    z_channels=32, groups=16, codebook_size=256, code_dim=8)

@@ -1,0 +1,190 @@
+"""MaskGIT: masked generative image transformer (Chang et al. 2022; MUSE, Meissonic follow it).
+
+A bidirectional transformer sees a token map in which some tokens are replaced by a
+[MASK] token and predicts every position's token. Sequence layout::
+
+    [ class token | h*w image tokens (some = MASK) ]   N + 1 positions, learned position embeddings
+
+Training masks a random fraction ``gamma(u)``, ``u ~ U(0, 1)``, of each image's tokens
+(``mask_schedule``, cosine by default) and takes the cross-entropy on the masked
+positions only: the visible tokens are inputs, not targets. Sampling
+(``argen.sampling.masked``) starts from an all-[MASK] map and commits the most
+confident predictions over a few parallel steps.
+
+Token ids 0..V-1 are codebook entries and id V is [MASK]; the head predicts only the
+V real tokens, so a sample can never contain the mask id. Class id ``num_classes`` is
+the null class for classifier-free guidance (class dropout in training).
+"""
+
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass
+
+import torch
+import torch.nn.functional as F
+from torch import nn
+
+from argen.config import Config, check
+from argen.registry import register, register_model
+from argen.sampling.schedules import MASK_SCHEDULES, get_schedule
+
+
+@dataclass(frozen=True)
+class MaskGITConfig(Config):
+    vocab_size: int = 1024                 # codebook size V; id V is the [MASK] token
+    grid: tuple[int, int] = (16, 16)       # token map (h, w)
+    num_classes: int = 1000                # class id num_classes is the null (unconditional) class
+    dim: int = 768
+    depth: int = 24
+    num_heads: int = 16
+    mlp_ratio: float = 4.0
+    dropout: float = 0.1
+    class_dropout_prob: float = 0.1        # label dropout for classifier-free guidance
+    label_smoothing: float = 0.1           # as the MaskGIT recipe
+    norm_eps: float = 1e-6
+    mask_schedule: str = "cosine"          # training mask-ratio distribution: ratio = gamma(u), u ~ U(0, 1)
+
+    def __post_init__(self):
+        super().__post_init__()
+        for name in ("vocab_size", "num_classes", "dim", "depth", "num_heads"):
+            check(getattr(self, name) >= 1, f"{name} must be >= 1, got {getattr(self, name)}")
+        check(len(self.grid) == 2 and min(self.grid) >= 1, f"grid must be two positive ints (h, w), got {self.grid}")
+        check(self.dim % self.num_heads == 0, f"dim {self.dim} must be divisible by num_heads {self.num_heads}")
+        check(self.mlp_ratio > 0, f"mlp_ratio must be > 0, got {self.mlp_ratio}")
+        check(0.0 <= self.dropout < 1.0, f"dropout must be in [0, 1), got {self.dropout}")
+        check(0.0 <= self.class_dropout_prob < 1.0, f"class_dropout_prob must be in [0, 1), got {self.class_dropout_prob}")
+        check(0.0 <= self.label_smoothing < 1.0, f"label_smoothing must be in [0, 1), got {self.label_smoothing}")
+        check(self.mask_schedule in MASK_SCHEDULES,
+              f"mask_schedule must be one of {', '.join(MASK_SCHEDULES)}, got {self.mask_schedule!r}")
+
+    @property
+    def num_tokens(self) -> int:
+        return self.grid[0] * self.grid[1]
+
+
+class Attention(nn.Module):
+    """Multi-head self-attention with no mask: every token sees every other (bidirectional)."""
+
+    def __init__(self, c: MaskGITConfig):
+        super().__init__()
+        self.num_heads, self.head_dim = c.num_heads, c.dim // c.num_heads
+        self.qkv = nn.Linear(c.dim, 3 * c.dim)
+        self.proj = nn.Linear(c.dim, c.dim)
+        self.dropout = c.dropout
+
+    def forward(self, x_BLC: torch.Tensor) -> torch.Tensor:
+        B, L, C = x_BLC.shape
+        q, k, v = self.qkv(x_BLC).view(B, L, 3, self.num_heads, self.head_dim).permute(2, 0, 3, 1, 4).unbind(0)
+        out = F.scaled_dot_product_attention(q, k, v, dropout_p=self.dropout if self.training else 0.0)
+        return self.proj(out.transpose(1, 2).reshape(B, L, C))  # (B, L, C)
+
+
+class Block(nn.Module):
+    """Pre-norm transformer block: x + attn(ln(x)), then x + mlp(ln(x))."""
+
+    def __init__(self, c: MaskGITConfig):
+        super().__init__()
+        hidden = round(c.dim * c.mlp_ratio)
+        self.ln1 = nn.LayerNorm(c.dim, eps=c.norm_eps)
+        self.attn = Attention(c)
+        self.ln2 = nn.LayerNorm(c.dim, eps=c.norm_eps)
+        self.mlp = nn.Sequential(nn.Linear(c.dim, hidden), nn.GELU(approximate="tanh"), nn.Linear(hidden, c.dim))
+        self.drop = nn.Dropout(c.dropout)
+
+    def forward(self, x_BLC: torch.Tensor) -> torch.Tensor:
+        x_BLC = x_BLC + self.drop(self.attn(self.ln1(x_BLC)))
+        return x_BLC + self.drop(self.mlp(self.ln2(x_BLC)))
+
+
+@register_model
+class MaskGIT(nn.Module):
+    config_class = MaskGITConfig
+    family = "maskgit"
+
+    def __init__(self, config: MaskGITConfig):
+        super().__init__()
+        self.config = c = config
+        self.mask_token_id = c.vocab_size
+        self.tok_emb = nn.Embedding(c.vocab_size + 1, c.dim)     # + 1: the [MASK] token
+        self.class_emb = nn.Embedding(c.num_classes + 1, c.dim)  # + 1: the null class
+        self.pos_emb = nn.Parameter(torch.zeros(1, 1 + c.num_tokens, c.dim))
+        self.drop = nn.Dropout(c.dropout)
+        self.blocks = nn.ModuleList(Block(c) for _ in range(c.depth))
+        self.ln_f = nn.LayerNorm(c.dim, eps=c.norm_eps)
+        self.head = nn.Linear(c.dim, c.vocab_size)               # never predicts the mask id
+        self.reset_parameters()
+
+    @torch.no_grad()
+    def reset_parameters(self) -> None:
+        # BERT/GPT-2 init: N(0, 0.02) everywhere, residual output projections scaled by 1/sqrt(2 depth)
+        # so that the residual stream does not grow with depth.
+        for m in self.modules():
+            if isinstance(m, (nn.Linear, nn.Embedding)):
+                nn.init.trunc_normal_(m.weight, std=0.02)
+            if isinstance(m, nn.Linear) and m.bias is not None:
+                m.bias.zero_()
+        nn.init.trunc_normal_(self.pos_emb, std=0.02)
+        for b in self.blocks:
+            b.attn.proj.weight.div_(math.sqrt(2 * self.config.depth))
+            b.mlp[-1].weight.div_(math.sqrt(2 * self.config.depth))
+
+    def forward(self, idx_BN: torch.Tensor, labels_B: torch.Tensor) -> torch.Tensor:
+        """Token ids (B, N), ``vocab_size`` = [MASK], and class ids (B,) -> logits (B, N, vocab_size)."""
+        x_BLC = torch.cat([self.class_emb(labels_B)[:, None], self.tok_emb(idx_BN)], 1) + self.pos_emb
+        x_BLC = self.drop(x_BLC)
+        for block in self.blocks:
+            x_BLC = block(x_BLC)
+        return self.head(self.ln_f(x_BLC[:, 1:]))  # the class position predicts nothing
+
+    # ---- training ---------------------------------------------------------------------------------
+    @staticmethod
+    def tokens_from_images(tokenizer, images: torch.Tensor) -> dict[str, torch.Tensor]:
+        """What training needs from a frozen single-scale tokenizer: the flattened token map (B, h*w)."""
+        return {"idx_BN": tokenizer.encode(images).flatten(1)}
+
+    def draw_mask(self, B: int, N: int, device: torch.device | str) -> torch.Tensor:
+        """Training mask (B, N) bool: per image ceil(gamma(u) * N) random positions, at least one."""
+        ratio_B = get_schedule(self.config.mask_schedule)(torch.rand(B, device=device))
+        n_mask_B = torch.ceil(ratio_B * N).long().clamp(1, N)
+        # A uniformly random subset of size n: the n positions with the smallest random scores.
+        rank_BN = torch.rand(B, N, device=device).argsort(-1).argsort(-1)
+        return rank_BN < n_mask_B[:, None]
+
+    def loss(self, tokens: dict[str, torch.Tensor], labels_B: torch.Tensor) -> tuple[torch.Tensor, dict[str, float]]:
+        c = self.config
+        idx_BN = tokens["idx_BN"]
+        mask_BN = self.draw_mask(*idx_BN.shape, idx_BN.device)
+        if self.training and c.class_dropout_prob > 0:
+            drop_B = torch.rand(labels_B.shape, device=labels_B.device) < c.class_dropout_prob
+            labels_B = torch.where(drop_B, torch.full_like(labels_B, c.num_classes), labels_B)
+        logits_BNV = self(idx_BN.masked_fill(mask_BN, self.mask_token_id), labels_B)
+        # Visible tokens are copied from the input; only the masked ones are something to learn.
+        logits_MV, target_M = logits_BNV[mask_BN].float(), idx_BN[mask_BN]
+        loss = F.cross_entropy(logits_MV, target_M, label_smoothing=c.label_smoothing)
+        with torch.no_grad():
+            acc = (logits_MV.argmax(-1) == target_M).float().mean()
+            nll = F.cross_entropy(logits_MV, target_M) if c.label_smoothing > 0 else loss.detach()
+        return loss, {"ce": float(nll), "acc_masked": float(acc), "mask_ratio": float(mask_BN.float().mean())}
+
+
+# ---- presets ----------------------------------------------------------------------------------------
+
+@register("maskgit-digits", "generator", data="digits",
+          train=dict(steps=1000, batch_size=64, lr=1e-3, warmup=100, ema=0.998, weight_decay=0.05),
+          sampler=dict(steps=8, cfg=1.0),
+          description="MaskGIT for 8x8 digits on vq-digits (grid 4x4, 64 codes): depth 4, dim 128")
+def maskgit_digits() -> MaskGITConfig:
+    # Measured (1000 steps, ~4 min on one loaded CPU thread): 100% of 500 samples (cfg 1) and 98.8% (cfg 0)
+    # are labelled with their class by the digits reference classifier, all 50 per class distinct.
+    return MaskGITConfig(vocab_size=64, grid=(4, 4), num_classes=10, dim=128, depth=4, num_heads=4,
+                         dropout=0.1, class_dropout_prob=0.1)
+
+
+@register("maskgit-fmnist", "generator", data="fashion-mnist",
+          train=dict(steps=4000, batch_size=64, lr=6e-4, warmup=200, ema=0.999, weight_decay=0.05),
+          sampler=dict(steps=12, cfg=1.0),
+          description="MaskGIT for Fashion-MNIST on vq-fmnist (grid 7x7, 256 codes): depth 6, dim 192")
+def maskgit_fmnist() -> MaskGITConfig:
+    return MaskGITConfig(vocab_size=256, grid=(7, 7), num_classes=10, dim=192, depth=6, num_heads=6,
+                         dropout=0.1, class_dropout_prob=0.1)

@@ -1,0 +1,358 @@
+"""Raster next-token generation (LlamaGen: Sun et al. 2024, "Autoregressive Model Beats Diffusion").
+
+A class-conditional Llama predicts the image's token map one token at a time, in raster
+order. With N = h * w image tokens and ``cls_token_num`` condition positions::
+
+    input:   [ class token(s) | image tokens 0 .. N-2 ]       L = cls_token_num + N - 1
+    predict:          token 0 | tokens 1 .. N-1               from the last class position on
+
+Architecture and parameter names follow the official code (FoundationVision/LlamaGen
+``autoregressive/models/gpt.py``) so that its checkpoints load by a key map alone:
+RMSNorm, fused ``wqkv`` (optional grouped-query heads), SwiGLU ``w1/w2/w3``, no biases,
+a 2D rotary embedding over the token grid and a zero-initialised ``output`` head.
+
+The model knows nothing of sampling; ``argen.sampling.autoregressive`` drives it through
+``new_caches``, ``prefill`` and ``decode_step`` (static shapes, ``torch.compile``-able).
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import torch
+import torch.nn.functional as F
+from torch import nn
+
+from argen.config import Config, check
+from argen.nn.kv_cache import StaticKVCache
+from argen.registry import register, register_model
+
+
+@dataclass(frozen=True)
+class RasterConfig(Config):
+    vocab_size: int = 16384
+    grid: tuple[int, int] = (16, 16)        # token map (h, w); N = h * w tokens per image
+    num_classes: int = 1000                 # class id num_classes is the null (unconditional) class
+    dim: int = 768
+    n_layer: int = 12
+    n_head: int = 12
+    n_kv_head: int | None = None            # grouped-query attention; None: n_head (plain multi-head)
+    multiple_of: int = 256                  # the SwiGLU width is rounded up to a multiple of this
+    ffn_dim_multiplier: float | None = None
+    rope_base: float = 10000.0
+    norm_eps: float = 1e-5
+    cls_token_num: int = 1                  # condition positions in front of the image tokens
+    class_dropout_prob: float = 0.1         # label dropout for classifier-free guidance (training only)
+    token_dropout_p: float = 0.1
+    resid_dropout_p: float = 0.1
+    ffn_dropout_p: float = 0.1
+    drop_path_rate: float = 0.0             # stochastic depth, linear from 0 to this over the layers
+    zero_rope_at_cond: bool = True          # LlamaGen's RoPE table has cos = sin = 0 at the condition positions
+    initializer_range: float = 0.02
+
+    def __post_init__(self):
+        super().__post_init__()
+        check(len(self.grid) == 2 and min(self.grid) >= 1, f"grid must be (h, w) with h, w >= 1, got {self.grid}")
+        for name in ("vocab_size", "num_classes", "dim", "n_layer", "n_head", "multiple_of", "cls_token_num"):
+            check(getattr(self, name) >= 1, f"{name} must be >= 1, got {getattr(self, name)}")
+        check(self.dim % self.n_head == 0, f"dim {self.dim} must be divisible by n_head {self.n_head}")
+        check(self.head_dim % 4 == 0,
+              f"head dim dim / n_head = {self.head_dim} must be a multiple of 4 (2D RoPE: row and column pairs)")
+        check(self.n_kv_head is None or (self.n_kv_head >= 1 and self.n_head % self.n_kv_head == 0),
+              f"n_kv_head must be None or divide n_head {self.n_head}, got {self.n_kv_head}")
+        check(self.ffn_dim_multiplier is None or self.ffn_dim_multiplier > 0,
+              f"ffn_dim_multiplier must be None or > 0, got {self.ffn_dim_multiplier}")
+        check(self.rope_base > 0 and self.norm_eps > 0, "rope_base and norm_eps must be > 0")
+        for name in ("class_dropout_prob", "token_dropout_p", "resid_dropout_p", "ffn_dropout_p", "drop_path_rate"):
+            check(0.0 <= getattr(self, name) < 1.0, f"{name} must be in [0, 1), got {getattr(self, name)}")
+        check(self.initializer_range >= 0, f"initializer_range must be >= 0, got {self.initializer_range}")
+
+    @property
+    def head_dim(self) -> int:
+        return self.dim // self.n_head
+
+    @property
+    def kv_heads(self) -> int:
+        return self.n_head if self.n_kv_head is None else self.n_kv_head
+
+    @property
+    def seq_len(self) -> int:
+        """N: image tokens per sample."""
+        return self.grid[0] * self.grid[1]
+
+    @property
+    def max_len(self) -> int:
+        """Positions ever fed to the transformer: the condition plus every image token but the last."""
+        return self.cls_token_num + self.seq_len - 1
+
+    @property
+    def ffn_hidden(self) -> int:
+        hidden = int(2 * 4 * self.dim / 3)  # SwiGLU keeps the parameter count of a 4x GELU MLP
+        if self.ffn_dim_multiplier is not None:
+            hidden = int(self.ffn_dim_multiplier * hidden)
+        return -(-hidden // self.multiple_of) * self.multiple_of
+
+
+# ---- building blocks -----------------------------------------------------------------------------
+
+def rope_2d_table(c: RasterConfig) -> torch.Tensor:
+    """(cos, sin) per position and rotated pair: (cls_token_num + N, head_dim / 2, 2), float32.
+
+    Pairs are interleaved (x[2i], x[2i+1]) as in Meta's Llama. The first head_dim / 4 pairs
+    rotate with the token's row, the next head_dim / 4 with its column, both with the
+    frequencies base^(-2i / (head_dim / 2)), so q.k depends on (row offset, column offset)."""
+    h, w = c.grid
+    half = c.head_dim // 2
+    freqs_P = 1.0 / (c.rope_base ** (torch.arange(0, half, 2)[: half // 2].float() / half))
+    rows_hP = torch.outer(torch.arange(h, dtype=torch.float32), freqs_P)
+    cols_wP = torch.outer(torch.arange(w, dtype=torch.float32), freqs_P)
+    angles_NQ = torch.cat([rows_hP[:, None].expand(h, w, -1), cols_wP[None].expand(h, w, -1)], -1).flatten(0, 1)
+    table = torch.stack([angles_NQ.cos(), angles_NQ.sin()], -1)
+    # Condition positions: LlamaGen's table holds zeros there (q and k of the class token become 0,
+    # a quirk the official weights were trained with); otherwise no rotation (cos 1, sin 0).
+    cond = torch.zeros(c.cls_token_num, half, 2)
+    if not c.zero_rope_at_cond:
+        cond[..., 0] = 1.0
+    return torch.cat([cond, table])
+
+
+def apply_rope(x_BLHD: torch.Tensor, freqs_LQ2: torch.Tensor) -> torch.Tensor:
+    """Rotate each interleaved pair of x by the angle of its position (in float32, as LlamaGen)."""
+    x = x_BLHD.float().unflatten(-1, (-1, 2))         # (B, L, H, D/2, 2)
+    f = freqs_LQ2.float().unsqueeze(1)               # (L, 1, D/2, 2): broadcast over batch and heads
+    x0, x1, cos, sin = x[..., 0], x[..., 1], f[..., 0], f[..., 1]
+    return torch.stack([x0 * cos - x1 * sin, x1 * cos + x0 * sin], -1).flatten(-2).type_as(x_BLHD)
+
+
+class RMSNorm(nn.Module):
+    def __init__(self, dim: int, eps: float):
+        super().__init__()
+        self.eps = eps
+        self.weight = nn.Parameter(torch.ones(dim))
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        x32 = x.float()  # normalise in float32 even under bf16 autocast
+        return (x32 * torch.rsqrt(x32.pow(2).mean(-1, keepdim=True) + self.eps)).type_as(x) * self.weight
+
+
+class DropPath(nn.Module):
+    """Stochastic depth (the same few lines as argen.generators.var.DropPath; families share no code)."""
+
+    def __init__(self, p: float):
+        super().__init__()
+        self.p = p
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        if self.p == 0.0 or not self.training:
+            return x
+        keep = x.new_empty((x.shape[0],) + (1,) * (x.ndim - 1)).bernoulli_(1 - self.p)
+        return x * keep / (1 - self.p)
+
+
+class Attention(nn.Module):
+    def __init__(self, c: RasterConfig):
+        super().__init__()
+        self.n_head, self.kv_heads, self.head_dim = c.n_head, c.kv_heads, c.head_dim
+        self.wqkv = nn.Linear(c.dim, (c.n_head + 2 * c.kv_heads) * c.head_dim, bias=False)
+        self.wo = nn.Linear(c.dim, c.dim, bias=False)
+        self.resid_dropout = nn.Dropout(c.resid_dropout_p)
+
+    def forward(self, x_BLC: torch.Tensor, freqs_LQ2: torch.Tensor, mask: torch.Tensor | None,
+                input_pos: torch.Tensor | None = None, cache: StaticKVCache | None = None) -> torch.Tensor:
+        B, L, C = x_BLC.shape
+        H, G, D = self.n_head, self.kv_heads, self.head_dim
+        q, k, v = self.wqkv(x_BLC).split([H * D, G * D, G * D], dim=-1)
+        q = apply_rope(q.view(B, L, H, D), freqs_LQ2).transpose(1, 2)  # (B, H, L, D)
+        k = apply_rope(k.view(B, L, G, D), freqs_LQ2).transpose(1, 2)  # (B, G, L, D)
+        v = v.view(B, L, G, D).transpose(1, 2)
+        if cache is not None:
+            k, v = cache.update_at(input_pos, k, v)  # the whole (B, G, max_len, D) buffer; `mask` hides the tail
+        if G != H:  # grouped-query: each key/value head serves H / G query heads
+            k, v = k.repeat_interleave(H // G, dim=1), v.repeat_interleave(H // G, dim=1)
+        out = F.scaled_dot_product_attention(q, k, v, attn_mask=mask, is_causal=mask is None)
+        return self.resid_dropout(self.wo(out.transpose(1, 2).reshape(B, L, C)))
+
+
+class FeedForward(nn.Module):
+    """SwiGLU: w2(silu(w1 x) * w3 x)."""
+
+    def __init__(self, c: RasterConfig):
+        super().__init__()
+        self.w1 = nn.Linear(c.dim, c.ffn_hidden, bias=False)
+        self.w3 = nn.Linear(c.dim, c.ffn_hidden, bias=False)
+        self.w2 = nn.Linear(c.ffn_hidden, c.dim, bias=False)
+        self.ffn_dropout = nn.Dropout(c.ffn_dropout_p)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return self.ffn_dropout(self.w2(F.silu(self.w1(x)) * self.w3(x)))
+
+
+class TransformerBlock(nn.Module):
+    def __init__(self, c: RasterConfig, drop_path: float):
+        super().__init__()
+        self.attention = Attention(c)
+        self.feed_forward = FeedForward(c)
+        self.attention_norm = RMSNorm(c.dim, c.norm_eps)
+        self.ffn_norm = RMSNorm(c.dim, c.norm_eps)
+        self.drop_path = DropPath(drop_path)
+
+    def forward(self, x_BLC, freqs_LQ2, mask, input_pos=None, cache=None):
+        x_BLC = x_BLC + self.drop_path(self.attention(self.attention_norm(x_BLC), freqs_LQ2, mask, input_pos, cache))
+        return x_BLC + self.drop_path(self.feed_forward(self.ffn_norm(x_BLC)))
+
+
+class ClassEmbedder(nn.Module):
+    """Class ids -> vectors; row ``num_classes`` is the null class (named as LlamaGen's LabelEmbedder)."""
+
+    def __init__(self, num_classes: int, dim: int):
+        super().__init__()
+        self.embedding_table = nn.Embedding(num_classes + 1, dim)
+
+    def forward(self, labels_B: torch.Tensor) -> torch.Tensor:
+        return self.embedding_table(labels_B)
+
+
+# ---- the model ---------------------------------------------------------------------------------------
+
+@register_model
+class RasterAR(nn.Module):
+    config_class = RasterConfig
+    family = "raster"
+
+    def __init__(self, config: RasterConfig):
+        super().__init__()
+        self.config = c = config
+        self.tok_embeddings = nn.Embedding(c.vocab_size, c.dim)
+        self.cls_embedding = ClassEmbedder(c.num_classes, c.dim)
+        self.tok_dropout = nn.Dropout(c.token_dropout_p)
+        dpr = [c.drop_path_rate * i / max(c.n_layer - 1, 1) for i in range(c.n_layer)]
+        self.layers = nn.ModuleList(TransformerBlock(c, dpr[i]) for i in range(c.n_layer))
+        self.norm = RMSNorm(c.dim, c.norm_eps)
+        self.output = nn.Linear(c.dim, c.vocab_size, bias=False)
+        # Derived tables, rebuilt from the config: kept out of the state dict (old LlamaGen
+        # checkpoints may carry a `freqs_cis`; a converter drops it).
+        self.register_buffer("freqs_cis", rope_2d_table(c), persistent=False)
+        causal = torch.ones(c.max_len, c.max_len, dtype=torch.bool).tril()
+        self.register_buffer("causal_mask", causal, persistent=False)
+        self.reset_parameters()
+
+    @torch.no_grad()
+    def reset_parameters(self) -> None:
+        """N(0, initializer_range) everywhere, RMSNorm gains 1, and a zero head (uniform first logits)."""
+        std = self.config.initializer_range
+        for m in self.modules():
+            if isinstance(m, (nn.Linear, nn.Embedding)):
+                nn.init.normal_(m.weight, std=std)
+            elif isinstance(m, RMSNorm):
+                m.weight.fill_(1.0)
+        nn.init.zeros_(self.output.weight)
+
+    # ---- the pieces the sampler calls ----------------------------------------------------------------
+    def cond_tokens(self, labels_B: torch.Tensor) -> torch.Tensor:
+        """(B,) class ids (num_classes = null) -> (B, cls_token_num, C): the class vector at every condition position."""
+        return self.cls_embedding(labels_B).unsqueeze(1).expand(-1, self.config.cls_token_num, -1)
+
+    def trunk(self, x_BLC: torch.Tensor, input_pos: torch.Tensor | None = None,
+              caches: list[StaticKVCache] | None = None, mask: torch.Tensor | None = None) -> torch.Tensor:
+        """Transformer on inputs at sequence positions ``input_pos`` (default 0..L-1): float32 logits (B, L, V).
+
+        Without caches and mask, attention is plainly causal over x itself. With caches, K/V are
+        written at ``input_pos`` and every query attends over the whole preallocated cache through
+        rows ``input_pos`` of the causal mask: shapes never depend on the position."""
+        L = x_BLC.shape[1]
+        freqs = self.freqs_cis[:L] if input_pos is None else self.freqs_cis[input_pos]
+        if caches is not None and mask is None:
+            mask = self.causal_mask[input_pos].view(1, 1, L, -1)
+        x_BLC = self.tok_dropout(x_BLC)
+        for i, layer in enumerate(self.layers):
+            x_BLC = layer(x_BLC, freqs, mask, input_pos, caches[i] if caches is not None else None)
+        return self.output(self.norm(x_BLC)).float()
+
+    def forward(self, idx_BN: torch.Tensor, labels_B: torch.Tensor, input_pos: torch.Tensor | None = None,
+                caches: list[StaticKVCache] | None = None, mask: torch.Tensor | None = None) -> torch.Tensor:
+        """Teacher-forced logits: ``logits[:, i]`` predicts image token i from the label and ``idx_BN[:, :i]``.
+
+        ``idx_BN`` may be any prefix (B, n) of the raster sequence; the result is (B, min(n + 1, N), V):
+        a full sequence gives all N logits (its last token is not read: nothing follows it), a
+        shorter one also gives the logits of the next token. With ``caches`` the condition and the
+        n tokens are written to the cache (a prefill of class + known prefix, ``input_pos`` defaults to
+        0..cls_token_num + n - 1) and decoding continues with ``decode_step``."""
+        c = self.config
+        n = min(idx_BN.shape[1], c.seq_len - 1)
+        x_BLC = torch.cat([self.cond_tokens(labels_B), self.tok_embeddings(idx_BN[:, :n])], 1)
+        if caches is not None and input_pos is None:
+            input_pos = torch.arange(x_BLC.shape[1], device=x_BLC.device)
+        # Position cls_token_num - 1 (the last condition position) predicts image token 0.
+        return self.trunk(x_BLC, input_pos, caches, mask)[:, c.cls_token_num - 1:]
+
+    def prefill(self, labels_B: torch.Tensor, caches: list[StaticKVCache]) -> torch.Tensor:
+        """Write the condition positions to fresh caches: logits of image token 0, (B, 1, V)."""
+        return self(labels_B.new_empty(labels_B.shape[0], 0), labels_B, caches=caches)
+
+    def decode_step(self, x_B1: torch.Tensor, input_pos: torch.Tensor, caches: list[StaticKVCache]) -> torch.Tensor:
+        """Feed one image token at sequence position ``input_pos`` (shape (1,); image token i sits at
+        cls_token_num + i): logits of the next token, (B, 1, V). Static shapes, no host sync:
+        ``torch.compile(model.decode_step, fullgraph=True)`` gives one graph for every position."""
+        return self.trunk(self.tok_embeddings(x_B1), input_pos, caches)
+
+    def new_caches(self, batch: int, dtype: torch.dtype | None = None, device=None) -> list[StaticKVCache]:
+        """One preallocated (batch, kv_heads, max_len, head_dim) K/V cache per layer."""
+        c, w = self.config, self.output.weight
+        return [StaticKVCache(batch, c.kv_heads, c.max_len, c.head_dim, dtype or w.dtype, device or w.device)
+                for _ in range(c.n_layer)]
+
+    # ---- training ----------------------------------------------------------------------------------
+    @staticmethod
+    def tokens_from_images(tokenizer, images: torch.Tensor) -> dict[str, torch.Tensor]:
+        """What training needs from a frozen single-scale tokenizer: the raster-ordered indices (B, N)."""
+        return {"idx_BN": tokenizer.encode(images).flatten(1)}
+
+    def loss(self, tokens: dict[str, torch.Tensor], labels_B: torch.Tensor) -> tuple[torch.Tensor, dict[str, float]]:
+        """Cross-entropy over all N image tokens; labels drop to the null class while training (for CFG)."""
+        c = self.config
+        if self.training and c.class_dropout_prob > 0:
+            drop = torch.rand(labels_B.shape, device=labels_B.device) < c.class_dropout_prob
+            labels_B = labels_B.masked_fill(drop, c.num_classes)
+        idx_BN = tokens["idx_BN"]
+        logits_BNV = self(idx_BN, labels_B)
+        loss = F.cross_entropy(logits_BNV.flatten(0, 1), idx_BN.flatten())
+        with torch.no_grad():
+            acc = (logits_BNV.argmax(-1) == idx_BN).float().mean()
+        return loss, {"ce": float(loss.detach()), "acc": float(acc)}
+
+
+# ---- presets -----------------------------------------------------------------------------------------
+
+# name -> (n_layer, n_head, dim) of the official class-conditional GPTs (head dim 64, 100 for 3B).
+LLAMAGEN_SIZES = {"B": (12, 12, 768), "L": (24, 16, 1024), "XL": (36, 20, 1280), "XXL": (48, 24, 1536),
+                  "3B": (24, 32, 3200)}
+
+
+def llamagen_config(size: str = "B", grid: tuple[int, int] = (16, 16), **overrides) -> RasterConfig:
+    """The official ImageNet class-conditional GPT-{B, L, XL, XXL, 3B} (16384 codes, 1000 classes)."""
+    if size not in LLAMAGEN_SIZES:
+        raise ValueError(f"size must be one of {sorted(LLAMAGEN_SIZES)}, got {size!r}")
+    n_layer, n_head, dim = LLAMAGEN_SIZES[size]
+    return RasterConfig(**{"grid": grid, "n_layer": n_layer, "n_head": n_head, "dim": dim, **overrides})
+
+
+@register("raster-digits", "generator", data="digits",
+          train=dict(steps=1000, batch_size=64, lr=1e-3, warmup=100, ema=0.998, weight_decay=0.05),
+          sampler=dict(cfg=1.0),
+          description="LlamaGen-style raster AR for 8x8 digits on vq-digits (grid 4x4, 64 codes): dim 128, 4 layers")
+def raster_digits() -> RasterConfig:
+    # 1442 training images of 16 tokens are memorised quickly: with LlamaGen's 0.1 dropouts and 1500
+    # steps 13% of samples copied a training token map (held-out CE 4.3); 0.25 dropouts and 1000
+    # steps copy none (held-out CE 2.8) and the SVM recognises 94% of samples at cfg 1.
+    return RasterConfig(vocab_size=64, grid=(4, 4), num_classes=10, dim=128, n_layer=4, n_head=4, multiple_of=32,
+                        token_dropout_p=0.25, resid_dropout_p=0.25, ffn_dropout_p=0.25, class_dropout_prob=0.1)
+
+
+@register("raster-fmnist", "generator", data="fashion-mnist",
+          train=dict(steps=4000, batch_size=64, lr=6e-4, warmup=200, ema=0.999, weight_decay=0.05),
+          sampler=dict(cfg=1.0),
+          description="LlamaGen-style raster AR for Fashion-MNIST on vq-fmnist (grid 7x7, 256 codes): dim 256, 6 layers")
+def raster_fmnist() -> RasterConfig:
+    return RasterConfig(vocab_size=256, grid=(7, 7), num_classes=10, dim=256, n_layer=6, n_head=8, multiple_of=64,
+                        token_dropout_p=0.1, resid_dropout_p=0.1, ffn_dropout_p=0.1, class_dropout_prob=0.1,
+                        drop_path_rate=0.05)
