@@ -25,6 +25,7 @@ from torch import nn
 
 from argen.config import Config, check
 from argen.nn.kv_cache import StaticKVCache
+from argen.nn.layers import DropPath
 from argen.registry import register, register_model
 
 
@@ -133,20 +134,6 @@ class RMSNorm(nn.Module):
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         x32 = x.float()  # normalise in float32 even under bf16 autocast
         return (x32 * torch.rsqrt(x32.pow(2).mean(-1, keepdim=True) + self.eps)).type_as(x) * self.weight
-
-
-class DropPath(nn.Module):
-    """Stochastic depth (the same few lines as argen.generators.var.DropPath; families share no code)."""
-
-    def __init__(self, p: float):
-        super().__init__()
-        self.p = p
-
-    def forward(self, x: torch.Tensor) -> torch.Tensor:
-        if self.p == 0.0 or not self.training:
-            return x
-        keep = x.new_empty((x.shape[0],) + (1,) * (x.ndim - 1)).bernoulli_(1 - self.p)
-        return x * keep / (1 - self.p)
 
 
 class Attention(nn.Module):

@@ -27,6 +27,7 @@ from torch import nn
 
 from argen.config import Config, check
 from argen.nn.kv_cache import KVCache
+from argen.nn.layers import DropPath
 from argen.registry import register, register_model
 
 
@@ -72,20 +73,6 @@ class VARConfig(Config):
             out.append((cur, cur + p * p))
             cur += p * p
         return out
-
-
-class DropPath(nn.Module):
-    """Stochastic depth: drop the whole residual branch of a sample with probability p."""
-
-    def __init__(self, p: float):
-        super().__init__()
-        self.p = p
-
-    def forward(self, x: torch.Tensor) -> torch.Tensor:
-        if self.p == 0.0 or not self.training:
-            return x
-        keep = x.new_empty((x.shape[0],) + (1,) * (x.ndim - 1)).bernoulli_(1 - self.p)
-        return x * keep / (1 - self.p)
 
 
 class SelfAttention(nn.Module):
