@@ -22,7 +22,7 @@ B = 4
 LABELS = torch.tensor([0, 1, 2, 1])
 NULL = 3  # num_classes of the tiny config
 N = 16    # tokens of the tiny 4x4 grid
-LAYOUT = Path(__file__).resolve().parents[2] / "shared" / "notes" / "layouts" / "llamagen-gpt-b.tsv"
+LAYOUT = Path(__file__).resolve().parent / "data" / "layouts" / "llamagen-gpt-b.tsv"
 
 
 @pytest.fixture

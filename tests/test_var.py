@@ -18,7 +18,7 @@ from argen.sampling.processors import guide
 B = 4
 LABELS = torch.tensor([0, 1, 2, 1])
 NULL = 3  # num_classes of the tiny config
-LAYOUT = Path(__file__).resolve().parents[2] / "shared" / "notes" / "layouts" / "var-d16.tsv"
+LAYOUT = Path(__file__).resolve().parent / "data" / "layouts" / "var-d16.tsv"
 NOT_IN_STATE_DICT = ("lvl_1L", "attn_bias_for_masking", "zero_k_bias")  # argen keeps them non-persistent
 
 
