@@ -154,3 +154,13 @@ def tiny_raster(seed: int = 0, randomize: bool = True, logit_scale: float = 1.0,
     if randomize:
         randomize_raster(model, seed, logit_scale)
     return model.eval()
+
+
+def read_layout(path) -> dict[str, tuple[tuple[int, ...], str]]:
+    """An official layout file (tests/data/layouts/*.tsv): name -> (shape, dtype)."""
+    out = {}
+    for line in path.read_text().splitlines():
+        if line.strip():
+            name, shape, dtype = line.split("\t")
+            out[name] = (tuple(int(s) for s in shape.strip("()").split(",") if s.strip()), dtype)
+    return out

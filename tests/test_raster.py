@@ -9,7 +9,7 @@ from pathlib import Path
 import pytest
 import torch
 import torch.nn.functional as F
-from helpers import random_images, tiny_raster, tiny_raster_config, tiny_vq
+from helpers import random_images, read_layout, tiny_raster, tiny_raster_config, tiny_vq
 
 from argen.checkpoint import load_model, save_model
 from argen.errors import ArgenError, ConfigError
@@ -501,15 +501,6 @@ def test_presets_fit_their_tokenizers_and_train_one_step(preset, tokenizer):
 
 
 # ------------------------------------------------------------------------------------ official layout
-
-
-def read_layout(path: Path) -> dict[str, tuple[tuple[int, ...], str]]:
-    out = {}
-    for line in path.read_text().splitlines():
-        if line.strip():
-            name, shape, dtype = line.split("\t")
-            out[name] = (tuple(int(s) for s in shape.strip("()").split(",") if s.strip()), dtype)
-    return out
 
 
 @pytest.mark.skipif(not LAYOUT.is_file(), reason=f"official layout {LAYOUT} not available")

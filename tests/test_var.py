@@ -8,7 +8,7 @@ from pathlib import Path
 import pytest
 import torch
 import torch.nn.functional as F
-from helpers import random_images, random_scales, tiny_msvq, tiny_var, tiny_var_config
+from helpers import random_images, random_scales, read_layout, tiny_msvq, tiny_var, tiny_var_config
 
 from argen.checkpoint import load_model, save_model
 from argen.generators.var import VAR, var_official
@@ -296,15 +296,6 @@ def test_config_validation():
 
 
 # ------------------------------------------------------------------------------------ official layout
-
-
-def read_layout(path: Path) -> dict[str, tuple[tuple[int, ...], str]]:
-    out = {}
-    for line in path.read_text().splitlines():
-        if line.strip():
-            name, shape, dtype = line.split("\t")
-            out[name] = (tuple(int(s) for s in shape.strip("()").split(",") if s.strip()), dtype)
-    return out
 
 
 @pytest.mark.skipif(not LAYOUT.is_file(), reason=f"official layout {LAYOUT} not available")

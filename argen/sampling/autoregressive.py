@@ -24,7 +24,7 @@ import torch
 
 from argen.config import Config, check
 from argen.errors import ArgenError
-from argen.sampling.processors import apply, build_processors, guide, sample_categorical
+from argen.sampling.processors import apply, build_processors, check_knobs, guide, sample_categorical
 
 
 @dataclass(frozen=True)
@@ -40,10 +40,7 @@ class RasterSamplerConfig(Config):
 
     def __post_init__(self):
         super().__post_init__()
-        check(self.temperature > 0, f"temperature must be > 0, got {self.temperature}")
-        check(self.top_k >= 0, f"top_k must be >= 0 (0 = off), got {self.top_k}")
-        check(0 < self.top_p <= 1, f"top_p must be in (0, 1], got {self.top_p}")
-        check(self.cfg >= 0, f"cfg must be >= 0 (0 = off), got {self.cfg}")
+        check_knobs(self)
         check(len(self.cfg_interval) == 2 and 0 <= self.cfg_interval[0] <= self.cfg_interval[1] <= 1,
               f"cfg_interval must be (start, end) with 0 <= start <= end <= 1, got {self.cfg_interval}")
         check(bool(self.compile_backend), "compile_backend must name a torch.compile backend, e.g. 'inductor'")

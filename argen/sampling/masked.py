@@ -19,10 +19,8 @@ import torch
 
 from argen.config import Config, check
 from argen.errors import ArgenError, ConfigError
-from argen.sampling.processors import apply, build_processors, guide, sample_categorical
+from argen.sampling.processors import apply, build_processors, check_knobs, guide, sample_categorical
 from argen.sampling.schedules import MASK_SCHEDULES, mask_counts_batched
-
-CFG_SCHEDULES = ("constant", "linear")
 
 
 @dataclass(frozen=True)
@@ -41,11 +39,7 @@ class MaskedSamplerConfig(Config):
         check(self.steps >= 1, f"steps must be >= 1, got {self.steps}")
         check(self.schedule in MASK_SCHEDULES,
               f"schedule must be one of {', '.join(MASK_SCHEDULES)}, got {self.schedule!r}")
-        check(self.temperature > 0, f"temperature must be > 0, got {self.temperature}")
-        check(self.top_k >= 0, f"top_k must be >= 0 (0 = off), got {self.top_k}")
-        check(0 < self.top_p <= 1, f"top_p must be in (0, 1], got {self.top_p}")
-        check(self.cfg >= 0, f"cfg must be >= 0 (0 = off), got {self.cfg}")
-        check(self.cfg_schedule in CFG_SCHEDULES, f"cfg_schedule must be one of {CFG_SCHEDULES}")
+        check_knobs(self)
         check(self.choice_temperature >= 0, f"choice_temperature must be >= 0, got {self.choice_temperature}")
 
 

@@ -15,10 +15,8 @@ from dataclasses import dataclass
 
 import torch
 
-from argen.config import Config, check
-from argen.sampling.processors import apply, build_processors, guide, sample_categorical
-
-CFG_SCHEDULES = ("linear", "constant")
+from argen.config import Config
+from argen.sampling.processors import apply, build_processors, check_knobs, guide, sample_categorical
 
 
 @dataclass(frozen=True)
@@ -32,11 +30,7 @@ class NextScaleConfig(Config):
 
     def __post_init__(self):
         super().__post_init__()
-        check(self.temperature > 0, f"temperature must be > 0, got {self.temperature}")
-        check(self.top_k >= 0, f"top_k must be >= 0 (0 = off), got {self.top_k}")
-        check(0 < self.top_p <= 1, f"top_p must be in (0, 1], got {self.top_p}")
-        check(self.cfg >= 0, f"cfg must be >= 0 (0 = off), got {self.cfg}")
-        check(self.cfg_schedule in CFG_SCHEDULES, f"cfg_schedule must be one of {CFG_SCHEDULES}")
+        check_knobs(self)
 
 
 @torch.no_grad()

@@ -13,6 +13,8 @@ from dataclasses import dataclass
 
 import torch
 
+from argen.config import check
+
 Processor = Callable[[torch.Tensor, dict], torch.Tensor]
 
 
@@ -50,6 +52,19 @@ class TopP:
         drop_sorted[..., 0] = False
         drop = torch.zeros_like(drop_sorted).scatter(-1, order, drop_sorted)
         return logits.masked_fill(drop, float("-inf"))
+
+
+CFG_SCHEDULES = ("constant", "linear")
+
+
+def check_knobs(config) -> None:
+    """Validate the knobs every sampler config shares (temperature, top_k, top_p, cfg): one-line errors."""
+    check(config.temperature > 0, f"temperature must be > 0, got {config.temperature}")
+    check(config.top_k >= 0, f"top_k must be >= 0 (0 = off), got {config.top_k}")
+    check(0 < config.top_p <= 1, f"top_p must be in (0, 1], got {config.top_p}")
+    check(config.cfg >= 0, f"cfg must be >= 0 (0 = off), got {config.cfg}")
+    if hasattr(config, "cfg_schedule"):
+        check(config.cfg_schedule in CFG_SCHEDULES, f"cfg_schedule must be one of {CFG_SCHEDULES}")
 
 
 def build_processors(temperature: float = 1.0, top_k: int = 0, top_p: float = 1.0) -> list[Processor]:
