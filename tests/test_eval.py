@@ -1,0 +1,81 @@
+"""argen eval: metrics.json and report.html for a checkpoint or a samples file; exact bits per token."""
+
+from __future__ import annotations
+
+import json
+import math
+
+import numpy as np
+import pytest
+import torch
+from helpers import tiny_raster, tiny_vq
+
+from argen.cli import main
+from argen.data import load_dataset
+from argen.evaluation.evaluate import bits_per_token, evaluate_samples, run_eval
+from argen.pipeline import Pipeline
+
+
+@pytest.fixture(scope="module")
+def generator(tmp_path_factory):
+    """A tiny raster generator on digits (10 classes), saved as a checkpoint that knows its dataset."""
+    path = tmp_path_factory.mktemp("gen")
+    pipe = Pipeline(tiny_vq(), tiny_raster(num_classes=10, vocab_size=16), {"cfg": 0.0})
+    pipe.save_pretrained(path, meta={"data": "digits"})
+    (path / "log.jsonl").write_text("".join(json.dumps({"step": s, "loss": 3.0 / s}) + "\n" for s in range(1, 6)))
+    return path
+
+
+def test_eval_of_a_checkpoint_writes_metrics_samples_and_a_report(generator, tmp_path):
+    metrics = run_eval(tmp_path, checkpoint=generator, n=40, seed=0, progress=False)
+    on_disk = json.loads((tmp_path / "metrics.json").read_text())
+    assert on_disk.keys() == metrics.keys()
+    for key in ("FD-digits", "KID-digits", "precision-digits", "recall-digits", "IS-digits", "class_accuracy",
+                "bits_per_token", "seconds_per_image"):
+        assert math.isfinite(on_disk[key]), key
+    assert on_disk["floor"]["FD-digits"] < on_disk["FD-digits"]  # an untrained model is far from real digits
+    with np.load(tmp_path / "samples.npz") as z:
+        assert z["images"].shape == (40, 8, 8, 1) and z["labels"].tolist() == [i % 10 for i in range(40)]
+    report = (tmp_path / "report.html").read_text()
+    for section in ("Metrics", "Samples per class", "Nearest training neighbours", "Training curves", "<svg"):
+        assert section in report
+    assert "data:image/png;base64," in report and "http" not in report.replace("http-equiv", "")
+
+
+def test_real_test_images_score_near_the_floor_and_far_from_noise():
+    test = load_dataset("digits", "test")
+    real = evaluate_samples(test.images.permute(0, 2, 3, 1).numpy(), test.labels.numpy(), "digits")
+    noise = evaluate_samples(np.random.default_rng(0).integers(0, 256, (355, 8, 8, 1), dtype=np.uint8), None,
+                             "digits")
+    assert real["FD-digits"] < 1e-6 and real["precision-digits"] == 1.0  # the test split against itself
+    assert noise["FD-digits"] > 100 and noise["coverage-digits"] < 0.5 * real["coverage-digits"]
+
+
+def test_bits_per_token_is_an_exact_normalised_likelihood(generator):
+    pipe = Pipeline.from_pretrained(generator)
+    bpt = bits_per_token(pipe, "digits", n=20)
+    # bits_per_token averages the teacher-forced cross-entropy; per image that is the NLL / N:
+    test = load_dataset("digits", "test")
+    per_image = []
+    with torch.no_grad():
+        for i in range(20):
+            images, labels = test.batch(torch.tensor([i]))
+            per_image.append(pipe.generator.loss(pipe.generator.tokens_from_images(pipe.tokenizer, images), labels)[1]["ce"])
+    assert bpt == pytest.approx(sum(per_image) / 20 / math.log(2), rel=1e-5)
+    # ... and that NLL is a likelihood: over every sequence of a model small enough to enumerate, exp(-NLL) sums to 1.
+    model = tiny_raster(grid=(2, 2), vocab_size=3, num_classes=2).eval()
+    seqs = torch.cartesian_prod(*[torch.arange(3)] * 4)  # (81, 4)
+    with torch.no_grad():
+        nll = [model.loss({"idx_BN": s[None]}, torch.tensor([1]))[1]["ce"] * 4 for s in seqs]
+    assert sum(math.exp(-x) for x in nll) == pytest.approx(1.0, abs=1e-4)
+
+
+def test_cli_eval_of_a_samples_file_and_its_errors(tmp_path, capsys):
+    test = load_dataset("digits", "test")
+    np.savez(tmp_path / "s.npz", images=test.images[:50].permute(0, 2, 3, 1).numpy(), labels=test.labels[:50].numpy())
+    assert main(["eval", "--samples", str(tmp_path / "s.npz"), "--data", "digits", "--out", str(tmp_path / "e"),
+                 "--quiet", "--device", "cpu"]) == 0
+    assert json.loads((tmp_path / "e" / "metrics.json").read_text())["class_accuracy"] > 0.9
+    assert main(["eval", "--samples", str(tmp_path / "s.npz"), "--out", str(tmp_path / "e2")]) == 2
+    assert "--data" in capsys.readouterr().err
+    assert main(["eval", "--samples", str(tmp_path / "missing.npz"), "--data", "digits", "--out", str(tmp_path)]) == 2
