@@ -43,7 +43,12 @@ class Pipeline:
 
     @classmethod
     def from_pretrained(cls, path: str | Path, device: str | torch.device = "cpu") -> Pipeline:
+        """A generator checkpoint folder, or the name of a model shipped with argen (``"fmnist-var"``)."""
+        from argen.pretrained import list_models, model_path
+
         path = Path(path)
+        if not path.exists() and str(path) in list_models():
+            path = model_path(str(path))
         generator = ckpt.load_model(path, device)
         if not hasattr(generator, "family"):
             raise ArgenError(f"{path} is a tokenizer checkpoint; sampling needs a generator checkpoint")
@@ -110,8 +115,8 @@ class Pipeline:
         else:
             if keep_scales is not None:
                 raise ArgenError("--keep-scales applies to multi-scale (VAR) models only")
-            idx = tok.encode(image).flatten(1)  # (N, h*w)
-            known = (F.adaptive_max_pool2d(mask, tok.grid)[:, 0] < 0.5).flatten(1)
+            idx = tok.encode(image)  # (N, h, w) ids, or (N, C, h, w) continuous tokens
+            known = F.adaptive_max_pool2d(mask, tok.grid)[:, 0] < 0.5  # (N, h, w)
             tokens = self._sample(self.generator, tok, labels_t, config, gen, known=(idx, known))
         return tok.decode(tokens).float().cpu()
 

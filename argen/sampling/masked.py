@@ -1,4 +1,6 @@
-"""MaskGIT parallel decoding: T steps, each commits the most confident of the masked tokens.
+"""Masked parallel decoding: MaskGIT (discrete tokens) and MAR (continuous tokens, ``sample_continuous``).
+
+MaskGIT: T steps, each commits the most confident of the masked tokens.
 
 Per step t of T:
   1. one transformer call on the current map (with CFG: [cond; uncond] stacked as one 2B batch);
@@ -19,8 +21,8 @@ import torch
 
 from argen.config import Config, check
 from argen.errors import ArgenError, ConfigError
-from argen.sampling.processors import apply, build_processors, check_knobs, guide, sample_categorical
-from argen.sampling.schedules import MASK_SCHEDULES, mask_counts_batched
+from argen.sampling.processors import CFG_SCHEDULES, apply, build_processors, check_knobs, guide, sample_categorical
+from argen.sampling.schedules import MASK_SCHEDULES, mask_counts, mask_counts_batched
 
 
 @dataclass(frozen=True)
@@ -102,3 +104,95 @@ def sample(model, tokenizer, labels_B: torch.Tensor, config: MaskedSamplerConfig
         rank_BN = conf_BN.argsort(dim=-1, stable=True).argsort(-1)
         idx_BN = torch.where(rank_BN < counts_BT[:, t : t + 1], mask_id, drawn_BN)
     return idx_BN.view(B, h, w)
+
+
+# ---- MAR: continuous tokens, random order, a head per step ------------------------------------------
+
+HEAD_SOLVERS = ("euler", "heun")
+
+
+@dataclass(frozen=True)
+class ContinuousSamplerConfig(Config):
+    ar_steps: int = 64             # body calls per image (each batched 2B with cfg > 0)
+    head_steps: int = 100          # diffusion steps (respaced) or flow steps per AR step
+    schedule: str = "cosine"       # fraction of tokens still masked after progress r
+    temperature: float = 1.0       # diffusion: scales the noise of each step; flow: the initial noise
+    cfg: float = 0.0               # guidance weight w on the head's prediction: cond + w (cond - uncond); 0: off
+    cfg_schedule: str = "linear"   # "linear" (MAR): w_t = w * (tokens known after step t) / N
+    solver: str = "euler"          # flow head only: "euler" (head_steps calls) or "heun" (2 head_steps - 1)
+
+    def __post_init__(self):
+        super().__post_init__()
+        check(self.ar_steps >= 1, f"ar_steps must be >= 1, got {self.ar_steps}")
+        check(self.head_steps >= 1, f"head_steps must be >= 1, got {self.head_steps}")
+        check(self.schedule in MASK_SCHEDULES,
+              f"schedule must be one of {', '.join(MASK_SCHEDULES)}, got {self.schedule!r}")
+        check(self.temperature > 0, f"temperature must be > 0, got {self.temperature}")
+        check(self.cfg >= 0, f"cfg must be >= 0 (0 = off), got {self.cfg}")
+        check(self.cfg_schedule in CFG_SCHEDULES, f"cfg_schedule must be one of {CFG_SCHEDULES}")
+        check(self.solver in HEAD_SOLVERS, f"solver must be one of {HEAD_SOLVERS}, got {self.solver!r}")
+
+
+@torch.no_grad()
+def sample_continuous(model, tokenizer, labels_B: torch.Tensor,
+                      config: ContinuousSamplerConfig = ContinuousSamplerConfig(),
+                      generator: torch.Generator | None = None,
+                      known: tuple[torch.Tensor, torch.Tensor] | None = None) -> torch.Tensor:
+    """Sample continuous token maps for class ids ``labels_B``: (B, C, h, w), ready for ``tokenizer.decode``.
+
+    Each image gets a random order over its unknown positions; after step t of T the first
+    ``mask_counts[t]`` of that order are still masked, so step t predicts the tokens ranked in
+    [counts[t], counts[t-1]). Per step the body runs once (2B rows with CFG) and the head runs
+    once on the to-be-predicted tokens of every image together (2M rows with CFG), so an image
+    costs ``ar_steps`` body rows and ``ar_steps * head_steps`` head evaluations (an inpainting
+    region of U < ar_steps tokens takes U steps, one token each).
+
+    ``known = (tokens, known_mask)``: tokens (B, C, h, w) or (B, N, C), mask (B, N) or (B, h, w);
+    known tokens are kept exactly and only the rest is sampled. Every image of the batch must
+    have the same number of unknown tokens (the body drops masked tokens, as MAE does).
+    """
+    c = model.config
+    (h, w), B, T, C = c.grid, labels_B.shape[0], config.ar_steps, c.token_dim
+    N, device = h * w, labels_B.device
+    if tokenizer is not None and (tuple(tokenizer.grid) != tuple(c.grid) or tokenizer.token_dim != C):
+        raise ConfigError(f"tokenizer tokens {tuple(tokenizer.grid)} x {tokenizer.token_dim} do not match the "
+                          f"generator's {c.grid} x {C}")
+    tokens_BNC = torch.zeros(B, N, C, device=device)
+    known_BN = torch.zeros(B, N, dtype=torch.bool, device=device)
+    if known is not None:
+        given, mask = known
+        if given.dim() == 4:  # (B, C, h, w) -> (B, N, C)
+            given = given.flatten(2).transpose(1, 2)
+        if given.shape != (B, N, C) or mask.numel() != B * N:
+            raise ArgenError(f"known: expected tokens ({B}, {C}, {h}, {w}) and a mask ({B}, {h}, {w}), got "
+                             f"{tuple(known[0].shape)} and {tuple(mask.shape)}")
+        known_BN = mask.reshape(B, N).bool()
+        tokens_BNC = torch.where(known_BN[..., None], given.to(tokens_BNC.dtype), tokens_BNC)
+    n_unknown = (~known_BN).sum(1)
+    if bool((n_unknown != n_unknown[0]).any()):
+        raise ArgenError("known: every image of a batch must have the same number of unknown tokens")
+    U = int(n_unknown[0])
+    if known is None and T > N:
+        raise ConfigError(f"ar_steps ({T}) must be <= the number of tokens ({N} = {h}x{w})")
+    if U == 0:
+        return tokens_BNC.transpose(1, 2).reshape(B, C, h, w)
+    counts = [U] + mask_counts(min(T, U), U, config.schedule)  # still masked before / after each step
+    # A random rank among the unknown positions (known ones rank last and are never masked).
+    noise_BN = torch.rand(B, N, generator=generator, device=device).masked_fill(known_BN, 2.0)
+    rank_BN = noise_BN.argsort(1).argsort(1)
+
+    use_cfg = config.cfg > 0
+    labels = torch.cat([labels_B, torch.full_like(labels_B, c.num_classes)]) if use_cfg else labels_B
+    head_kw = {"solver": config.solver} if c.head == "flow" else {}
+    for t in range(len(counts) - 1):
+        mask_BN = rank_BN < counts[t]
+        pred_BN = mask_BN & ~(rank_BN < counts[t + 1])
+        two = (lambda x: torch.cat([x, x])) if use_cfg else (lambda x: x)
+        z_BND = model(two(tokens_BNC), two(mask_BN), labels)
+        w_t = config.cfg * ((N - counts[t + 1]) / N if config.cfg_schedule == "linear" else 1.0)
+        # Rows of the head batch: the predicted tokens of every image, then (CFG) the same ones unconditioned.
+        cond_MD = torch.cat([z_BND[:B][pred_BN], z_BND[B:][pred_BN]]) if use_cfg else z_BND[pred_BN]
+        x_MC = model.diffloss.sample(cond_MD, steps=config.head_steps, temperature=config.temperature,
+                                     cfg=w_t, generator=generator, **head_kw)
+        tokens_BNC[pred_BN] = x_MC.to(tokens_BNC.dtype)
+    return tokens_BNC.transpose(1, 2).reshape(B, C, h, w)

@@ -24,7 +24,7 @@ RECON_LOSSES = ("l1", "l2")
 
 @dataclass(frozen=True)
 class ConvAEConfig(Config):
-    """Fields of the conv encoder/decoder and the codebook, shared by the VQ tokenizers."""
+    """Fields of the conv encoder/decoder and its losses, shared by every tokenizer."""
 
     image_channels: int = 1
     image_size: int = 8
@@ -34,13 +34,7 @@ class ConvAEConfig(Config):
     z_channels: int = 16                 # encoder output channels
     groups: int = 8                      # GroupNorm groups (32 in the official models)
     attn: bool = False                   # self-attention at the lowest resolution
-    codebook_size: int = 64
-    beta: float = 0.25                   # commitment weight
     recon_loss: str = "l2"
-    kmeans_init: bool = True             # initialise the codebook with k-means on the first batch
-    restart_every: int = 20              # dead-code restart period in training steps (0: never)
-    restart_threshold: float = 0.1       # a code is dead when its hit-rate EMA falls below this share of uniform
-    usage_decay: float = 0.9             # per-step decay of the hit-rate EMA (memory ~ 1 / (1 - decay) steps)
     adv_weight: float = 0.0              # PatchGAN hinge loss weight (0: off); for natural images
     disc_start: int = 0                  # training step at which the adversarial term switches on
     disc_ndf: int = 64                   # discriminator width
@@ -53,17 +47,13 @@ class ConvAEConfig(Config):
         for name in ("ch", "z_channels", "groups", "num_res_blocks", "image_size"):
             check(getattr(self, name) >= 1, f"{name} must be >= 1, got {getattr(self, name)}")
         check(all(m >= 1 for m in self.ch_mult), f"ch_mult entries must be >= 1, got {self.ch_mult}")
+        check(len(self.ch_mult) >= 1, "ch_mult must have at least one level")
         check(self.image_size % self.downsample == 0,
               f"image_size {self.image_size} must be divisible by the downsampling factor {self.downsample}")
-        check(self.codebook_size >= 2, f"codebook_size must be >= 2, got {self.codebook_size}")
         check(self.recon_loss in RECON_LOSSES, f"recon_loss must be one of {RECON_LOSSES}, got {self.recon_loss!r}")
-        check(self.restart_every >= 0, f"restart_every must be >= 0, got {self.restart_every}")
-        check(0 < self.usage_decay < 1, f"usage_decay must be in (0, 1), got {self.usage_decay}")
-        check(len(self.ch_mult) >= 1, "ch_mult must have at least one level")
         check(self.adv_weight >= 0 and self.perceptual_weight >= 0, "adv_weight and perceptual_weight must be >= 0")
         check(self.perceptual_weight == 0 or self.perceptual_weights is not None,
               "perceptual_weight > 0 needs perceptual_weights: the path of a VGG16 state dict (nothing is downloaded)")
-        check(self.perceptual_weight == 0 or self.image_channels in (1, 3), "perceptual loss needs 1 or 3 channels")
 
     @property
     def downsample(self) -> int:
@@ -75,15 +65,34 @@ class ConvAEConfig(Config):
         return (g, g)
 
 
+@dataclass(frozen=True)
+class CodebookConfig(ConvAEConfig):
+    """A conv autoencoder with a codebook: the fields shared by the VQ tokenizers."""
+
+    codebook_size: int = 64
+    beta: float = 0.25                   # commitment weight
+    kmeans_init: bool = True             # initialise the codebook with k-means on the first batch
+    restart_every: int = 20              # dead-code restart period in training steps (0: never)
+    restart_threshold: float = 0.1       # a code is dead when its hit-rate EMA falls below this share of uniform
+    usage_decay: float = 0.9             # per-step decay of the hit-rate EMA (memory ~ 1 / (1 - decay) steps)
+
+    def __post_init__(self):
+        super().__post_init__()
+        check(self.codebook_size >= 2, f"codebook_size must be >= 2, got {self.codebook_size}")
+        check(self.restart_every >= 0, f"restart_every must be >= 0, got {self.restart_every}")
+        check(0 < self.usage_decay < 1, f"usage_decay must be in (0, 1), got {self.usage_decay}")
+
+
 def build_extra_losses(c: ConvAEConfig) -> ExtraLosses:
     return ExtraLosses(c.image_channels, c.adv_weight, c.disc_start, c.disc_ndf, c.perceptual_weight,
                        c.perceptual_weights)
 
 
-def build_autoencoder(c: ConvAEConfig) -> tuple[Encoder, Decoder]:
-    kw = dict(ch=c.ch, ch_mult=c.ch_mult, num_res_blocks=c.num_res_blocks, z_ch=c.z_channels,
-              groups=c.groups, attn_lowest=c.attn)
-    return Encoder(in_ch=c.image_channels, **kw), Decoder(out_ch=c.image_channels, **kw)
+def build_autoencoder(c: ConvAEConfig, encoder_z_channels: int | None = None) -> tuple[Encoder, Decoder]:
+    """Encoder (to ``encoder_z_channels``, default ``z_channels``) and decoder (from ``z_channels``)."""
+    kw = dict(ch=c.ch, ch_mult=c.ch_mult, num_res_blocks=c.num_res_blocks, groups=c.groups, attn_lowest=c.attn)
+    return (Encoder(in_ch=c.image_channels, z_ch=encoder_z_channels or c.z_channels, **kw),
+            Decoder(out_ch=c.image_channels, z_ch=c.z_channels, **kw))
 
 
 def recon_loss(kind: str, x: torch.Tensor, y: torch.Tensor) -> torch.Tensor:

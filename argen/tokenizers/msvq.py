@@ -30,11 +30,18 @@ from torch import nn
 
 from argen.config import check
 from argen.registry import register, register_model
-from argen.tokenizers.base import Codebook, ConvAEConfig, build_autoencoder, build_extra_losses, recon_loss, usage_stats
+from argen.tokenizers.base import (
+    Codebook,
+    CodebookConfig,
+    build_autoencoder,
+    build_extra_losses,
+    recon_loss,
+    usage_stats,
+)
 
 
 @dataclass(frozen=True)
-class MSVQConfig(ConvAEConfig):
+class MSVQConfig(CodebookConfig):
     scales: tuple[int, ...] = (1, 2, 3, 4)  # side of each scale's token map, coarse to fine; last = grid
     num_phi: int = 4                         # phi convs shared across scales (VAR: 4)
     phi_ratio: float = 0.5                   # h <- (1 - r) h + r conv(h)

@@ -17,11 +17,18 @@ from torch import nn
 
 from argen.config import check
 from argen.registry import register, register_model
-from argen.tokenizers.base import Codebook, ConvAEConfig, build_autoencoder, build_extra_losses, recon_loss, usage_stats
+from argen.tokenizers.base import (
+    Codebook,
+    CodebookConfig,
+    build_autoencoder,
+    build_extra_losses,
+    recon_loss,
+    usage_stats,
+)
 
 
 @dataclass(frozen=True)
-class VQConfig(ConvAEConfig):
+class VQConfig(CodebookConfig):
     code_dim: int = 8  # dimension of the l2-normalised code space
 
     def __post_init__(self):

@@ -1,0 +1,296 @@
+"""MAR: masked autoregression over continuous tokens with a per-token diffusion (or flow) head.
+
+Li et al. 2024, "Autoregressive Image Generation without Vector Quantization". The body is
+an MAE-style encoder-decoder over the token sequence (raster order, ``N = h*w`` tokens of
+``token_dim`` channels from a KL tokenizer)::
+
+    encoder: [ buffer_size buffer tokens = class embedding | the N - M *known* tokens ]
+             (masked tokens are dropped, not replaced: the encoder never sees them)
+    decoder: [ buffer | known tokens | mask_token at the M masked positions ] -> z (B, N, D)
+    head:    p(x_i | z_i), a small AdaLN MLP trained as a diffusion (or flow) model, run on
+             the masked positions only
+
+Training draws one mask ratio per batch from a normal N(1, 0.25) truncated to
+[``mask_ratio_min``, 1] (mode 1: usually almost everything is masked) and a random order
+per image; the head's loss is taken on the masked tokens only. Sampling
+(``argen.sampling.masked.sample_continuous``) unmasks tokens in a random order over a
+cosine schedule, running the body once and the head once per step.
+
+Parameter names follow the official code (timm ``Block`` names, ``diffloss.net.*``), so
+its checkpoints load by a key map alone. Class id ``num_classes`` is the null condition
+(``fake_latent``, a learned vector) used for classifier-free guidance.
+"""
+
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass
+
+import torch
+import torch.nn.functional as F
+from torch import nn
+
+from argen.config import Config, check
+from argen.errors import ArgenError
+from argen.generators.heads import make_head
+from argen.registry import FMNIST_TRAIN, register, register_model
+
+HEADS = ("diffusion", "flow")
+
+
+@dataclass(frozen=True)
+class MARConfig(Config):
+    token_dim: int = 16                    # channels of a continuous token (the KL tokenizer's embed_dim)
+    grid: tuple[int, int] = (16, 16)       # token map (h, w)
+    num_classes: int = 1000                # class id num_classes is the null condition (CFG)
+    width: int = 768                       # encoder width
+    enc_depth: int = 12
+    enc_heads: int = 12
+    dec_width: int = 768
+    dec_depth: int = 12
+    dec_heads: int = 12
+    mlp_ratio: float = 4.0
+    buffer_size: int = 64                  # leading tokens that all hold the class embedding
+    label_drop_prob: float = 0.1           # classifier-free guidance: condition replaced by fake_latent
+    attn_dropout: float = 0.1
+    proj_dropout: float = 0.1
+    mask_ratio_min: float = 0.7            # training mask ratio ~ N(1, 0.25) truncated to [min, 1]
+    head: str = "diffusion"                # "diffusion" (DDPM, epsilon) or "flow" (flow matching, velocity)
+    head_width: int = 1024
+    head_depth: int = 6
+    head_batch_mul: int = 4                # noise draws per target token in training
+    diffusion_train_steps: int = 1000
+    learn_sigma: bool = False              # official checkpoints: True (the head also predicts a variance)
+    diffusion_clip_x0: float = 5.0         # clamp the head's x0 estimate to +-this while sampling (0: off, official)
+
+    def __post_init__(self):
+        super().__post_init__()
+        for name in ("token_dim", "num_classes", "width", "enc_depth", "enc_heads", "dec_width", "dec_depth",
+                     "dec_heads", "head_width", "head_depth", "head_batch_mul", "diffusion_train_steps"):
+            check(getattr(self, name) >= 1, f"{name} must be >= 1, got {getattr(self, name)}")
+        check(len(self.grid) == 2 and min(self.grid) >= 1, f"grid must be two positive ints (h, w), got {self.grid}")
+        check(self.width % self.enc_heads == 0, f"width {self.width} must be divisible by enc_heads {self.enc_heads}")
+        check(self.dec_width % self.dec_heads == 0,
+              f"dec_width {self.dec_width} must be divisible by dec_heads {self.dec_heads}")
+        check(self.buffer_size >= 1, f"buffer_size must be >= 1 (the condition lives there), got {self.buffer_size}")
+        check(0.0 < self.mask_ratio_min <= 1.0, f"mask_ratio_min must be in (0, 1], got {self.mask_ratio_min}")
+        for name in ("label_drop_prob", "attn_dropout", "proj_dropout"):
+            check(0.0 <= getattr(self, name) < 1.0, f"{name} must be in [0, 1), got {getattr(self, name)}")
+        check(self.head in HEADS, f"head must be one of {', '.join(HEADS)}, got {self.head!r}")
+        check(not (self.learn_sigma and self.head == "flow"), "learn_sigma applies to the diffusion head only")
+
+    @property
+    def num_tokens(self) -> int:
+        return self.grid[0] * self.grid[1]
+
+
+# ---- transformer blocks (timm names: norm1, attn.qkv, attn.proj, norm2, mlp.fc1, mlp.fc2) -------------
+
+class Attention(nn.Module):
+    def __init__(self, dim: int, num_heads: int, attn_drop: float, proj_drop: float):
+        super().__init__()
+        self.num_heads, self.head_dim = num_heads, dim // num_heads
+        self.qkv = nn.Linear(dim, 3 * dim)
+        self.proj = nn.Linear(dim, dim)
+        self.attn_drop, self.proj_drop = attn_drop, nn.Dropout(proj_drop)
+
+    def forward(self, x_BLC: torch.Tensor) -> torch.Tensor:
+        B, L, C = x_BLC.shape
+        q, k, v = self.qkv(x_BLC).view(B, L, 3, self.num_heads, self.head_dim).permute(2, 0, 3, 1, 4).unbind(0)
+        out = F.scaled_dot_product_attention(q, k, v, dropout_p=self.attn_drop if self.training else 0.0)
+        return self.proj_drop(self.proj(out.transpose(1, 2).reshape(B, L, C)))
+
+
+class Mlp(nn.Module):
+    def __init__(self, dim: int, hidden: int, drop: float):
+        super().__init__()
+        self.fc1, self.fc2 = nn.Linear(dim, hidden), nn.Linear(hidden, dim)
+        self.drop = nn.Dropout(drop)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return self.drop(self.fc2(self.drop(F.gelu(self.fc1(x)))))
+
+
+class Block(nn.Module):
+    """Pre-norm transformer block (LayerNorm eps 1e-6, exact GELU), bidirectional attention."""
+
+    def __init__(self, dim: int, num_heads: int, mlp_ratio: float, attn_drop: float, proj_drop: float):
+        super().__init__()
+        self.norm1 = nn.LayerNorm(dim, eps=1e-6)
+        self.attn = Attention(dim, num_heads, attn_drop, proj_drop)
+        self.norm2 = nn.LayerNorm(dim, eps=1e-6)
+        self.mlp = Mlp(dim, int(dim * mlp_ratio), proj_drop)
+
+    def forward(self, x_BLC: torch.Tensor) -> torch.Tensor:
+        x_BLC = x_BLC + self.attn(self.norm1(x_BLC))
+        return x_BLC + self.mlp(self.norm2(x_BLC))
+
+
+def truncated_mask_ratio(mask_ratio_min: float, generator: torch.Generator | None = None) -> float:
+    """One draw of N(1, 0.25) truncated to [mask_ratio_min, 1], by inverting the normal CDF."""
+    lo = 0.5 * (1 + math.erf((mask_ratio_min - 1.0) / 0.25 / math.sqrt(2)))  # Phi((min - 1) / 0.25)
+    u = lo + (0.5 - lo) * torch.rand((), generator=generator, dtype=torch.float64)  # Phi(0) = 0.5
+    return float(1.0 + 0.25 * torch.special.ndtri(u))
+
+
+@register_model
+class MAR(nn.Module):
+    config_class = MARConfig
+    family = "mar"
+
+    def __init__(self, config: MARConfig):
+        super().__init__()
+        self.config = c = config
+        L = c.buffer_size + c.num_tokens
+        self.class_emb = nn.Embedding(c.num_classes, c.width)
+        self.fake_latent = nn.Parameter(torch.zeros(1, c.width))          # the null condition
+        self.z_proj = nn.Linear(c.token_dim, c.width)
+        self.z_proj_ln = nn.LayerNorm(c.width, eps=1e-6)
+        self.encoder_pos_embed_learned = nn.Parameter(torch.zeros(1, L, c.width))
+        self.encoder_blocks = nn.ModuleList(Block(c.width, c.enc_heads, c.mlp_ratio, c.attn_dropout, c.proj_dropout)
+                                            for _ in range(c.enc_depth))
+        self.encoder_norm = nn.LayerNorm(c.width, eps=1e-6)
+        self.decoder_embed = nn.Linear(c.width, c.dec_width)
+        self.mask_token = nn.Parameter(torch.zeros(1, 1, c.dec_width))
+        self.decoder_pos_embed_learned = nn.Parameter(torch.zeros(1, L, c.dec_width))
+        self.decoder_blocks = nn.ModuleList(
+            Block(c.dec_width, c.dec_heads, c.mlp_ratio, c.attn_dropout, c.proj_dropout) for _ in range(c.dec_depth))
+        self.decoder_norm = nn.LayerNorm(c.dec_width, eps=1e-6)
+        self.diffusion_pos_embed_learned = nn.Parameter(torch.zeros(1, c.num_tokens, c.dec_width))
+        head_kw = {"train_steps": c.diffusion_train_steps, "learn_sigma": c.learn_sigma,
+                   "clip_x0": c.diffusion_clip_x0 or None} if c.head == "diffusion" else {}
+        self.diffloss = make_head(c.head, c.token_dim, c.dec_width, c.head_width, c.head_depth,
+                                  batch_mul=c.head_batch_mul, **head_kw)
+        self.reset_parameters()
+
+    @torch.no_grad()
+    def reset_parameters(self) -> None:
+        # The official initialisation: N(0, 0.02) for embeddings and learned vectors, Xavier-uniform
+        # for the body's linear layers. The head keeps its own (zero-initialised modulation).
+        for p in (self.class_emb.weight, self.fake_latent, self.mask_token, self.encoder_pos_embed_learned,
+                  self.decoder_pos_embed_learned, self.diffusion_pos_embed_learned):
+            nn.init.normal_(p, std=0.02)
+        for name, m in self.named_modules():
+            if name.startswith("diffloss"):
+                continue
+            if isinstance(m, nn.Linear):
+                nn.init.xavier_uniform_(m.weight)
+                nn.init.zeros_(m.bias)
+            elif isinstance(m, nn.LayerNorm):
+                nn.init.ones_(m.weight)
+                nn.init.zeros_(m.bias)
+
+    # ---- body ---------------------------------------------------------------------------------------
+
+    def condition(self, labels_B: torch.Tensor) -> torch.Tensor:
+        """Class ids (B,) -> embeddings (B, width); id ``num_classes`` is the learned null condition."""
+        null_B = labels_B == self.config.num_classes
+        emb = self.class_emb(labels_B.masked_fill(null_B, 0))
+        return torch.where(null_B[:, None], self.fake_latent.to(emb.dtype), emb)
+
+    def forward(self, tokens_BNC: torch.Tensor, mask_BN: torch.Tensor, labels_B: torch.Tensor) -> torch.Tensor:
+        """Tokens (B, N, C), mask (B, N) bool (True = masked: its token is ignored), class ids (B,)
+        -> per-position conditions for the head, z (B, N, dec_width).
+
+        Every row must mask the same number of positions (the encoder drops them, as MAE does).
+        """
+        c = self.config
+        B = tokens_BNC.shape[0]
+        n_masked = mask_BN.sum(1)
+        if bool((n_masked != n_masked[0]).any()):
+            raise ArgenError("mask: every image of a batch must mask the same number of tokens")
+        keep_BL = F.pad(~mask_BN, (c.buffer_size, 0), value=True)  # the buffer is always kept
+        # Encoder: buffer (condition) + known tokens only.
+        x_BLD = F.pad(self.z_proj(tokens_BNC), (0, 0, c.buffer_size, 0))
+        x_BLD[:, : c.buffer_size] = self.condition(labels_B)[:, None]
+        x_BLD = self.z_proj_ln(x_BLD + self.encoder_pos_embed_learned)
+        x_BKD = x_BLD[keep_BL].view(B, -1, c.width)
+        for block in self.encoder_blocks:
+            x_BKD = block(x_BKD)
+        x_BKD = self.decoder_embed(self.encoder_norm(x_BKD))
+        # Decoder: put the encoded tokens back, mask_token everywhere else.
+        y_BLD = self.mask_token.to(x_BKD.dtype).expand(B, keep_BL.shape[1], -1).clone()
+        y_BLD[keep_BL] = x_BKD.reshape(-1, c.dec_width)
+        y_BLD = y_BLD + self.decoder_pos_embed_learned
+        for block in self.decoder_blocks:
+            y_BLD = block(y_BLD)
+        y_BLD = self.decoder_norm(y_BLD)
+        return y_BLD[:, c.buffer_size:] + self.diffusion_pos_embed_learned
+
+    # ---- training -----------------------------------------------------------------------------------
+
+    def tokens_from_images(self, tokenizer, images: torch.Tensor) -> torch.Tensor:
+        """Images -> (B, N, C) tokens drawn from the tokenizer's posterior (MAR trains on draws)."""
+        if getattr(tokenizer, "kind", None) != "continuous":
+            raise ArgenError(f"MAR needs a continuous (KL) tokenizer, got a {type(tokenizer).__name__}")
+        with torch.no_grad():
+            return tokenizer.encode(images, sample=True).flatten(2).transpose(1, 2)
+
+    def random_mask(self, B: int, device, generator: torch.Generator | None = None) -> torch.Tensor:
+        """(B, N) bool: the first ceil(N * ratio) positions of a random order per image, one ratio per batch."""
+        N = self.config.num_tokens
+        n_masked = math.ceil(N * truncated_mask_ratio(self.config.mask_ratio_min, generator))
+        rank_BN = torch.rand(B, N, device=device, generator=generator).argsort(1).argsort(1)
+        return rank_BN < n_masked
+
+    def loss(self, tokens_BNC: torch.Tensor, labels_B: torch.Tensor) -> tuple[torch.Tensor, dict[str, float]]:
+        c = self.config
+        B = tokens_BNC.shape[0]
+        if self.training and c.label_drop_prob > 0:
+            drop_B = torch.rand(B, device=labels_B.device) < c.label_drop_prob
+            labels_B = labels_B.masked_fill(drop_B, c.num_classes)
+        mask_BN = self.random_mask(B, tokens_BNC.device)
+        z_BND = self(tokens_BNC, mask_BN, labels_B)
+        loss = self.diffloss.loss(tokens_BNC[mask_BN], z_BND[mask_BN])  # masked tokens only
+        return loss, {"head_loss": float(loss.detach()), "mask_ratio": float(mask_BN.float().mean())}
+
+
+# ---- presets ----------------------------------------------------------------------------------------
+
+def mar_official(size: str = "B") -> MARConfig:
+    """The official ImageNet 256 px MAR-{B, L, H} on KL-16 (16x16 tokens of 16 channels, learned sigma)."""
+    sizes = {"B": (768, 12, 12, 1024, 6), "L": (1024, 16, 16, 1280, 8), "H": (1280, 20, 16, 1536, 12)}
+    if size not in sizes:
+        raise ValueError(f"size must be one of {sorted(sizes)}, got {size!r}")
+    width, depth, heads, head_width, head_depth = sizes[size]
+    return MARConfig(width=width, enc_depth=depth, enc_heads=heads, dec_width=width, dec_depth=depth,
+                     dec_heads=heads, head_width=head_width, head_depth=head_depth, learn_sigma=True,
+                     diffusion_clip_x0=0.0)
+
+
+def _mar_tiny(grid: tuple[int, int], token_dim: int, width: int, depth: int, head: str) -> MARConfig:
+    return MARConfig(token_dim=token_dim, grid=grid, num_classes=10, width=width, enc_depth=depth, enc_heads=4,
+                     dec_width=width, dec_depth=depth, dec_heads=4, buffer_size=4, attn_dropout=0.1,
+                     proj_dropout=0.1, head=head, head_width=2 * width, head_depth=3)
+
+
+_TRAIN_DIGITS = dict(steps=1500, batch_size=64, lr=1e-3, warmup=100, ema=0.998, weight_decay=0.02, grad_clip=3.0)
+_TRAIN_FMNIST = dict(FMNIST_TRAIN, weight_decay=0.02, grad_clip=3.0)  # MAR's recipe: wd 0.02, clip 3
+
+
+@register("mar-digits", "generator", data="digits", train=_TRAIN_DIGITS,
+          sampler=dict(ar_steps=8, head_steps=50, cfg=1.0),
+          description="MAR with a diffusion head for 8x8 digits on kl-digits (grid 4x4, 4 channels): 2+2 x 128")
+def mar_digits() -> MARConfig:
+    return _mar_tiny((4, 4), 4, 128, 2, "diffusion")
+
+
+@register("mar-flow-digits", "generator", data="digits", train=_TRAIN_DIGITS,
+          sampler=dict(ar_steps=8, head_steps=8, cfg=1.0),
+          description="MAR with a flow-matching head for 8x8 digits on kl-digits: 2+2 x 128")
+def mar_flow_digits() -> MARConfig:
+    return _mar_tiny((4, 4), 4, 128, 2, "flow")
+
+
+@register("mar-fmnist", "generator", data="fashion-mnist", train=_TRAIN_FMNIST,
+          sampler=dict(ar_steps=16, head_steps=50, cfg=1.0),
+          description="MAR with a diffusion head for Fashion-MNIST on kl-fmnist (grid 7x7, 8 channels): 2+2 x 128")
+def mar_fmnist() -> MARConfig:
+    return _mar_tiny((7, 7), 8, 128, 2, "diffusion")
+
+
+@register("mar-flow-fmnist", "generator", data="fashion-mnist", train=_TRAIN_FMNIST,
+          sampler=dict(ar_steps=16, head_steps=8, cfg=1.0),
+          description="MAR with a flow-matching head for Fashion-MNIST on kl-fmnist: 2+2 x 128")
+def mar_flow_fmnist() -> MARConfig:
+    return _mar_tiny((7, 7), 8, 128, 2, "flow")
