@@ -75,8 +75,13 @@ def _train_args(p: argparse.ArgumentParser, kind: str) -> None:
     from argen.data import DATASETS
     from argen.registry import list_presets
 
-    p.add_argument("--preset", required=True, choices=list_presets(kind), metavar="PRESET",
-                   help=f"one of: {', '.join(list_presets(kind))}")
+    if kind == "classifier":  # one preset per data set, so --data alone may name it
+        p.add_argument("--preset", default=None, choices=list_presets(kind), metavar="PRESET",
+                       help=f"one of: {', '.join(list_presets(kind))} (default: classifier-<data>, e.g. "
+                            "--data fashion-mnist picks classifier-fmnist)")
+    else:
+        p.add_argument("--preset", required=True, choices=list_presets(kind), metavar="PRESET",
+                       help=f"one of: {', '.join(list_presets(kind))}")
     if kind == "generator":
         p.add_argument("--tokenizer", required=True, help="tokenizer checkpoint folder (copied into OUT/tokenizer)")
     p.add_argument("--data", default=None, choices=DATASETS, help="dataset (default: the preset's)")
@@ -97,6 +102,19 @@ def _train_args(p: argparse.ArgumentParser, kind: str) -> None:
     _common(p)
 
 
+def _classifier_preset(data: str | None) -> str:
+    """``--data fashion-mnist`` -> ``classifier-fmnist``: the classifier preset of a data set."""
+    from argen.registry import list_presets
+
+    if data is None:
+        raise ArgenError("train classifier: give --preset or --data (e.g. --data fashion-mnist)")
+    name = "classifier-" + {"fashion-mnist": "fmnist"}.get(data, data)
+    if name not in list_presets("classifier"):
+        raise ArgenError(f"--data {data}: no classifier preset for it; give --preset, one of: "
+                         f"{', '.join(list_presets('classifier'))}")
+    return name
+
+
 def cmd_train(args) -> int:
     from argen.training import dist
 
@@ -108,6 +126,8 @@ def cmd_train(args) -> int:
         overrides["bf16"] = True
     if args.resume and not (Path(args.out) / "train_state.safetensors").is_file():
         raise ArgenError(f"--resume: no training state in {args.out} (missing train_state.safetensors)")
+    if args.preset is None:  # only classifiers leave --preset optional
+        args.preset = _classifier_preset(args.data)
     from argen.training.run import train_preset
 
     try:
@@ -124,18 +144,59 @@ def cmd_train(args) -> int:
 
 # ---- sample --------------------------------------------------------------------------------------------
 
+# CLI flag -> sampler config field. Each family's sampler takes a subset; a flag the checkpoint's
+# sampler does not have is refused by name rather than silently ignored.
+SAMPLER_FLAGS = {"cfg": "--cfg", "temperature": "--temperature", "top_k": "--top-k", "top_p": "--top-p",
+                 "steps": "--steps", "ar_steps": "--ar-steps", "head_steps": "--head-steps"}
+
+
+def generator_source(p: argparse.ArgumentParser) -> None:
+    """--checkpoint DIR or --model NAME (a model shipped with argen), exactly one."""
+    g = p.add_mutually_exclusive_group(required=True)
+    g.add_argument("--checkpoint", help="generator checkpoint folder")
+    g.add_argument("--model", help="a pretrained model shipped with argen (see `argen info --models`)")
+
+
+def generator_dir(args) -> Path:
+    from argen.pretrained import model_path
+
+    return model_path(args.model) if args.model else Path(args.checkpoint)
+
+
+def sampler_args(p: argparse.ArgumentParser) -> None:
+    """The sampler knobs shared by `sample`, `edit` and `bench`; unset ones keep the checkpoint's defaults."""
+    p.add_argument("--cfg", type=float, default=None, help="classifier-free guidance weight w (cond + w (cond - "
+                                                           "uncond)), 0 = off")
+    p.add_argument("--temperature", type=float, default=None, help="sampling temperature")
+    p.add_argument("--top-k", type=int, default=None, help="keep the k most likely tokens, 0 = off (discrete)")
+    p.add_argument("--top-p", type=float, default=None, help="nucleus sampling mass, 1 = off (discrete)")
+    p.add_argument("--steps", type=_positive("--steps"), default=None, help="MaskGIT: parallel decoding steps")
+    p.add_argument("--ar-steps", type=_positive("--ar-steps"), default=None, help="MAR: autoregressive steps")
+    p.add_argument("--head-steps", type=_positive("--head-steps"), default=None,
+                   help="MAR: diffusion / flow head steps per autoregressive step")
+
+
+def sampler_overrides(args, pipe) -> dict:
+    """The sampler knobs given on the command line, checked against the checkpoint's sampler."""
+    out = {k: getattr(args, k) for k in SAMPLER_FLAGS if getattr(args, k, None) is not None}
+    fields = pipe.sampler.to_dict()
+    for k in out:
+        if k not in fields:
+            raise ArgenError(f"{SAMPLER_FLAGS[k]} does not apply to {pipe.generator.family} models; their sampler "
+                             f"takes: {', '.join(SAMPLER_FLAGS[f] for f in fields if f in SAMPLER_FLAGS)}")
+    return out
+
 def cmd_sample(args) -> int:
     from argen.pipeline import Pipeline, save_samples
 
     device = _setup(args)
-    pipe = Pipeline.from_pretrained(args.checkpoint, device)
+    pipe = Pipeline.from_pretrained(generator_dir(args), device)
     labels = args.labels if args.labels is not None else list(range(pipe.num_classes))
     if not labels:
         raise ArgenError("--labels: give at least one class id")
     pipe.check_labels(labels)
     labels = [x for x in labels for _ in range(args.per_label)]
-    overrides = {k: v for k, v in dict(cfg=args.cfg, top_k=args.top_k, top_p=args.top_p,
-                                       temperature=args.temperature).items() if v is not None}
+    overrides = sampler_overrides(args, pipe)
     t0 = time.time()
     images = pipe(labels, seed=args.seed, batch_size=args.batch_size, progress=not args.quiet, **overrides)
     npz, png = save_samples(images, labels, args.out, nrow=args.per_label)
@@ -150,7 +211,7 @@ def cmd_edit(args) -> int:
     from argen.pipeline import Pipeline, load_image, load_mask, save_samples
 
     device = _setup(args)
-    pipe = Pipeline.from_pretrained(args.checkpoint, device)
+    pipe = Pipeline.from_pretrained(generator_dir(args), device)
     c = pipe.tokenizer.config
     size = (c.image_size, c.image_size)
     image = load_image(args.image, c.image_channels, size)
@@ -159,12 +220,39 @@ def cmd_edit(args) -> int:
     mask = load_mask(args.mask, size) if args.mask else image[:, :1] * 0  # --keep-scales alone: no region mask
     pipe.check_labels([args.label])
     labels = [args.label] * args.n
-    overrides = {k: v for k, v in dict(cfg=args.cfg, top_k=args.top_k, top_p=args.top_p,
-                                       temperature=args.temperature).items() if v is not None}
+    overrides = sampler_overrides(args, pipe)
     images = pipe.edit(image, mask, labels, seed=args.seed, keep_scales=args.keep_scales, **overrides)
     npz, png = save_samples(images, labels, args.out, nrow=args.n)
     if not args.quiet:
         print(f"wrote {npz} and {png}: {args.n} edits of {args.image}")
+    return 0
+
+
+# ---- eval ----------------------------------------------------------------------------------------------
+
+def cmd_eval(args) -> int:
+    from argen.evaluation.evaluate import run_eval
+
+    device = _setup(args)
+    if args.samples is None and args.checkpoint is None and args.model is None:
+        raise ArgenError("eval: give --checkpoint DIR, --model NAME or --samples FILE.npz")
+    if args.samples is not None and (args.checkpoint or args.model):
+        raise ArgenError("eval: give either a generator (--checkpoint / --model) or --samples, not both")
+    overrides = {}
+    checkpoint = None
+    if args.samples is None:
+        from argen.pipeline import Pipeline
+
+        checkpoint = generator_dir(args)
+        overrides = sampler_overrides(args, Pipeline.from_pretrained(checkpoint, device))
+    t0 = time.time()
+    metrics = run_eval(args.out, checkpoint=checkpoint, samples=args.samples, data=args.data, n=args.n,
+                       seed=args.seed, device=device, progress=not args.quiet, **overrides)
+    if not args.quiet:
+        headline = {k: v for k, v in metrics.items() if isinstance(v, float) and not k.endswith("_std")
+                    and not k.startswith("class_accuracy_")}
+        print(json.dumps(headline, indent=2))
+        print(f"wrote {args.out}/metrics.json and {args.out}/report.html in {time.time() - t0:.1f} s")
     return 0
 
 
@@ -178,6 +266,23 @@ def cmd_info(args) -> int:
     if args.device is not None:
         resolve_device(args.device)  # still reject a device that does not exist here
 
+    if args.models:
+        from argen.pretrained import list_models, model_path
+
+        rows = []
+        for name in list_models():
+            cfg = ckpt.read_config(model_path(name))
+            meta = cfg.get("meta", {})
+            rows.append({"name": name, "preset": cfg.get("preset"), "data": meta.get("data"),
+                         "steps": meta.get("step"), "train_seconds": meta.get("train_seconds"),
+                         "class_accuracy": (meta.get("eval") or {}).get("class_accuracy")})
+        if args.json:
+            print(json.dumps(rows, indent=2))
+        for r in rows if not args.json else []:
+            acc = f"{r['class_accuracy']:.1%}" if r["class_accuracy"] is not None else "?"
+            print(f"{r['name']:<16} {r['preset'] or '?':<16} {r['data'] or '?':<14} {r['steps']} steps, "
+                  f"{r['train_seconds']} s, class accuracy {acc}")
+        return 0
     if args.presets or args.checkpoint is None:
         rows = [{"name": n, "kind": get_preset(n).kind, "data": get_preset(n).data,
                  "description": get_preset(n).description} for n in list_presets()]
@@ -247,26 +352,27 @@ def build_parser() -> argparse.ArgumentParser:
     _common(d)
     d.set_defaults(func=cmd_demo)
 
-    t = sub.add_parser("train", help="train a tokenizer or a generator", description="Train a tokenizer or generator.")
+    t = sub.add_parser("train", help="train a tokenizer, a generator or a reference classifier",
+                       description="Train a tokenizer, generator or reference classifier.")
     tsub = t.add_subparsers(dest="kind", required=True, metavar="KIND", parser_class=_Parser)
-    for kind in ("tokenizer", "generator"):
+    extra = {"classifier": " The classifier judges samples (class accuracy) and gives the feature space of "
+                           "Frechet distances; its test-split accuracy is saved in OUT/config.json (meta.eval)."}
+    for kind in ("tokenizer", "generator", "classifier"):
         tp = tsub.add_parser(kind, help=f"train a {kind} preset",
                              description=f"Train a {kind}; every hyper-parameter defaults to the preset's. "
-                                         "Runs unchanged under torchrun --nproc_per_node N -m argen train ...")
+                                         "Runs unchanged under torchrun --nproc_per_node N -m argen train ..."
+                                         + extra.get(kind, ""))
         _train_args(tp, kind)
         tp.set_defaults(func=cmd_train)
 
     s = sub.add_parser("sample", help="sample class-conditional images from a generator checkpoint",
                        description="Writes OUT.npz (images uint8 N x H x W x C, labels int64 N) and OUT.png (a grid, "
                                    "one row per label). Same seed, same images.")
-    s.add_argument("--checkpoint", required=True, help="generator checkpoint folder")
+    generator_source(s)
     s.add_argument("--labels", type=_labels, default=None, help="comma-separated class ids (default: all classes)")
     s.add_argument("--per-label", type=_positive("--per-label"), default=8, help="images per label (default 8)")
     s.add_argument("--seed", type=int, default=0)
-    s.add_argument("--cfg", type=float, default=None, help="classifier-free guidance weight, 0 = off")
-    s.add_argument("--top-k", type=int, default=None, help="keep the k most likely tokens, 0 = off")
-    s.add_argument("--top-p", type=float, default=None, help="nucleus sampling mass, 1 = off")
-    s.add_argument("--temperature", type=float, default=None)
+    sampler_args(s)
     s.add_argument("--batch-size", type=_positive("--batch-size"), default=256)
     s.add_argument("--out", required=True, help="output path; .npz and .png are written beside each other")
     _common(s)
@@ -277,25 +383,44 @@ def build_parser() -> argparse.ArgumentParser:
                                    "whose grid cell lies wholly outside the mask are kept exactly. VAR models can "
                                    "instead keep the image's first K scales (--keep-scales K) and redraw the finer "
                                    "ones. Writes OUT.npz and OUT.png like `argen sample`.")
-    e.add_argument("--checkpoint", required=True, help="generator checkpoint folder")
+    generator_source(e)
     e.add_argument("--image", required=True, help="image file (resized to the model's image size)")
     e.add_argument("--mask", default=None, help="mask image: white = regenerate, black = keep")
     e.add_argument("--label", type=int, required=True, help="class id to generate the region as")
     e.add_argument("--n", type=_positive("--n"), default=4, help="number of edits (default 4)")
     e.add_argument("--keep-scales", type=int, default=None, help="VAR only: keep this many coarse scales")
     e.add_argument("--seed", type=int, default=0)
-    e.add_argument("--cfg", type=float, default=None, help="classifier-free guidance weight, 0 = off")
-    e.add_argument("--top-k", type=int, default=None)
-    e.add_argument("--top-p", type=float, default=None)
-    e.add_argument("--temperature", type=float, default=None)
+    sampler_args(e)
     e.add_argument("--out", required=True, help="output path; .npz and .png are written beside each other")
     _common(e)
     e.set_defaults(func=cmd_edit)
+
+    v = sub.add_parser("eval", help="metrics and an HTML report for a generator or a samples file",
+                       description="Sample N images (classes balanced) from a generator, or read FILE.npz as written "
+                                   "by `argen sample`, and compare them with the real test split in the feature "
+                                   "space of the dataset's reference classifier (FD-<data>, KID, precision / recall "
+                                   "/ density / coverage, IS-<data>), plus class accuracy and, for raster and VAR, "
+                                   "exact bits per token. Writes OUT/metrics.json and a self-contained "
+                                   "OUT/report.html (sample grids, per-class accuracy, nearest training neighbours, "
+                                   "training curves).")
+    src = v.add_mutually_exclusive_group()
+    src.add_argument("--checkpoint", help="generator checkpoint folder")
+    src.add_argument("--model", help="a pretrained model shipped with argen (see `argen info --models`)")
+    src.add_argument("--samples", help="a .npz of uint8 images (N, H, W, C) and optional labels")
+    v.add_argument("--data", choices=["digits", "fashion-mnist"], default=None,
+                   help="the dataset a --samples file imitates (a checkpoint knows its own)")
+    v.add_argument("--n", type=_positive("--n"), default=1000, help="images to sample (default 1000)")
+    v.add_argument("--seed", type=int, default=0)
+    sampler_args(v)
+    v.add_argument("--out", required=True, help="output folder")
+    _common(v)
+    v.set_defaults(func=cmd_eval)
 
     i = sub.add_parser("info", help="describe a checkpoint, or list presets",
                        description="Config, parameter count and training step of a checkpoint; --presets lists presets.")
     i.add_argument("checkpoint", nargs="?", default=None, help="checkpoint folder")
     i.add_argument("--presets", action="store_true", help="list the registered presets")
+    i.add_argument("--models", action="store_true", help="list the pretrained models shipped with argen")
     i.add_argument("--json", action="store_true", help="machine-readable output")
     i.add_argument("--device", default=None, help="accepted for symmetry; info reads files only and needs no device")
     i.set_defaults(func=cmd_info)

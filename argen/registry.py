@@ -17,7 +17,7 @@ from argen.errors import ConfigError
 @dataclass(frozen=True)
 class Preset:
     name: str
-    kind: str  # "tokenizer" | "generator"
+    kind: str  # "tokenizer" | "generator" | "classifier"
     make_config: Callable[[], object]
     train: dict  # TrainConfig overrides (steps, batch_size, lr, ...)
     data: str  # default dataset name
@@ -25,9 +25,13 @@ class Preset:
     sampler: dict  # default sampler settings of a generator (saved in its checkpoint)
 
 
+# One training budget for every Fashion-MNIST generator preset, so that the families compare on
+# equal terms: 1500 steps of 64 images (1.6 epochs), about 20-30 min on one CPU core for ~1M-parameter models.
+FMNIST_TRAIN = dict(steps=1500, batch_size=64, lr=1e-3, warmup=100, ema=0.995, weight_decay=0.05)
+
 _PRESETS: dict[str, Preset] = {}
 _MODELS: dict[str, type] = {}
-KINDS = ("tokenizer", "generator")
+KINDS = ("tokenizer", "generator", "classifier")
 
 
 def register_model(cls: type) -> type:
@@ -70,9 +74,12 @@ def register(name: str, kind: str, *, data: str, train: dict | None = None, samp
 
 def _load_all() -> None:
     # Presets live beside their model code; importing the modules registers them.
+    import argen.evaluation.classifier
+    import argen.generators.mar
     import argen.generators.maskgit
     import argen.generators.raster
     import argen.generators.var
+    import argen.tokenizers.kl
     import argen.tokenizers.msvq
     import argen.tokenizers.vq  # noqa: F401
 

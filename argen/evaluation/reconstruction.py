@@ -1,4 +1,4 @@
-"""Reconstruction metrics of a tokenizer on held-out images: PSNR and codebook usage."""
+"""Reconstruction metrics of a tokenizer on held-out images: PSNR, and codebook usage for discrete ones."""
 
 from __future__ import annotations
 
@@ -15,9 +15,10 @@ def psnr(x: torch.Tensor, y: torch.Tensor) -> float:
 
 @torch.no_grad()
 def evaluate_tokenizer(tokenizer, dataset, batch_size: int = 256, device: str | torch.device = "cpu") -> dict[str, float]:
-    """PSNR, codebook usage and perplexity over ``dataset`` (per scale too for multi-scale tokenizers)."""
+    """PSNR over ``dataset``; for discrete tokenizers also codebook usage and perplexity (per scale too for
+    multi-scale ones); for continuous ones the std of the (scaled) tokens, which generators expect near 1."""
     tokenizer.eval()
-    se, n, per_scale = 0.0, 0, None
+    se, n, tokens_per_scale = 0.0, 0, []  # tokens_per_scale[batch][scale]: flat token ids or values
     for i in range(0, len(dataset), batch_size):
         images, _ = dataset.batch(torch.arange(i, min(i + batch_size, len(dataset))))
         images = images.to(device)
@@ -25,12 +26,13 @@ def evaluate_tokenizer(tokenizer, dataset, batch_size: int = 256, device: str | 
         rec = tokenizer.decode(tokens)
         se += float((rec.float() - images).pow(2).sum())
         n += images.numel()
-        scales = tokens if isinstance(tokens, list) else [tokens]
-        per_scale = [s.flatten().cpu() for s in scales] if per_scale is None else \
-            [torch.cat([a, s.flatten().cpu()]) for a, s in zip(per_scale, scales)]
+        tokens_per_scale.append([t.flatten().cpu() for t in (tokens if isinstance(tokens, list) else [tokens])])
+    per_scale = [torch.cat(ts) for ts in zip(*tokens_per_scale)]
+    psnr_db = float(10 * torch.log10(torch.tensor(4.0 / max(se / n, 1e-12))))
+    if getattr(tokenizer, "kind", "discrete") == "continuous":
+        return {"psnr": psnr_db, "token_std": float(per_scale[0].float().std())}
     V = tokenizer.codebook_size
-    out = {"psnr": float(10 * torch.log10(torch.tensor(4.0 / max(se / n, 1e-12)))),
-           **usage_stats(torch.cat(per_scale), V)}
+    out = {"psnr": psnr_db, **usage_stats(torch.cat(per_scale), V)}
     if len(per_scale) > 1:
         for si, idx in enumerate(per_scale):
             s = usage_stats(idx, V)

@@ -26,7 +26,7 @@ import torch.nn.functional as F
 from torch import nn
 
 from argen.config import Config, check
-from argen.registry import register, register_model
+from argen.registry import FMNIST_TRAIN, register, register_model
 from argen.sampling.schedules import MASK_SCHEDULES, get_schedule
 
 
@@ -181,10 +181,8 @@ def maskgit_digits() -> MaskGITConfig:
                          dropout=0.1, class_dropout_prob=0.1)
 
 
-@register("maskgit-fmnist", "generator", data="fashion-mnist",
-          train=dict(steps=4000, batch_size=64, lr=6e-4, warmup=200, ema=0.999, weight_decay=0.05),
-          sampler=dict(steps=12, cfg=1.0),
-          description="MaskGIT for Fashion-MNIST on vq-fmnist (grid 7x7, 256 codes): depth 6, dim 192")
+@register("maskgit-fmnist", "generator", data="fashion-mnist", train=FMNIST_TRAIN, sampler=dict(steps=12, cfg=1.0),
+          description="MaskGIT for Fashion-MNIST on vq-fmnist (grid 7x7, 256 codes): depth 4, dim 128")
 def maskgit_fmnist() -> MaskGITConfig:
-    return MaskGITConfig(vocab_size=256, grid=(7, 7), num_classes=10, dim=192, depth=6, num_heads=6,
+    return MaskGITConfig(vocab_size=256, grid=(7, 7), num_classes=10, dim=128, depth=4, num_heads=4,
                          dropout=0.1, class_dropout_prob=0.1)

@@ -26,7 +26,7 @@ from torch import nn
 from argen.config import Config, check
 from argen.nn.kv_cache import StaticKVCache
 from argen.nn.layers import DropPath
-from argen.registry import register, register_model
+from argen.registry import FMNIST_TRAIN, register, register_model
 
 
 @dataclass(frozen=True)
@@ -335,11 +335,8 @@ def raster_digits() -> RasterConfig:
                         token_dropout_p=0.25, resid_dropout_p=0.25, ffn_dropout_p=0.25, class_dropout_prob=0.1)
 
 
-@register("raster-fmnist", "generator", data="fashion-mnist",
-          train=dict(steps=4000, batch_size=64, lr=6e-4, warmup=200, ema=0.999, weight_decay=0.05),
-          sampler=dict(cfg=1.0),
-          description="LlamaGen-style raster AR for Fashion-MNIST on vq-fmnist (grid 7x7, 256 codes): dim 256, 6 layers")
+@register("raster-fmnist", "generator", data="fashion-mnist", train=FMNIST_TRAIN, sampler=dict(cfg=1.0),
+          description="LlamaGen-style raster AR for Fashion-MNIST on vq-fmnist (grid 7x7, 256 codes): dim 128, 4 layers")
 def raster_fmnist() -> RasterConfig:
-    return RasterConfig(vocab_size=256, grid=(7, 7), num_classes=10, dim=256, n_layer=6, n_head=8, multiple_of=64,
-                        token_dropout_p=0.1, resid_dropout_p=0.1, ffn_dropout_p=0.1, class_dropout_prob=0.1,
-                        drop_path_rate=0.05)
+    return RasterConfig(vocab_size=256, grid=(7, 7), num_classes=10, dim=128, n_layer=4, n_head=4, multiple_of=32,
+                        token_dropout_p=0.1, resid_dropout_p=0.1, ffn_dropout_p=0.1, class_dropout_prob=0.1)

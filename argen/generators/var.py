@@ -28,7 +28,7 @@ from torch import nn
 from argen.config import Config, check
 from argen.nn.kv_cache import KVCache
 from argen.nn.layers import DropPath
-from argen.registry import register, register_model
+from argen.registry import FMNIST_TRAIN, register, register_model
 
 
 @dataclass(frozen=True)
@@ -281,10 +281,8 @@ def var_digits() -> VARConfig:
                      num_classes=10, cond_drop=0.1, drop_path=0.0, aln_gamma_init=0.1)
 
 
-@register("var-fmnist", "generator", data="fashion-mnist",
-          train=dict(steps=4000, batch_size=64, lr=6e-4, warmup=200, ema=0.999, weight_decay=0.05),
-          sampler=dict(cfg=1.0),
-          description="VAR for Fashion-MNIST on msvq-fmnist (scales 1-2-3-4-5-7, 256 codes): depth 4, width 192")
+@register("var-fmnist", "generator", data="fashion-mnist", train=FMNIST_TRAIN, sampler=dict(cfg=1.0),
+          description="VAR for Fashion-MNIST on msvq-fmnist (scales 1-2-3-4-5-7, 256 codes): depth 4, width 128")
 def var_fmnist() -> VARConfig:
-    return VARConfig(vocab_size=256, token_dim=32, scales=(1, 2, 3, 4, 5, 7), depth=4, width=192, num_heads=4,
-                     num_classes=10, cond_drop=0.1, drop_path=0.05, aln_gamma_init=0.1)
+    return VARConfig(vocab_size=256, token_dim=32, scales=(1, 2, 3, 4, 5, 7), depth=4, width=128, num_heads=4,
+                     num_classes=10, cond_drop=0.1, drop_path=0.0, aln_gamma_init=0.1)

@@ -13,6 +13,7 @@ import torch
 from argen import checkpoint as ckpt
 from argen.data import load_dataset
 from argen.errors import ArgenError
+from argen.evaluation.classifier import evaluate_accuracy
 from argen.evaluation.reconstruction import evaluate_tokenizer
 from argen.pipeline import copy_tokenizer
 from argen.registry import get_preset, model_for_config
@@ -28,7 +29,8 @@ def train_preset(kind: str, preset_name: str, out: str | Path, *, data: str | No
     """Train preset ``preset_name`` of ``kind`` into ``out``; returns (and saves) its metrics.
 
     A generator reads its token shapes from ``tokenizer_dir`` (copied into ``out/tokenizer``)
-    and its number of classes from the data; a tokenizer takes channels and size from the data.
+    and its number of classes from the data; a tokenizer takes channels and size from the data,
+    a classifier also its number of classes, and records its test-split accuracy in ``meta.eval``.
     """
     preset = get_preset(preset_name, kind)
     device = dist.init(torch.device(device))
@@ -40,8 +42,14 @@ def train_preset(kind: str, preset_name: str, out: str | Path, *, data: str | No
         if tokenizer_dir is None:
             raise ArgenError("--tokenizer: a generator needs a tokenizer checkpoint folder")
         tokenizer = ckpt.load_model(tokenizer_dir, device)
-        if not hasattr(tokenizer, "codebook_size"):
+        if not hasattr(tokenizer, "grid") or not hasattr(tokenizer, "kind"):
             raise ArgenError(f"--tokenizer: {tokenizer_dir} holds a {type(tokenizer).__name__}, not a tokenizer")
+        continuous_config = hasattr(config, "token_dim") and not hasattr(config, "vocab_size")
+        if continuous_config != (tokenizer.kind == "continuous"):
+            want = "a continuous (KL) tokenizer, e.g. kl-digits" if continuous_config else \
+                "a discrete (VQ) tokenizer, e.g. vq-digits"
+            raise ArgenError(f"--tokenizer: {preset_name} needs {want}; {tokenizer_dir} holds a "
+                             f"{type(tokenizer).__name__}")
         if hasattr(config, "scales") and not hasattr(tokenizer, "scales"):
             raise ArgenError(f"--tokenizer: {preset_name} needs a multi-scale tokenizer (e.g. msvq-digits), "
                              f"{tokenizer_dir} holds a {type(tokenizer).__name__}")
@@ -49,12 +57,14 @@ def train_preset(kind: str, preset_name: str, out: str | Path, *, data: str | No
             raise ArgenError(f"--tokenizer: {preset_name} needs a single-scale tokenizer (e.g. vq-digits), "
                              f"{tokenizer_dir} holds a {type(tokenizer).__name__}")
         # The generator's token shapes come from its tokenizer, its classes from the data.
-        links = {"vocab_size": tokenizer.codebook_size, "grid": tuple(tokenizer.grid),
+        links = {"vocab_size": getattr(tokenizer, "codebook_size", None), "grid": tuple(tokenizer.grid),
                  "token_dim": getattr(tokenizer, "token_dim", None), "scales": getattr(tokenizer, "scales", None),
                  "num_classes": train_set.num_classes}
         config = config.replace(**{k: v for k, v in links.items() if hasattr(config, k) and v is not None})
     else:
         config = config.replace(image_channels=train_set.channels, image_size=train_set.image_size[0])
+        if kind == "classifier":
+            config = config.replace(num_classes=train_set.num_classes)
     cfg = TrainConfig().replace(**preset.train).replace(**(train_overrides or {}))
     if "save_every" not in (train_overrides or {}):
         cfg = cfg.replace(save_every=min(cfg.save_every, cfg.steps))
@@ -74,7 +84,17 @@ def train_preset(kind: str, preset_name: str, out: str | Path, *, data: str | No
     if kind == "tokenizer" and dist.is_main():
         test_set = load_dataset(data, "test", data_path)
         best = ckpt.load_model(out, device)
+        if hasattr(best, "fit_scale_factor"):  # continuous tokenizers: unit-variance tokens for generators
+            scale = best.fit_scale_factor(train_set, device=device)
+            best.config = best.config.replace(scale_factor=scale)
+            cfg_json = ckpt.read_config(out)
+            cfg_json["config"]["scale_factor"] = scale
+            ckpt.write_json(Path(out) / ckpt.CONFIG, cfg_json)
+            result["scale_factor"] = scale
         result.update({f"test_{k}": v for k, v in evaluate_tokenizer(best, test_set, device=device).items()})
+    if kind == "classifier" and dist.is_main():
+        best = ckpt.load_model(out, device)
+        result["test_accuracy"] = evaluate_accuracy(best, load_dataset(data, "test", data_path), device=device)
     if dist.is_main():
         cfg_json = ckpt.read_config(out)
         cfg_json["meta"]["eval"] = result

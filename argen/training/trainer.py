@@ -150,7 +150,7 @@ def train(model: nn.Module, dataset, cfg: TrainConfig, out_dir: str | Path, *, o
     torch.manual_seed(cfg.seed)
     opt = torch.optim.AdamW(_param_groups(model, cfg.weight_decay), lr=cfg.lr, betas=(cfg.beta1, cfg.beta2))
     ema = EMA(model, cfg.ema) if cfg.ema > 0 else None
-    step = 0
+    step, seconds_before = 0, 0.0  # seconds_before: wall time of earlier runs of this training (resume)
     if resume:
         state = ckpt.load_train_state(out)
         model.load_state_dict(state["model"])
@@ -160,6 +160,7 @@ def train(model: nn.Module, dataset, cfg: TrainConfig, out_dir: str | Path, *, o
         if ema is not None:
             ema.state = {k: v.to(device) for k, v in state["ema"].items()}
         step = int(state["step"])
+        seconds_before = float(state.get("train_seconds", 0.0))
         _set_rng_state(state["rng"])
         _truncate_log(out / "log.jsonl", step)
         if dist.is_main() and not quiet:
@@ -176,12 +177,13 @@ def train(model: nn.Module, dataset, cfg: TrainConfig, out_dir: str | Path, *, o
         if not dist.is_main():
             return
         weights = ema.state if ema is not None else model.state_dict()
+        seconds = round(seconds_before + time.perf_counter() - t0, 1)  # the budget, summed over resumes
         ckpt.save_model(out, model, preset=preset, state_dict=weights,
-                        meta=dict(meta, step=step_done, metrics=metrics))
+                        meta=dict(meta, step=step_done, train_seconds=seconds, metrics=metrics))
         ckpt.save_train_state(out, {
             "model": model.state_dict(), "optimizer": opt.state_dict(),
             "ema": ema.state if ema is not None else {}, "step": step_done, "rng": _rng_state(),
-            "train_config": cfg.to_dict(),
+            "train_config": cfg.to_dict(), "train_seconds": seconds,
         })
 
     amp = torch.autocast(device.type, dtype=torch.bfloat16, enabled=cfg.bf16)

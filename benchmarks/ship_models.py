@@ -1,0 +1,59 @@
+"""Pack trained generator checkpoints as the pretrained models that ship in argen/assets/models/.
+
+    python benchmarks/ship_models.py fmnist-var=runs/var-fmnist fmnist-raster=runs/raster-fmnist \\
+        fmnist-maskgit=runs/maskgit-fmnist fmnist-mar=runs/mar-fmnist digits-var=argen-demo/generator
+
+Each model is judged first (200 class-conditional samples, 20 per class, seed 0, its preset
+sampler; the dataset's reference classifier), and the figure goes into its config beside how it
+was trained. Weights are stored in float16; the script prints each model's size and the total,
+which must stay under 30 MB.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import time
+
+import torch
+
+from argen.evaluation.classifier import class_accuracy
+from argen.pipeline import Pipeline, to_uint8
+from argen.pretrained import MODELS_DIR, export
+
+LIMIT_MB = 30.0
+
+
+def judge(path: str, per_class: int = 20, seed: int = 0) -> dict:
+    pipe = Pipeline.from_pretrained(path)
+    data = (pipe.generator.checkpoint_meta.get("meta") or {}).get("data", "digits")
+    labels = [c for c in range(pipe.num_classes) for _ in range(per_class)]
+    t0 = time.time()
+    images = pipe(labels, seed=seed)
+    acc = class_accuracy(to_uint8(images), labels, dataset=data)
+    return {"class_accuracy": round(acc["class_accuracy"], 4), "judge_test_accuracy": acc["classifier_test_accuracy"],
+            "judged_on": f"{len(labels)} samples, seed {seed}, preset sampler", "sampling_seconds": round(time.time() - t0, 2)}
+
+
+def main() -> None:
+    p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    p.add_argument("models", nargs="+", help="NAME=CHECKPOINT_DIR pairs")
+    p.add_argument("--threads", type=int, default=2)
+    args = p.parse_args()
+    torch.set_num_threads(args.threads)
+    for pair in args.models:
+        name, _, path = pair.partition("=")
+        if not path:
+            p.error(f"expected NAME=CHECKPOINT_DIR, got {pair!r}")
+        scores = judge(path)
+        dst = export(path, name, meta_update={"eval": scores})
+        size = sum(f.stat().st_size for f in dst.rglob("*") if f.is_file()) / 2**20
+        print(f"{name}: {json.dumps(scores)} -> {dst} ({size:.1f} MB)")
+    total = sum(f.stat().st_size for f in MODELS_DIR.rglob("*") if f.is_file()) / 2**20
+    print(f"all shipped models: {total:.1f} MB (limit {LIMIT_MB:.0f} MB)")
+    if total > LIMIT_MB:
+        raise SystemExit(f"shipped models take {total:.1f} MB, over the {LIMIT_MB:.0f} MB limit")
+
+
+if __name__ == "__main__":
+    main()
