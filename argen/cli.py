@@ -228,6 +228,28 @@ def cmd_edit(args) -> int:
     return 0
 
 
+# ---- bench ---------------------------------------------------------------------------------------------
+
+def cmd_bench(args) -> int:
+    from argen.checkpoint import write_json
+    from argen.evaluation.bench import bench, format_table
+    from argen.pipeline import Pipeline
+
+    device = _setup(args)
+    try:
+        sizes = tuple(int(x) for x in args.batch_sizes.split(","))
+    except ValueError:
+        sizes = ()
+    if not sizes or min(sizes) < 1:
+        raise ArgenError(f"--batch-sizes: expected comma-separated positive ints, got {args.batch_sizes!r}")
+    pipe = Pipeline.from_pretrained(generator_dir(args), device)
+    rows = bench(pipe, batch_sizes=sizes, repeats=args.repeats, seed=args.seed, **sampler_overrides(args, pipe))
+    print(format_table(rows))
+    if args.json:
+        write_json(args.json, rows)
+    return 0
+
+
 # ---- eval ----------------------------------------------------------------------------------------------
 
 def cmd_eval(args) -> int:
@@ -415,6 +437,21 @@ def build_parser() -> argparse.ArgumentParser:
     v.add_argument("--out", required=True, help="output folder")
     _common(v)
     v.set_defaults(func=cmd_eval)
+
+    b = sub.add_parser("bench", help="sampling speed, forward passes and peak memory of a generator",
+                       description="Times whole sampling calls (tokenizer decode included; median of --repeats after "
+                                   "one warm-up) at each batch size and prints a markdown table: images/s, s/image, "
+                                   "generator forward calls per sampling call (= passes per image; a CFG-doubled "
+                                   "batch is one call), MAR head calls, and peak memory (CUDA: allocated; CPU: "
+                                   "resident-set growth).")
+    generator_source(b)
+    b.add_argument("--batch-sizes", default="1,64", help="comma-separated batch sizes (default 1,64)")
+    b.add_argument("--repeats", type=_positive("--repeats"), default=3, help="timed runs per batch size (default 3)")
+    b.add_argument("--seed", type=int, default=0)
+    b.add_argument("--json", default=None, help="also write the rows to this JSON file")
+    sampler_args(b)
+    _common(b)
+    b.set_defaults(func=cmd_bench)
 
     i = sub.add_parser("info", help="describe a checkpoint, or list presets",
                        description="Config, parameter count and training step of a checkpoint; --presets lists presets.")

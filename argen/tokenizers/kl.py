@@ -114,7 +114,7 @@ def kl_digits() -> KLConfig:
 
 
 @register("kl-fmnist", "tokenizer", data="fashion-mnist",
-          train=dict(steps=1500, batch_size=64, lr=1e-3, warmup=100, ema=0.0),
+          train=dict(steps=800, batch_size=64, lr=1e-3, warmup=100, ema=0.0),
           description="KL autoencoder for 28x28 Fashion-MNIST: grid 7x7 of 8-channel continuous tokens")
 def kl_fmnist() -> KLConfig:
     return KLConfig(image_channels=1, image_size=28, ch=32, ch_mult=(1, 2, 2), num_res_blocks=1,

@@ -1,0 +1,135 @@
+"""Speed and memory of sampling: images per second, forward passes per image, peak memory.
+
+    rows = bench("runs/var-fmnist", batch_sizes=(1, 64))
+    print(format_table(rows))
+
+Per batch size: the median over ``repeats`` timed runs (after ``warmup`` untimed ones) of a
+whole sampling call, tokenizer decode included, synchronised on CUDA. Forward passes are counted
+with a hook on the generator's first transformer block over one call (``forward_calls``: a
+KV-cached decode step, a VAR scale, a MaskGIT step, a MAR body pass; a CFG-doubled batch is one
+call) and, for MAR, on its head network (``head_calls``). Every image of the batch rides in each
+call, so these are also the passes per image. Peak memory: on CUDA ``torch.cuda.max_memory_allocated`` during
+the call; on CPU the growth of the process's resident set over its value before the call,
+sampled every millisecond by a thread (a lower bound: allocations shorter than that are missed).
+"""
+
+from __future__ import annotations
+
+import statistics
+import threading
+import time
+
+import torch
+
+PAGE = 4096
+BLOCK_LISTS = ("blocks", "layers", "encoder_blocks")  # where each family keeps its transformer blocks
+
+
+def _rss_bytes() -> int:
+    with open("/proc/self/statm") as f:
+        return int(f.read().split()[1]) * PAGE
+
+
+class _PeakRSS:
+    """Peak resident-set growth, in bytes, of the process while the ``with`` block runs (Linux)."""
+
+    def __enter__(self):
+        self.base = self.peak = _rss_bytes()
+        self._stop = threading.Event()
+        self._thread = threading.Thread(target=self._poll, daemon=True)
+        self._thread.start()
+        return self
+
+    def _poll(self):
+        while not self._stop.is_set():
+            self.peak = max(self.peak, _rss_bytes())
+            time.sleep(0.001)
+
+    def __exit__(self, *exc):
+        self._stop.set()
+        self._thread.join()
+        self.peak = max(self.peak, _rss_bytes())
+        self.growth = self.peak - self.base
+
+
+class _Counter:
+    def __init__(self, module: torch.nn.Module | None):
+        self.calls = 0
+        self.handle = module.register_forward_hook(self._hook) if module is not None else None
+
+    def _hook(self, *args):
+        self.calls += 1
+
+    def remove(self):
+        if self.handle is not None:
+            self.handle.remove()
+
+
+def _sync(device: torch.device) -> None:
+    if device.type == "cuda":
+        torch.cuda.synchronize(device)
+
+
+def _timed(fn, device: torch.device) -> float:
+    """Wall seconds of ``fn()``, with the device's queue drained before and after."""
+    _sync(device)
+    t0 = time.perf_counter()
+    fn()
+    _sync(device)
+    return time.perf_counter() - t0
+
+
+def bench(pipe_or_path, batch_sizes=(1, 64), repeats: int = 3, warmup: int = 1, seed: int = 0,
+          device: str | torch.device = "cpu", **sampler_overrides) -> list[dict]:
+    """One row per batch size: images/s, s/image, forward passes per sampling call, peak memory (MB)."""
+    from argen.pipeline import Pipeline
+
+    pipe = pipe_or_path if isinstance(pipe_or_path, Pipeline) else Pipeline.from_pretrained(pipe_or_path, device)
+    device = pipe.device
+    gen = pipe.generator
+    meta = getattr(gen, "checkpoint_meta", {}) or {}
+    head = getattr(getattr(gen, "diffloss", None), "net", None)
+    first_block = next(getattr(gen, name)[0] for name in BLOCK_LISTS if hasattr(gen, name))
+    params = sum(p.numel() for p in gen.parameters())
+    rows = []
+    for bs in batch_sizes:
+        labels = [i % pipe.num_classes for i in range(bs)]
+
+        def run(labels=labels, bs=bs):
+            return pipe(labels, seed=seed, batch_size=bs, **sampler_overrides)
+
+        for _ in range(warmup):
+            run()
+        body, head_counter = _Counter(first_block), _Counter(head)
+        try:
+            if device.type == "cuda":
+                torch.cuda.reset_peak_memory_stats(device)
+                before = torch.cuda.memory_allocated(device)
+            with _PeakRSS() as rss:
+                times = [_timed(run, device)]
+        finally:
+            body.remove()
+            head_counter.remove()
+        peak = (torch.cuda.max_memory_allocated(device) - before) if device.type == "cuda" else rss.growth
+        times += [_timed(run, device) for _ in range(repeats - 1)]
+        t = statistics.median(times)
+        row = {"family": gen.family, "preset": meta.get("preset"), "params": params, "batch_size": bs,
+               "images_per_s": bs / t, "s_per_image": t / bs, "forward_calls": body.calls,
+               "peak_mem_mb": peak / 2**20, "device": str(device),
+               "sampler": pipe.sampler.replace(**sampler_overrides).to_dict()}
+        if head is not None:
+            row["head_calls"] = head_counter.calls
+        rows.append(row)
+    return rows
+
+
+def format_table(rows: list[dict]) -> str:
+    """A markdown table of ``bench`` rows."""
+    lines = ["| family | preset | params | batch | img/s | s/img | fwd calls / sampling call | head calls | peak MB |",
+             "|---|---|---|---|---|---|---|---|---|"]
+    for r in rows:
+        lines.append(f"| {r['family']} | {r['preset'] or '-'} | {r['params'] / 1e6:.2f}M | {r['batch_size']} | "
+                     f"{r['images_per_s']:.1f} | {r['s_per_image']:.4f} | {r['forward_calls']} | "
+                     f"{r.get('head_calls', '-')} | {r['peak_mem_mb']:.1f} |")
+    return "\n".join(lines)
+
