@@ -1,0 +1,54 @@
+"""Pretrained models shipped in the package: they load by name, sample, and record how they were made."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+import torch
+from helpers import tiny_maskgit, tiny_vq
+
+from argen.cli import main
+from argen.pipeline import Pipeline
+from argen.pretrained import export, list_models, max_abs_difference, model_path
+
+SHIPPED = list_models()
+
+
+def test_the_promised_models_ship_and_stay_small():
+    assert {"fmnist-var", "fmnist-raster", "fmnist-maskgit"} <= set(SHIPPED)
+    total = sum(f.stat().st_size for name in SHIPPED for f in model_path(name).rglob("*") if f.is_file())
+    assert total <= 30 * 2**20
+
+
+@pytest.mark.parametrize("name", SHIPPED)
+def test_each_shipped_model_samples_by_name_and_records_its_training(name, tmp_path):
+    pipe = Pipeline.from_pretrained(name)
+    meta = pipe.generator.checkpoint_meta["meta"]
+    assert meta["command"].startswith("argen train generator") and meta["step"] > 0 and meta["train_seconds"] > 0
+    assert 0 < meta["eval"]["class_accuracy"] <= 1
+    assert pipe.generator.config.num_classes == 10
+    out = tmp_path / "x.npz"
+    assert main(["sample", "--model", name, "--labels", "0,1", "--per-label", "2", "--seed", "0", "--out", str(out),
+                 "--quiet", "--device", "cpu", "--ar-steps" if pipe.generator.family == "mar" else "--cfg",
+                 "4" if pipe.generator.family == "mar" else "1.0"]) == 0
+    with np.load(out) as z:
+        assert z["images"].shape[0] == 4 and z["labels"].tolist() == [0, 0, 1, 1]
+
+
+def test_export_stores_float16_and_loads_back_as_float32(tmp_path):
+    pipe = Pipeline(tiny_vq(), tiny_maskgit(), {"steps": 4})
+    pipe.save_pretrained(tmp_path / "ckpt", meta={"data": "digits"})
+    export(tmp_path / "ckpt", "tiny", meta_update={"eval": {"class_accuracy": 0.5}}, models_dir=tmp_path / "models")
+    back = Pipeline.from_pretrained(tmp_path / "models" / "tiny")
+    assert next(back.generator.parameters()).dtype == torch.float32
+    assert 0 < max_abs_difference(back.generator, pipe.generator) < 1e-2  # float16 rounding, nothing else
+    assert back.generator.checkpoint_meta["meta"]["eval"]["class_accuracy"] == 0.5
+
+
+def test_unknown_model_is_a_one_line_error(capsys):
+    assert main(["sample", "--model", "nope", "--out", "x.png"]) == 2
+    err = capsys.readouterr().err
+    assert "unknown model 'nope'" in err and err.count("\n") == 1
+    assert main(["info", "--models"]) == 0
+    out = capsys.readouterr().out
+    assert all(name in out for name in SHIPPED)
