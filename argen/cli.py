@@ -150,11 +150,13 @@ SAMPLER_FLAGS = {"cfg": "--cfg", "temperature": "--temperature", "top_k": "--top
                  "steps": "--steps", "ar_steps": "--ar-steps", "head_steps": "--head-steps"}
 
 
-def generator_source(p: argparse.ArgumentParser) -> None:
-    """--checkpoint DIR or --model NAME (a model shipped with argen), exactly one."""
-    g = p.add_mutually_exclusive_group(required=True)
+def generator_source(p: argparse.ArgumentParser, samples: bool = False) -> None:
+    """--checkpoint DIR or --model NAME (a model shipped with argen), exactly one; or --samples FILE (eval)."""
+    g = p.add_mutually_exclusive_group(required=not samples)
     g.add_argument("--checkpoint", help="generator checkpoint folder")
     g.add_argument("--model", help="a pretrained model shipped with argen (see `argen info --models`)")
+    if samples:
+        g.add_argument("--samples", help="a .npz of uint8 images (N, H, W, C) and optional labels")
 
 
 def generator_dir(args) -> Path:
@@ -258,8 +260,6 @@ def cmd_eval(args) -> int:
     device = _setup(args)
     if args.samples is None and args.checkpoint is None and args.model is None:
         raise ArgenError("eval: give --checkpoint DIR, --model NAME or --samples FILE.npz")
-    if args.samples is not None and (args.checkpoint or args.model):
-        raise ArgenError("eval: give either a generator (--checkpoint / --model) or --samples, not both")
     overrides = {}
     checkpoint = None
     if args.samples is None:
@@ -425,10 +425,7 @@ def build_parser() -> argparse.ArgumentParser:
                                    "exact bits per token. Writes OUT/metrics.json and a self-contained "
                                    "OUT/report.html (sample grids, per-class accuracy, nearest training neighbours, "
                                    "training curves).")
-    src = v.add_mutually_exclusive_group()
-    src.add_argument("--checkpoint", help="generator checkpoint folder")
-    src.add_argument("--model", help="a pretrained model shipped with argen (see `argen info --models`)")
-    src.add_argument("--samples", help="a .npz of uint8 images (N, H, W, C) and optional labels")
+    generator_source(v, samples=True)
     v.add_argument("--data", choices=["digits", "fashion-mnist"], default=None,
                    help="the dataset a --samples file imitates (a checkpoint knows its own)")
     v.add_argument("--n", type=_positive("--n"), default=1000, help="images to sample (default 1000)")

@@ -24,16 +24,6 @@ from argen.evaluation.classifier import (
 )
 from argen.registry import get_preset, list_presets
 
-
-@pytest.fixture(autouse=True, scope="module")
-def _one_thread():
-    """Tiny tensors: a second torch thread only adds OpenMP barriers, which cost seconds on a busy machine."""
-    before = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(before)
-
-
 CPU = ["--threads", "1", "--quiet", "--device", "cpu"]
 TINY = dict(image_size=8, widths=(8, 16), hidden=16, dropout=0.0)
 
