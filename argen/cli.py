@@ -1,4 +1,4 @@
-"""The ``argen`` command: demo | train | sample | info.
+"""The ``argen`` command: demo | train | sample | edit | eval | bench | convert | info.
 
 Bad input (unknown preset, missing checkpoint, label out of range, corrupt
 file, ...) ends with exit code 2 and one line on stderr, never a traceback.
@@ -278,6 +278,21 @@ def cmd_eval(args) -> int:
     return 0
 
 
+# ---- convert -------------------------------------------------------------------------------------------
+
+def cmd_convert(args) -> int:
+    from argen.convert import converter
+
+    _setup(args)
+    t0 = time.time()
+    summary = converter(args.family)(args.checkpoint, args.vae, args.out, ema=not args.no_ema)
+    for k, v in summary.items():
+        print(f"{k}: {v}")
+    print(f"wrote {args.out} in {time.time() - t0:.1f} s; sample with: argen sample --checkpoint {args.out} "
+          f"--labels 207,360,387 --out samples.png")
+    return 0
+
+
 # ---- info ----------------------------------------------------------------------------------------------
 
 def cmd_info(args) -> int:
@@ -449,6 +464,23 @@ def build_parser() -> argparse.ArgumentParser:
     sampler_args(b)
     _common(b)
     b.set_defaults(func=cmd_bench)
+
+    c = sub.add_parser("convert", help="turn an official VAR, MAR or LlamaGen checkpoint into an argen checkpoint",
+                       description="Read an official checkpoint (and its tokenizer with --vae) from local files and "
+                                   "write an ordinary argen checkpoint folder (tokenizer included) that `argen "
+                                   "sample --checkpoint OUT` uses. Files are read with torch.load(weights_only=True) "
+                                   "and every tensor must find its place: nothing is guessed, nothing downloaded.")
+    c.add_argument("--from", dest="family", required=True, choices=["var", "mar", "llamagen"],
+                   help="the official code base the checkpoint comes from")
+    c.add_argument("--checkpoint", required=True,
+                   help="generator file: var_d16.pth, mar_base checkpoint-last.pth, c2i_B_256.pt, ...")
+    c.add_argument("--vae", default=None,
+                   help="tokenizer file: vae_ch160v4096z32.pth (VAR), kl16.ckpt (MAR), vq_ds16_c2i.pt (LlamaGen); "
+                        "without it only the generator is converted and OUT cannot sample")
+    c.add_argument("--no-ema", action="store_true", help="take the raw weights even where the file holds EMA weights")
+    c.add_argument("--out", required=True, help="output checkpoint folder")
+    _common(c)
+    c.set_defaults(func=cmd_convert)
 
     i = sub.add_parser("info", help="describe a checkpoint, or list presets",
                        description="Config, parameter count and training step of a checkpoint; --presets lists presets.")

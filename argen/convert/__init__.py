@@ -1,0 +1,188 @@
+"""Official checkpoints (VAR, MAR, LlamaGen) -> ordinary argen checkpoint folders.
+
+    argen convert --from var --checkpoint var_d16.pth --vae vae_ch160v4096z32.pth --out var-d16
+
+Each family module (``argen.convert.var``, ``.mar``, ``.llamagen``) has
+``convert(checkpoint, vae, out, ema=True) -> dict`` built from the pieces here:
+
+* ``read_official`` reads a ``.pth`` with ``torch.load(weights_only=True)``; the only
+  non-tensor classes it accepts are the ones a family names (MAR's argparse.Namespace).
+  Nothing is ever unpickled blindly.
+* ``pick`` finds the state dict inside the container (EMA first where the file has one).
+* ``Tensors`` hands out official tensors by name and remembers which were used, so a
+  key map that forgets a tensor is an error, not a silently random weight.
+* ``load_strict`` fills an argen model and names every missing, unexpected or misshapen
+  tensor.
+
+Every failure is a ``ConvertError``: one line, exit code 2 from the CLI.
+"""
+
+from __future__ import annotations
+
+import pickle
+import re
+import zipfile
+from collections.abc import Callable, Iterable
+from pathlib import Path
+from typing import Any
+
+import torch
+
+from argen.errors import CheckpointError
+
+FAMILIES = ("var", "mar", "llamagen")
+
+
+class ConvertError(CheckpointError):
+    """An official checkpoint that is missing, corrupt, of another family or of an unknown layout."""
+
+
+def _names(keys: Iterable[str], limit: int = 4) -> str:
+    keys = sorted(keys)
+    more = f" (+{len(keys) - limit} more)" if len(keys) > limit else ""
+    return ", ".join(keys[:limit]) + more
+
+
+def read_official(path: str | Path, allow: Iterable[type] = ()) -> Any:
+    """``torch.load`` a checkpoint safely: tensors, containers and the ``allow`` classes only."""
+    path = Path(path)
+    if not path.is_file():
+        raise ConvertError(f"{path}: no such file")
+    if path.suffix == ".safetensors":
+        from safetensors import SafetensorError
+        from safetensors.torch import load_file
+
+        try:
+            return load_file(path)
+        except (SafetensorError, OSError) as e:
+            raise ConvertError(f"{path}: not a readable safetensors file ({str(e).splitlines()[0]})") from None
+    allow = list(allow)
+    try:
+        with torch.serialization.safe_globals(allow):
+            return torch.load(path, map_location="cpu", weights_only=True, mmap=True)
+    except pickle.UnpicklingError as e:
+        found = re.search(r"Unsupported global: GLOBAL (\S+)", str(e))
+        what = found.group(1) if found else str(e).strip().splitlines()[-1]
+        names = ", ".join(f"{c.__module__}.{c.__qualname__}" for c in allow) or "none"
+        raise ConvertError(f"{path}: holds a {what} object, which argen will not unpickle "
+                           f"(allowed besides tensors: {names})") from None
+    except (RuntimeError, EOFError, zipfile.BadZipFile, ValueError, OSError) as e:
+        first = str(e).strip().splitlines()[0] if str(e).strip() else type(e).__name__
+        raise ConvertError(f"{path}: not a readable PyTorch checkpoint, truncated or corrupt ({first})") from None
+
+
+def pick(obj: Any, path: Path | str, candidates: Iterable[str]) -> tuple[dict[str, torch.Tensor], str]:
+    """The first state dict found at one of the dotted ``candidates`` ("" = the object itself).
+
+    Returns it with the candidate used, e.g. ``"model_ema"``, so the caller can say what it read.
+    """
+    for cand in candidates:
+        node = obj
+        for part in filter(None, cand.split(".")):
+            node = node.get(part) if isinstance(node, dict) else None
+        if isinstance(node, dict) and node and all(isinstance(v, torch.Tensor) for v in node.values()):
+            return dict(node), cand or "(top level)"
+    top = _names(obj) if isinstance(obj, dict) else type(obj).__name__
+    raise ConvertError(f"{path}: no state dict at any of {', '.join(c or '(top level)' for c in candidates)}; "
+                       f"the file holds {top}")
+
+
+def require(sd: dict[str, torch.Tensor], path: Path | str, family: str, keys: Iterable[str]) -> None:
+    """Fail early, in one line, when a file is of another family (the usual mistake)."""
+    missing = [k for k in keys if k not in sd]
+    if missing:
+        raise ConvertError(f"{path}: not a {family} checkpoint (no {_names(missing, 2)}; "
+                           f"it has {_names(sd)})")
+
+
+class Tensors:
+    """Official tensors handed out by name; ``finish`` fails on any that no rule took."""
+
+    def __init__(self, sd: dict[str, torch.Tensor], source: Path | str, ignore: Iterable[str] = ()):
+        self.sd, self.source = sd, source
+        self.ignore = [re.compile(p) for p in ignore]  # buffers argen derives itself (e.g. freqs_cis)
+        self.used: set[str] = set()
+
+    def __contains__(self, key: str) -> bool:
+        return key in self.sd
+
+    def keys(self) -> list[str]:
+        return list(self.sd)
+
+    def take(self, key: str) -> torch.Tensor:
+        if key not in self.sd:
+            raise ConvertError(f"{self.source}: missing tensor {key}")
+        self.used.add(key)
+        return self.sd[key]
+
+    def rename(self, rules: Iterable[tuple[str, str]], prefix: str = "") -> dict[str, torch.Tensor]:
+        """Every not-yet-used key under ``prefix`` renamed by the first matching ``(regex, repl)``.
+
+        Keys no rule matches are left for ``finish`` to report.
+        """
+        rules = [(re.compile(p), r) for p, r in rules]
+        out = {}
+        for key in list(self.sd):
+            if key in self.used or not key.startswith(prefix):
+                continue
+            for pat, repl in rules:
+                if pat.fullmatch(key):
+                    out[pat.sub(repl, key)] = self.take(key)
+                    break
+        return out
+
+    def finish(self) -> None:
+        left = [k for k in self.sd if k not in self.used and not any(p.fullmatch(k) for p in self.ignore)]
+        if left:
+            raise ConvertError(f"{self.source}: {len(left)} tensor(s) that no key map uses: {_names(left)}")
+
+
+def load_strict(model: torch.nn.Module, sd: dict[str, torch.Tensor], source: Path | str) -> torch.nn.Module:
+    """Load ``sd`` into ``model``, naming every difference; tensors are cast to the model's dtype."""
+    own = model.state_dict()
+    missing, unexpected = own.keys() - sd.keys(), sd.keys() - own.keys()
+    shapes = [f"{k} {tuple(sd[k].shape)} vs argen {tuple(own[k].shape)}"
+              for k in own.keys() & sd.keys() if sd[k].shape != own[k].shape]
+    problems = []
+    if missing:
+        problems.append(f"{len(missing)} argen tensor(s) not filled: {_names(missing)}")
+    if unexpected:
+        problems.append(f"{len(unexpected)} converted tensor(s) with no argen place: {_names(unexpected)}")
+    if shapes:
+        problems.append(f"{len(shapes)} shape mismatch(es): {'; '.join(sorted(shapes)[:3])}")
+    if problems:
+        raise ConvertError(f"{source}: " + "; ".join(problems))
+    sd = {k: v.to(own[k].dtype) for k, v in sd.items()}
+    model.load_state_dict(sd, strict=True, assign=any(t.is_meta for t in own.values()))
+    return model
+
+
+def build_meta(preset_config: Any) -> torch.nn.Module:
+    """The argen model of ``preset_config`` on the meta device: no memory until ``load_strict`` assigns."""
+    from argen.registry import model_for_config
+
+    with torch.device("meta"):
+        return model_for_config(preset_config)(preset_config)
+
+
+def save_converted(out: str | Path, generator: torch.nn.Module, tokenizer: torch.nn.Module | None, *,
+                   preset: str, family: str, sources: dict[str, str], sampler: dict | None = None,
+                   extra_meta: dict | None = None) -> Path:
+    """Write an ordinary argen checkpoint: ``out/`` (generator) and ``out/tokenizer/``."""
+    from argen.checkpoint import TOKENIZER_DIR, save_model
+
+    out = Path(out)
+    meta = {"converted_from": family, "sources": sources, **(extra_meta or {})}
+    if tokenizer is not None:
+        save_model(out / TOKENIZER_DIR, tokenizer, meta=meta)
+    save_model(out, generator, preset=preset, meta={**meta, "sampler": sampler or {}})
+    return out
+
+
+def converter(family: str) -> Callable[..., dict]:
+    """``convert`` of ``argen.convert.<family>``."""
+    if family not in FAMILIES:
+        raise ConvertError(f"--from must be one of {', '.join(FAMILIES)}, got {family!r}")
+    import importlib
+
+    return importlib.import_module(f"argen.convert.{family}").convert
