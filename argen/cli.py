@@ -269,7 +269,8 @@ def cmd_eval(args) -> int:
         overrides = sampler_overrides(args, Pipeline.from_pretrained(checkpoint, device))
     t0 = time.time()
     metrics = run_eval(args.out, checkpoint=checkpoint, samples=args.samples, data=args.data, n=args.n,
-                       seed=args.seed, device=device, progress=not args.quiet, **overrides)
+                       seed=args.seed, device=device, progress=not args.quiet,
+                       inception_weights=args.inception_weights, **overrides)
     if not args.quiet:
         headline = {k: v for k, v in metrics.items() if isinstance(v, float) and not k.endswith("_std")
                     and not k.startswith("class_accuracy_")}
@@ -444,6 +445,9 @@ def build_parser() -> argparse.ArgumentParser:
     v.add_argument("--data", choices=["digits", "fashion-mnist"], default=None,
                    help="the dataset a --samples file imitates (a checkpoint knows its own)")
     v.add_argument("--n", type=_positive("--n"), default=1000, help="images to sample (default 1000)")
+    v.add_argument("--inception-weights", default=None, metavar="PATH",
+                   help="also compute the standard FID with this Inception-v3 weights file (pytorch-fid's "
+                        "pt_inception-2015-12-05-6726825d.pth, torchvision layout); never downloaded")
     v.add_argument("--seed", type=int, default=0)
     sampler_args(v)
     v.add_argument("--out", required=True, help="output folder")

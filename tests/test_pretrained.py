@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import json
+
 import numpy as np
 import pytest
 import torch
@@ -52,3 +54,15 @@ def test_unknown_model_is_a_one_line_error(capsys):
     assert main(["info", "--models"]) == 0
     out = capsys.readouterr().out
     assert all(name in out for name in SHIPPED)
+
+
+def test_eval_of_a_shipped_model_by_name(tmp_path):
+    out = tmp_path / "ev"
+    assert main(["eval", "--model", "digits-var", "--n", "40", "--seed", "0", "--out", str(out), "--quiet",
+                 "--device", "cpu"]) == 0
+    metrics = json.loads((out / "metrics.json").read_text())
+    assert metrics["n_samples"] == 40
+    assert metrics["class_accuracy"] >= 0.9  # the demo VAR scores 100% at n = 200
+    assert 0 < metrics["FD-digits"] < 10 * metrics["floor"]["FD-digits"] + 20
+    assert 0 < metrics["bits_per_token"] < 6  # a uniform model over its 64 codes scores log2(64) = 6
+    assert (out / "report.html").stat().st_size > 10_000

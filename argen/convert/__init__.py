@@ -59,7 +59,9 @@ def read_official(path: str | Path, allow: Iterable[type] = ()) -> Any:
     allow = list(allow)
     try:
         with torch.serialization.safe_globals(allow):
-            return torch.load(path, map_location="cpu", weights_only=True, mmap=True)
+            # mmap: a multi-GB checkpoint is paged in as tensors are used, not read up front
+            # (only zip-format files can be mapped; older torch.save files are read whole)
+            return torch.load(path, map_location="cpu", weights_only=True, mmap=zipfile.is_zipfile(path))
     except pickle.UnpicklingError as e:
         found = re.search(r"Unsupported global: GLOBAL (\S+)", str(e))
         what = found.group(1) if found else str(e).strip().splitlines()[-1]

@@ -69,6 +69,22 @@ def real_floor(dataset: str, n: int | None = None, seed: int = 0, device: str | 
     return _feature_metrics(train_f, _real_features(dataset, "test", device), short_name(dataset), seed)
 
 
+def inception_fid(images_u8: np.ndarray, dataset: str, weights: str | Path, seed: int = 0,
+                  device: str | torch.device = "cpu", progress: bool = False) -> dict[str, float]:
+    """The standard FID: Inception-v3 pool features of the samples against as many real test images
+    (a seeded random subset), with the user's Inception weights file. Expensive on a CPU (299 px)."""
+    from argen.evaluation.inception import load_inception
+
+    device = str(torch.device(device))
+    net = load_inception(weights, device)
+    real = load_dataset(dataset, "test").images
+    pick = torch.randperm(len(real), generator=torch.Generator().manual_seed(seed))[:len(images_u8)]
+    # batch 50: a 299 px batch of 500 would need several GB of activations
+    fake_f = features_of(net, images_u8, batch_size=50, device=device, progress=progress)
+    real_f = features_of(net, real[pick.numpy()], batch_size=50, device=device, progress=progress)
+    return {"FID": frechet_distance_from_features(fake_f, real_f), "FID_n_real": len(real_f)}
+
+
 def bits_per_token(pipe, dataset: str, n: int = 1000, batch_size: int = 250) -> float | None:
     """Exact negative log-likelihood of ``n`` test images' token maps, in bits per token, for the families
     that define one (raster: product of next-token probabilities; VAR: over every scale's tokens).
@@ -131,7 +147,7 @@ def _nn_pairs(images_u8: np.ndarray, labels: np.ndarray | None, dataset: str, de
 
 def run_eval(out: str | Path, *, checkpoint: str | Path | None = None, samples: str | Path | None = None,
              data: str | None = None, n: int = 1000, seed: int = 0, device: str | torch.device = "cpu",
-             progress: bool = True, **sampler_overrides) -> dict:
+             progress: bool = True, inception_weights: str | Path | None = None, **sampler_overrides) -> dict:
     """Evaluate a generator checkpoint (sampling ``n`` images) or a samples ``.npz``; write ``out/metrics.json``,
     ``out/report.html`` (and ``out/samples.npz`` when sampling). Returns the metrics."""
     from argen import checkpoint as ckpt
@@ -166,6 +182,8 @@ def run_eval(out: str | Path, *, checkpoint: str | Path | None = None, samples: 
         metrics["dataset"] = dataset
         title = f"argen eval: {Path(samples).name}"
     metrics["floor"] = real_floor(dataset, n=len(images), seed=seed, device=device)
+    if inception_weights is not None:
+        metrics.update(inception_fid(images, dataset, inception_weights, seed=seed, device=device, progress=progress))
     ckpt.write_json(out / "metrics.json", metrics)
     classes = list(load_dataset(dataset, "test").classes)
     write_report(out / "report.html", metrics, images, labels, classes,
