@@ -474,8 +474,8 @@ def build_parser() -> argparse.ArgumentParser:
                                    "write an ordinary argen checkpoint folder (tokenizer included) that `argen "
                                    "sample --checkpoint OUT` uses. Files are read with torch.load(weights_only=True) "
                                    "and every tensor must find its place: nothing is guessed, nothing downloaded.")
-    c.add_argument("--from", dest="family", required=True, choices=["var", "mar", "llamagen"],
-                   help="the official code base the checkpoint comes from")
+    c.add_argument("--from", dest="family", required=True, metavar="FAMILY",
+                   help="the official code base the checkpoint comes from: var, mar or llamagen")
     c.add_argument("--checkpoint", required=True,
                    help="generator file: var_d16.pth, mar_base checkpoint-last.pth, c2i_B_256.pt, ...")
     c.add_argument("--vae", default=None,

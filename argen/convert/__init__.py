@@ -181,10 +181,18 @@ def save_converted(out: str | Path, generator: torch.nn.Module, tokenizer: torch
     return out
 
 
+def available_families() -> list[str]:
+    """The families of ``FAMILIES`` whose converter module is installed."""
+    import importlib.util
+
+    return [f for f in FAMILIES if importlib.util.find_spec(f"argen.convert.{f}") is not None]
+
+
 def converter(family: str) -> Callable[..., dict]:
     """``convert`` of ``argen.convert.<family>``."""
-    if family not in FAMILIES:
-        raise ConvertError(f"--from must be one of {', '.join(FAMILIES)}, got {family!r}")
+    known = available_families()
+    if family not in known:
+        raise ConvertError(f"--from must be one of {', '.join(known) or '(no converter installed)'}, got {family!r}")
     import importlib
 
     return importlib.import_module(f"argen.convert.{family}").convert
