@@ -120,12 +120,12 @@ class Tensors:
     def rename(self, rules: Iterable[tuple[str, str]], prefix: str = "") -> dict[str, torch.Tensor]:
         """Every not-yet-used key under ``prefix`` renamed by the first matching ``(regex, repl)``.
 
-        Keys no rule matches are left for ``finish`` to report.
+        Ignored keys are skipped; keys no rule matches are left for ``finish`` to report.
         """
         rules = [(re.compile(p), r) for p, r in rules]
         out = {}
         for key in list(self.sd):
-            if key in self.used or not key.startswith(prefix):
+            if key in self.used or not key.startswith(prefix) or self._ignored(key):
                 continue
             for pat, repl in rules:
                 if pat.fullmatch(key):
@@ -133,8 +133,11 @@ class Tensors:
                     break
         return out
 
+    def _ignored(self, key: str) -> bool:
+        return any(p.fullmatch(key) for p in self.ignore)
+
     def finish(self) -> None:
-        left = [k for k in self.sd if k not in self.used and not any(p.fullmatch(k) for p in self.ignore)]
+        left = [k for k in self.sd if k not in self.used and not self._ignored(k)]
         if left:
             raise ConvertError(f"{self.source}: {len(left)} tensor(s) that no key map uses: {_names(left)}")
 
@@ -196,3 +199,28 @@ def converter(family: str) -> Callable[..., dict]:
     import importlib
 
     return importlib.import_module(f"argen.convert.{family}").convert
+
+
+def convert_generator(checkpoint: str | Path, out: str | Path, *, family: str, candidates: list[str],
+                      identify: Callable[[dict[str, torch.Tensor], Path], str],
+                      allow: Iterable[type] = (), ignore: Iterable[str] = ()) -> dict:
+    """The transformer of an official checkpoint whose names argen's model already uses.
+
+    ``identify(state_dict, path) -> preset`` picks the official size from the tensors (and fails
+    in one line for a file of another family); the output samples with the preset's sampler (the
+    official FID settings in argen's terms); ``ignore`` names the buffers argen derives itself.
+    """
+    from argen.registry import get_preset
+
+    path = Path(checkpoint)
+    sd, where = pick(read_official(path, allow), path, candidates)
+    preset = identify(sd, path)
+    spec = get_preset(preset)
+    model = build_meta(spec.make_config())
+    tensors = Tensors(sd, path, ignore)
+    load_strict(model, tensors.rename([(r".*", r"\g<0>")]), path)
+    tensors.finish()
+    save_converted(out, model, None, preset=preset, family=family, sources={"checkpoint": str(path)},
+                   sampler=spec.sampler, extra_meta={"state_dict": where})
+    return {"preset": preset, "parameters": sum(p.numel() for p in model.parameters()), "read": where,
+            "tokenizer": "not converted (tokenizer conversion is not implemented yet)"}

@@ -300,3 +300,13 @@ def mar_fmnist() -> MARConfig:
           description="MAR with a flow-matching head for Fashion-MNIST on kl-fmnist: 2+2 x 128")
 def mar_flow_fmnist() -> MARConfig:
     return _mar_tiny((7, 7), 8, 128, 2, "flow", **_FMNIST_HEAD)
+
+
+# The official ImageNet 256 px models, for converted checkpoints (`argen convert --from mar`). Sampler:
+# 100 diffusion steps and MAR's linear cfg (argen's weight w is MAR's scale minus 1: 2.9 / 3.0 / 3.2),
+# with 64 AR steps instead of the paper's 256, a quarter of the time.
+for _size, _scale in (("B", 2.9), ("L", 3.0), ("H", 3.2)):
+    register(f"mar-{_size.lower()}", "generator", data="imagenet",
+             sampler=dict(ar_steps=64, head_steps=100, cfg=_scale - 1.0, cfg_schedule="linear"),
+             description=f"official MAR-{_size} (ImageNet 256 px on KL-16, diffusion head)")(
+        lambda s=_size: mar_official(s))

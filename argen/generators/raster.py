@@ -340,3 +340,11 @@ def raster_digits() -> RasterConfig:
 def raster_fmnist() -> RasterConfig:
     return RasterConfig(vocab_size=256, grid=(7, 7), num_classes=10, dim=128, n_layer=4, n_head=4, multiple_of=32,
                         token_dropout_p=0.1, resid_dropout_p=0.1, ffn_dropout_p=0.1, class_dropout_prob=0.1)
+
+
+# The official ImageNet class-conditional GPTs at 256 px, for converted checkpoints (`argen convert
+# --from llamagen`); sampler: the official FID guidance (scale s = 2.0 / 1.75 / 1.65, argen's w = s - 1).
+for _size, _scale in (("B", 2.0), ("L", 2.0), ("XL", 1.75), ("XXL", 1.75), ("3B", 1.65)):
+    register(f"llamagen-gpt-{_size.lower()}", "generator", data="imagenet", sampler=dict(cfg=_scale - 1.0),
+             description=f"official LlamaGen GPT-{_size} (ImageNet 256 px, 16x16 tokens of VQ-16)")(
+        lambda s=_size: llamagen_config(s))

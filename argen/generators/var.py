@@ -286,3 +286,12 @@ def var_digits() -> VARConfig:
 def var_fmnist() -> VARConfig:
     return VARConfig(vocab_size=256, token_dim=32, scales=(1, 2, 3, 4, 5, 7), depth=4, width=128, num_heads=4,
                      num_classes=10, cond_drop=0.1, drop_path=0.0, aln_gamma_init=0.1)
+
+
+# The official ImageNet 256 px models, for converted checkpoints (`argen convert --from var`); sampler:
+# the official FID settings (cfg 1.5 on a linear ramp over scales, top-k 900, top-p 0.96).
+for _depth in (16, 20, 24, 30):
+    register(f"var-d{_depth}", "generator", data="imagenet",
+             sampler=dict(cfg=1.5, cfg_schedule="linear", top_k=900, top_p=0.96),
+             description=f"official VAR-d{_depth} (ImageNet 256 px, 680 tokens, 4096 codes)")(
+        lambda d=_depth: var_official(d))
