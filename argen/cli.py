@@ -289,8 +289,9 @@ def cmd_convert(args) -> int:
     summary = converter(args.family)(args.checkpoint, args.vae, args.out, ema=not args.no_ema)
     for k, v in summary.items():
         print(f"{k}: {v}")
-    print(f"wrote {args.out} in {time.time() - t0:.1f} s; sample with: argen sample --checkpoint {args.out} "
-          f"--labels 207,360,387 --out samples.png")
+    print(f"wrote {args.out} in {time.time() - t0:.1f} s")
+    if (Path(args.out) / "tokenizer").is_dir():
+        print(f"sample with: argen sample --checkpoint {args.out} --labels 207,360,387 --out samples.png")
     return 0
 
 
