@@ -6,8 +6,8 @@ For each checkpoint: one row per head-step count at the preset's AR steps, then 
 AR-step count at the preset's head steps. Each row samples ``--n`` images (classes balanced,
 seed 0) at batch ``--batch-size`` and reports class accuracy and FD in the reference
 classifier's feature space against the real test split, and seconds per image (wall time of
-the whole sampling call over n). AR steps above the number of tokens N run as N steps (one token per step, the most a map
-of N tokens can take).
+the whole sampling call over n). AR steps above the number of tokens N run as N steps
+(one token per step, the most a map of N tokens can take).
 """
 
 from __future__ import annotations

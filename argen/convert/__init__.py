@@ -1,9 +1,10 @@
 """Official checkpoints (VAR, MAR, LlamaGen) -> ordinary argen checkpoint folders.
 
-    argen convert --from var --checkpoint var_d16.pth --vae vae_ch160v4096z32.pth --out var-d16
+    argen convert --from var --checkpoint var_d16.pth --out var-d16
 
 Each family module (``argen.convert.var``, ``.mar``, ``.llamagen``) has
-``convert(checkpoint, vae, out, ema=True) -> dict`` built from the pieces here:
+``convert(checkpoint, vae, out, ema=True) -> dict`` built from the pieces here (the official
+tokenizers, ``vae``, are not converted yet):
 
 * ``read_official`` reads a ``.pth`` with ``torch.load(weights_only=True)``; the only
   non-tensor classes it accepts are the ones a family names (MAR's argparse.Namespace).
@@ -31,6 +32,7 @@ import torch
 from argen.errors import CheckpointError
 
 FAMILIES = ("var", "mar", "llamagen")
+IDENTITY = [(r".*", r"\g<0>")]  # rename rule for models that already use the official names
 
 
 class ConvertError(CheckpointError):
@@ -105,27 +107,21 @@ class Tensors:
         self.ignore = [re.compile(p) for p in ignore]  # buffers argen derives itself (e.g. freqs_cis)
         self.used: set[str] = set()
 
-    def __contains__(self, key: str) -> bool:
-        return key in self.sd
-
-    def keys(self) -> list[str]:
-        return list(self.sd)
-
     def take(self, key: str) -> torch.Tensor:
         if key not in self.sd:
             raise ConvertError(f"{self.source}: missing tensor {key}")
         self.used.add(key)
         return self.sd[key]
 
-    def rename(self, rules: Iterable[tuple[str, str]], prefix: str = "") -> dict[str, torch.Tensor]:
-        """Every not-yet-used key under ``prefix`` renamed by the first matching ``(regex, repl)``.
+    def rename(self, rules: Iterable[tuple[str, str]]) -> dict[str, torch.Tensor]:
+        """Every not-yet-used key renamed by the first matching ``(regex, repl)``.
 
         Ignored keys are skipped; keys no rule matches are left for ``finish`` to report.
         """
         rules = [(re.compile(p), r) for p, r in rules]
         out = {}
         for key in list(self.sd):
-            if key in self.used or not key.startswith(prefix) or self._ignored(key):
+            if key in self.used or self._ignored(key):
                 continue
             for pat, repl in rules:
                 if pat.fullmatch(key):
@@ -162,28 +158,6 @@ def load_strict(model: torch.nn.Module, sd: dict[str, torch.Tensor], source: Pat
     return model
 
 
-def build_meta(preset_config: Any) -> torch.nn.Module:
-    """The argen model of ``preset_config`` on the meta device: no memory until ``load_strict`` assigns."""
-    from argen.registry import model_for_config
-
-    with torch.device("meta"):
-        return model_for_config(preset_config)(preset_config)
-
-
-def save_converted(out: str | Path, generator: torch.nn.Module, tokenizer: torch.nn.Module | None, *,
-                   preset: str, family: str, sources: dict[str, str], sampler: dict | None = None,
-                   extra_meta: dict | None = None) -> Path:
-    """Write an ordinary argen checkpoint: ``out/`` (generator) and ``out/tokenizer/``."""
-    from argen.checkpoint import TOKENIZER_DIR, save_model
-
-    out = Path(out)
-    meta = {"converted_from": family, "sources": sources, **(extra_meta or {})}
-    if tokenizer is not None:
-        save_model(out / TOKENIZER_DIR, tokenizer, meta=meta)
-    save_model(out, generator, preset=preset, meta={**meta, "sampler": sampler or {}})
-    return out
-
-
 def available_families() -> list[str]:
     """The families of ``FAMILIES`` whose converter module is installed."""
     import importlib.util
@@ -210,17 +184,18 @@ def convert_generator(checkpoint: str | Path, out: str | Path, *, family: str, c
     in one line for a file of another family); the output samples with the preset's sampler (the
     official FID settings in argen's terms); ``ignore`` names the buffers argen derives itself.
     """
+    import argen
+    from argen.checkpoint import save_model
     from argen.registry import get_preset
 
     path = Path(checkpoint)
     sd, where = pick(read_official(path, allow), path, candidates)
     preset = identify(sd, path)
-    spec = get_preset(preset)
-    model = build_meta(spec.make_config())
+    model = argen.build(preset, device="meta")  # no memory until load_strict assigns the file's tensors
     tensors = Tensors(sd, path, ignore)
-    load_strict(model, tensors.rename([(r".*", r"\g<0>")]), path)
+    load_strict(model, tensors.rename(IDENTITY), path)
     tensors.finish()
-    save_converted(out, model, None, preset=preset, family=family, sources={"checkpoint": str(path)},
-                   sampler=spec.sampler, extra_meta={"state_dict": where})
+    save_model(out, model, preset=preset, meta={"converted_from": family, "sources": {"checkpoint": str(path)},
+                                                "state_dict": where, "sampler": get_preset(preset).sampler})
     return {"preset": preset, "parameters": sum(p.numel() for p in model.parameters()), "read": where,
             "tokenizer": "not converted (tokenizer conversion is not implemented yet)"}
