@@ -470,19 +470,19 @@ def build_parser() -> argparse.ArgumentParser:
     _common(b)
     b.set_defaults(func=cmd_bench)
 
-    c = sub.add_parser("convert", help="turn an official VAR, MAR or LlamaGen checkpoint into an argen checkpoint",
-                       description="Read an official transformer checkpoint from a local file and write an ordinary "
-                                   "argen checkpoint folder with the official architecture's preset and sampler. Files "
-                                   "are read with torch.load(weights_only=True) and every tensor must find its place: "
-                                   "nothing is guessed, nothing downloaded. The official tokenizers are not converted "
-                                   "yet, so OUT holds the transformer only.")
+    c = sub.add_parser("convert", help="turn official VAR, MAR or LlamaGen checkpoints into an argen checkpoint",
+                       description="Read an official generator checkpoint and its tokenizer from local files and "
+                                   "write an ordinary argen checkpoint folder (tokenizer in OUT/tokenizer, the "
+                                   "official sampler settings in config.json) that `argen sample --checkpoint OUT` "
+                                   "uses. With one of the two files, OUT holds that model alone. Files are read with "
+                                   "torch.load(weights_only=True) and every tensor must find its place: nothing is "
+                                   "guessed, nothing downloaded.")
     c.add_argument("--from", dest="family", required=True, metavar="FAMILY",
-                   help="the official code base the checkpoint comes from: var, mar or llamagen")
-    c.add_argument("--checkpoint", required=True,
-                   help="generator file: var_d16.pth, mar_base checkpoint-last.pth, c2i_B_256.pt, ...")
+                   help="the official code base the files come from: var, mar or llamagen")
+    c.add_argument("--checkpoint", default=None,
+                   help="generator file: var_d16.pth, MAR checkpoint-last.pth, c2i_B_256.pt, ...")
     c.add_argument("--vae", default=None,
-                   help="tokenizer file (vae_ch160v4096z32.pth, kl16.ckpt, vq_ds16_c2i.pt): not supported yet, "
-                        "refused with a one-line error")
+                   help="tokenizer file: vae_ch160v4096z32.pth (VAR), kl16.ckpt (MAR), vq_ds16_c2i.pt (LlamaGen)")
     c.add_argument("--no-ema", action="store_true", help="take the raw weights even where the file holds EMA weights")
     c.add_argument("--out", required=True, help="output checkpoint folder")
     _common(c)

@@ -1,13 +1,26 @@
 """Sampling speed beside the official code: same weights, same settings, one process each in turn.
 
-    python benchmarks/vs_official.py --llamagen /path/to/LlamaGen --batch-sizes 1,8 --threads 2
+    python benchmarks/vs_official.py --var /path/to/VAR --llamagen /path/to/LlamaGen \\
+        --mar /path/to/mar --mar-deps DIR --batch-sizes 1,8 --threads 2
 
-LlamaGen GPT-B, 256 tokens, CFG scale 2.0, greedy (top-k 1, so both runs produce the same tokens,
-which is checked), fp32, token generation only (no VQ decode: the VQ-16 converter is not written
-yet). Each measurement runs in a fresh process (``--impl official|argen``), after one warm-up
-call at batch 1, and prints one JSON line; the driver prints a markdown table with the ratio
-official / argen. VAR and MAR are not timed here: their samplers need the official tokenizers,
-which argen does not convert yet.
+Each official model is built from its checkout (never copied into argen) with seeded random
+weights, saved as its own code saves it, and converted by ``argen convert``; both sides then
+sample with the same settings, fp32 on CPU with ``--threads`` torch threads:
+
+* ``var-d16``: 680 tokens over 10 scales, cfg 1.5 on the official linear ramp, greedy (top-k 1),
+  VQVAE decode included: the official ``autoregressive_infer_cfg`` against argen's ``Pipeline``
+  with the converted folder's sampler. Same outputs: uint8 images within 1/255.
+* ``llamagen-gpt-b``: 256 tokens, CFG scale 2.0, greedy, token generation only: the official
+  ``generate`` against argen's KV-cached sampler. Same outputs: identical tokens.
+* ``mar-b``: 64 AR steps, 100 diffusion steps, CFG 2.9 on MAR's linear schedule, temperature 1.0,
+  token generation only (KL-16 decode excluded): the official ``sample_tokens`` against argen's
+  ``sample_continuous``. The two draw orders and noise from different random streams, so their
+  outputs are not compared, only the work (the same number of body and head calls).
+
+Each measurement runs in a fresh process (``--impl official|argen``), after one warm-up call at
+batch 1 (MAR: 2 AR steps), and prints one JSON line; the driver prints a markdown table with the
+ratio official / argen. The official MAR code calls ``.cuda()``; on a machine without a GPU
+``Tensor.cuda`` is made the identity for the official process only.
 """
 
 from __future__ import annotations
@@ -18,84 +31,190 @@ import subprocess
 import sys
 import tempfile
 import time
+import types
 from pathlib import Path
 
+import numpy as np
 import torch
 
+import argen
+from argen.pipeline import Pipeline
 
-def _models(official_dir: str, tmp: Path):
-    """The official GPT-B with seeded random weights, and argen's conversion of it."""
-    import argen
-    from argen.convert.llamagen import convert
+SCALES = (1, 2, 3, 4, 5, 6, 8, 10, 13, 16)
 
-    sys.path.insert(0, str(Path(official_dir).resolve()))
-    from autoregressive.models.gpt import GPT_models
+
+def _randomize(model: torch.nn.Module) -> torch.nn.Module:
+    torch.manual_seed(0)
+    with torch.no_grad():
+        for t in model.parameters():
+            t.normal_(0, 0.02)  # the official inits zero some output layers: redraw everything
+    return model.eval()
+
+
+def setup_var(args, tmp: Path):
+    from argen.convert.var import convert
+
+    sys.path.insert(0, str(Path(args.var).resolve()))
+    sys.modules.setdefault("huggingface_hub", types.SimpleNamespace(PyTorchModelHubMixin=type("Mixin", (), {})))
+    from models.var import VAR
+    from models.vqvae import VQVAE
 
     torch.manual_seed(0)
-    official = GPT_models["GPT-B"](vocab_size=16384, block_size=256, num_classes=1000, cls_token_num=1,
-                                   model_type="c2i").eval()
-    with torch.no_grad():
-        for t in official.parameters():
-            t.normal_(0, 0.02)
+    vae = VQVAE(vocab_size=4096, z_channels=32, ch=160, test_mode=True, share_quant_resi=4, v_patch_nums=SCALES)
+    official = _randomize(VAR(vae, num_classes=1000, depth=16, embed_dim=1024, num_heads=16, drop_path_rate=0.0,
+                              attn_l2_norm=True, patch_nums=SCALES, flash_if_available=False, fused_if_available=False))
+    torch.save(official.state_dict(), tmp / "var_d16.pth")
+    torch.save(vae.state_dict(), tmp / "vae.pth")
+    convert(tmp / "var_d16.pth", tmp / "vae.pth", tmp / "argen")
+    pipe = Pipeline.from_pretrained(tmp / "argen")
+
+    def run_official(lab, warm=False):
+        img = official.autoregressive_infer_cfg(len(lab), lab, cfg=1.5, top_k=1, top_p=0.0)  # [0, 1]
+        return (img * 255).round().to(torch.uint8)
+
+    def run_argen(lab, warm=False):
+        return ((pipe(lab.tolist(), top_k=1) + 1) * 127.5).round().to(torch.uint8)
+
+    return run_official, run_argen
+
+
+def setup_llamagen(args, tmp: Path):
+    from argen.convert.llamagen import convert
+    from argen.sampling.autoregressive import RasterSamplerConfig, sample
+
+    sys.path.insert(0, str(Path(args.llamagen).resolve()))
+    from autoregressive.models.generate import generate
+    from autoregressive.models.gpt import GPT_models
+
+    official = _randomize(GPT_models["GPT-B"](vocab_size=16384, block_size=256, num_classes=1000, cls_token_num=1,
+                                              model_type="c2i"))
     torch.save({"model": official.state_dict()}, tmp / "gpt.pt")
     convert(tmp / "gpt.pt", None, tmp / "argen")
-    return official, argen.load(tmp / "argen")
+    ours = argen.load(tmp / "argen")
+    config = RasterSamplerConfig(cfg=1.0, top_k=1)  # argen's w = official scale 2.0 - 1
+
+    def run_official(lab, warm=False):
+        return generate(official, lab, 256, cfg_scale=2.0, cfg_interval=-1, top_k=1, temperature=1.0, top_p=1.0,
+                        sample_logits=True)
+
+    def run_argen(lab, warm=False):
+        return sample(ours, None, lab, config).flatten(1)
+
+    return run_official, run_argen
 
 
-def measure(impl: str, official_dir: str, batch: int, scale: float) -> dict:
+def setup_mar(args, tmp: Path):
+    from argen.convert.mar import convert
+    from argen.sampling.masked import ContinuousSamplerConfig, sample_continuous
+
+    sys.path.insert(0, str(Path(__file__).parent / "parity"))
+    from mar import stub_torchvision  # benchmarks/parity/mar.py
+
+    try:
+        import torchvision  # noqa: F401
+    except ImportError:
+        stub_torchvision()
+    sys.path[:0] = [str(Path(args.mar).resolve()), str(Path(args.mar_deps).resolve())]
+    from models import mar as official_mar
+
+    official = _randomize(official_mar.mar_base(
+        img_size=256, vae_stride=16, patch_size=1, vae_embed_dim=16, mask_ratio_min=0.7, label_drop_prob=0.1,
+        class_num=1000, attn_dropout=0.1, proj_dropout=0.1, buffer_size=64, diffloss_d=6, diffloss_w=1024,
+        num_sampling_steps="100", diffusion_batch_mul=4))
+    torch.save({"model_ema": official.state_dict(), "args": argparse.Namespace()}, tmp / "checkpoint-last.pth")
+    convert(tmp / "checkpoint-last.pth", None, tmp / "argen")
+    ours = argen.load(tmp / "argen")
+    gen = torch.Generator().manual_seed(0)
+
+    def run_official(lab, warm=False):
+        if not torch.cuda.is_available():
+            torch.Tensor.cuda = lambda self, *a, **k: self
+        return official.sample_tokens(len(lab), num_iter=2 if warm else 64, cfg=2.9, cfg_schedule="linear",
+                                      labels=lab, temperature=1.0)
+
+    def run_argen(lab, warm=False):
+        config = ContinuousSamplerConfig(ar_steps=2 if warm else 64, head_steps=100, cfg=1.9, cfg_schedule="linear")
+        return sample_continuous(ours, None, lab, config, gen)
+
+    return run_official, run_argen
+
+
+SETUPS = {"var-d16": setup_var, "llamagen-gpt-b": setup_llamagen, "mar-b": setup_mar}
+WHAT = {"var-d16": "680 tokens, cfg 1.5, greedy, decode included",
+        "llamagen-gpt-b": "256 tokens, CFG 2.0, greedy, tokens only",
+        "mar-b": "64 AR x 100 diffusion steps, CFG 2.9, tokens only"}
+
+
+def measure(args) -> dict:
     with tempfile.TemporaryDirectory() as tmp:
-        official, ours = _models(official_dir, Path(tmp))
-    labels = torch.arange(batch) * 97 % 1000
-    if impl == "official":
-        from autoregressive.models.generate import generate
+        run_official, run_argen = SETUPS[args.model](args, Path(tmp))
+        run = run_official if args.impl == "official" else run_argen
+        labels = torch.arange(args.batch) * 97 % 1000
+        with torch.inference_mode():
+            run(labels[:1], warm=True)  # warm-up: first-call allocations and kernel selection
+            t0 = time.perf_counter()
+            out = run(labels)
+            dt = time.perf_counter() - t0
+    np.save(args.save, out.cpu().numpy())
+    return {"impl": args.impl, "model": args.model, "batch": args.batch, "s_per_image": dt / args.batch,
+            "threads": torch.get_num_threads()}
 
-        def run(lab):
-            return generate(official, lab, 256, cfg_scale=scale, cfg_interval=-1, top_k=1, temperature=1.0,
-                            top_p=1.0, sample_logits=True)
-    else:
-        from argen.sampling.autoregressive import RasterSamplerConfig, sample
 
-        config = RasterSamplerConfig(cfg=scale - 1.0, top_k=1)
-
-        def run(lab):
-            return sample(ours, None, lab, config).flatten(1)
-
-    with torch.inference_mode():
-        run(labels[:1])  # warm-up: first-call allocations and kernel selection
-        t0 = time.perf_counter()
-        tokens = run(labels)
-        dt = time.perf_counter() - t0
-    return {"impl": impl, "model": "llamagen-gpt-b", "batch": batch, "s_per_image": dt / batch,
-            "tokens_sum": int(tokens.sum()), "threads": torch.get_num_threads()}
+def same(model: str, a: np.ndarray, b: np.ndarray) -> str:
+    if model == "mar-b":
+        return "n/a (different random streams)"
+    if model == "var-d16":
+        return f"{'yes' if np.abs(a.astype(int) - b.astype(int)).max() <= 1 else 'NO'} (images within 1/255)"
+    return "yes (tokens)" if np.array_equal(a, b) else "NO"
 
 
 def main() -> int:
     p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    p.add_argument("--llamagen", required=True, help="checkout of FoundationVision/LlamaGen")
+    p.add_argument("--var", help="checkout of FoundationVision/VAR (times var-d16)")
+    p.add_argument("--llamagen", help="checkout of FoundationVision/LlamaGen (times llamagen-gpt-b)")
+    p.add_argument("--mar", help="checkout of LTH14/mar (times mar-b; needs --mar-deps)")
+    p.add_argument("--mar-deps", help="folder holding timm (pip install --no-deps --target DIR timm)")
     p.add_argument("--batch-sizes", default="1,8")
-    p.add_argument("--cfg-scale", type=float, default=2.0)
     p.add_argument("--threads", type=int, default=2)
-    p.add_argument("--impl", choices=["official", "argen"], default=None, help="(internal) one measurement")
-    p.add_argument("--batch", type=int, default=1, help="(internal) batch of the one measurement")
+    p.add_argument("--model", choices=sorted(SETUPS), help="(internal) the model of one measurement")
+    p.add_argument("--impl", choices=["official", "argen"], help="(internal) the side of one measurement")
+    p.add_argument("--batch", type=int, default=1, help="(internal) batch of one measurement")
+    p.add_argument("--save", help="(internal) where one measurement writes its outputs (.npy)")
     args = p.parse_args()
     torch.set_num_threads(args.threads)
     if args.impl:
-        print(json.dumps(measure(args.impl, args.llamagen, args.batch, args.cfg_scale)), flush=True)
+        print(json.dumps(measure(args)), flush=True)
         return 0
+    models = [m for m, d in (("var-d16", args.var), ("llamagen-gpt-b", args.llamagen), ("mar-b", args.mar)) if d]
+    if not models:
+        p.error("give at least one of --var, --llamagen, --mar (checkouts of the official repositories)")
+    if args.mar and not args.mar_deps:
+        p.error("--mar needs --mar-deps (a folder holding timm)")
     rows = []
-    for batch in [int(b) for b in args.batch_sizes.split(",")]:
-        for impl in ("official", "argen"):
-            out = subprocess.run([sys.executable, __file__, "--llamagen", args.llamagen, "--impl", impl,
-                                  "--batch", str(batch), "--threads", str(args.threads),
-                                  "--cfg-scale", str(args.cfg_scale)], capture_output=True, text=True, check=True)
-            rows.append(json.loads(out.stdout.strip().splitlines()[-1]))
-            print(json.dumps(rows[-1]), flush=True)
-    print("\n| model | batch | official s/img | argen s/img | official / argen | same tokens |")
+    with tempfile.TemporaryDirectory() as tmp:
+        for model in models:
+            for batch in [int(b) for b in args.batch_sizes.split(",")]:
+                pair = []
+                for impl in ("official", "argen"):
+                    save = Path(tmp) / f"{model}-{batch}-{impl}.npy"
+                    cmd = [sys.executable, __file__, "--model", model, "--impl", impl, "--batch", str(batch),
+                           "--threads", str(args.threads), "--save", str(save)]
+                    for flag in ("var", "llamagen", "mar", "mar_deps"):
+                        if getattr(args, flag):
+                            cmd += [f"--{flag.replace('_', '-')}", getattr(args, flag)]
+                    out = subprocess.run(cmd, check=False, capture_output=True, text=True)
+                    if out.returncode != 0:
+                        sys.exit(f"{model} {impl} batch {batch} failed:\n{out.stderr[-3000:]}")
+                    pair.append(json.loads(out.stdout.strip().splitlines()[-1]))
+                    print(json.dumps(pair[-1]), flush=True)
+                outputs = [np.load(Path(tmp) / f"{model}-{batch}-{impl}.npy") for impl in ("official", "argen")]
+                rows.append((model, batch, *pair, same(model, *outputs)))
+    print(f"\n| model ({args.threads} threads, fp32) | batch | official s/img | argen s/img | official / argen "
+          "| same outputs |")
     print("|---|---|---|---|---|---|")
-    for off, ours in zip(rows[::2], rows[1::2]):
-        print(f"| GPT-B, 256 tokens, CFG {args.cfg_scale}, {args.threads} threads | {off['batch']} | "
-              f"{off['s_per_image']:.2f} | {ours['s_per_image']:.2f} | {off['s_per_image'] / ours['s_per_image']:.2f}x | "
-              f"{off['tokens_sum'] == ours['tokens_sum']} |")
+    for model, batch, off, ours, agree in rows:
+        print(f"| {model}: {WHAT[model]} | {batch} | {off['s_per_image']:.2f} | {ours['s_per_image']:.2f} | "
+              f"{off['s_per_image'] / ours['s_per_image']:.2f}x | {agree} |")
     return 0
 
 

@@ -1,7 +1,8 @@
-"""Official transformers -> argen: exact parameter counts, key maps against the official layouts,
+"""Official transformers and tokenizers -> argen: exact parameter counts, key maps against the official layouts,
 synthetic round trips through `argen convert`, and one-line errors with exit code 2."""
 
 import argparse
+import json
 from pathlib import Path
 
 import pytest
@@ -10,6 +11,7 @@ from helpers import read_layout
 
 import argen
 from argen.cli import main
+from argen.pipeline import Pipeline
 from argen.registry import get_preset
 from argen.sampling import sampler_for
 
@@ -130,3 +132,98 @@ def test_ema_weights_are_chosen_where_the_file_has_them(tmp_path):
                      "--out", str(out), "--quiet", "--device", "cpu"]) == 0
         w = argen.load(out).state_dict()["norm.weight"]
         assert torch.equal(w, expect["norm.weight"].float())
+
+
+# ---- tokenizers -------------------------------------------------------------------------------------
+
+# Exact counts; each equals the sum over its layout file (read from the official constructors),
+# less the official usage counters argen does not keep. Official figures: VAR's VQVAE 109M,
+# MAR's KL-16 66.5M (encoder 28.3M, decoder 38.2M), LlamaGen's VQ-16 72M.
+TOKENIZER_PARAMS = {"var-vqvae": 108_948_355, "mar-kl16": 66_456_019, "llamagen-vq16": 71_883_403}
+TOKENIZER_CASES = [  # family, preset, layout file, container, official buffers argen does not keep
+    ("var", "var-vqvae", "var-vqvae.tsv", lambda sd: sd, {"quantize.ema_vocab_hit_SV"}),
+    ("mar", "mar-kl16", "mar-kl16-vae.tsv", lambda sd: {"model": sd}, set()),
+    ("llamagen", "llamagen-vq16", "llamagen-vq16.tsv", lambda sd: {"model": sd}, {"quantize.codebook_used"}),
+]
+
+
+def official_sources(family: str, key: str) -> list[str]:
+    """The official tensors one argen tokenizer tensor is made of, written out by hand from the
+    official module trees (independently of the converters' rename rules)."""
+    p = key.split(".")
+    if family == "var" and p[:3] == ["quantize", "quant_resi", "qresi_ls"]:
+        return [".".join(p[:4] + p[5:])]  # the official phi is the conv itself
+    if family == "llamagen":
+        mid = {"block_1": "0", "attn_1": "1", "block_2": "2"}
+        if p[1] == "mid":
+            p[2] = mid[p[2]]
+        elif p[1] in ("down", "up"):
+            level = int(p[2]) if p[1] == "down" else 4 - int(p[2])  # decoder levels count from the coarsest
+            p[1:3] = ["conv_blocks", str(level)]
+            if p[3] == "block":
+                p[3] = "res"
+    if family in ("mar", "llamagen") and "qkv" in p:
+        i = p.index("qkv")
+        return [".".join(p[:i] + [x] + p[i + 1:]) for x in "qkv"]
+    return [".".join(p)]
+
+
+@pytest.mark.parametrize("preset", sorted(TOKENIZER_PARAMS))
+def test_official_tokenizer_presets_have_the_official_parameter_counts(preset):
+    model = argen.build(preset, device="meta")
+    assert sum(p.numel() for p in model.parameters()) == TOKENIZER_PARAMS[preset]
+    assert preset in argen.list_presets("tokenizer")
+
+
+@pytest.mark.parametrize("family,preset,layout,container,dropped", TOKENIZER_CASES, ids=[c[0] for c in TOKENIZER_CASES])
+def test_round_trip_of_a_synthetic_official_tokenizer(family, preset, layout, container, dropped, tmp_path):
+    sd = official_state_dict(layout)
+    torch.save(container(sd), tmp_path / "vae.pth")
+    assert main(["convert", "--from", family, "--vae", str(tmp_path / "vae.pth"),
+                 "--out", str(tmp_path / "out"), "--quiet", "--device", "cpu"]) == 0
+    model = argen.load(tmp_path / "out")
+    assert model.checkpoint_meta["preset"] == preset
+    ours = model.state_dict()
+    fresh = {"quantize.usage_SV": 0, "quantize.initialized": 1, "train_steps": 0}  # argen's own statistics
+    used = set()
+    for key, t in ours.items():
+        if key in fresh:
+            assert torch.all(t == fresh[key]), key
+            continue
+        sources = official_sources(family, key)
+        used.update(sources)
+        assert torch.equal(t, torch.cat([sd[s] for s in sources]).to(t.dtype)), key
+    assert used == set(sd) - dropped  # every official tensor placed once, nothing else left behind
+
+
+def test_generator_and_tokenizer_convert_into_one_sampling_folder(tmp_path):
+    torch.save({"model": official_state_dict("llamagen-gpt-b.tsv")}, tmp_path / "gpt.pt")
+    torch.save({"model": official_state_dict("llamagen-vq16.tsv")}, tmp_path / "vq.pt")
+    assert main(["convert", "--from", "llamagen", "--checkpoint", str(tmp_path / "gpt.pt"),
+                 "--vae", str(tmp_path / "vq.pt"), "--out", str(tmp_path / "out"), "--quiet", "--device", "cpu"]) == 0
+    cfg = json.loads((tmp_path / "out" / "config.json").read_text())
+    assert cfg["preset"] == "llamagen-gpt-b" and cfg["meta"]["sampler"] == get_preset("llamagen-gpt-b").sampler
+    pipe = Pipeline.from_pretrained(tmp_path / "out")  # what `argen sample --checkpoint` opens
+    assert pipe.tokenizer.checkpoint_meta["preset"] == "llamagen-vq16"
+    assert pipe.tokenizer.codebook_size == pipe.generator.config.vocab_size
+    assert pipe.tokenizer.grid == (16, 16)
+
+
+def test_tokenizer_errors_are_one_line_with_exit_code_2(tmp_path, capsys):
+    out = str(tmp_path / "out")
+    err = _run(capsys, "--from", "var", "--out", out)
+    assert "give --checkpoint" in err and "--vae" in err
+    torch.save({"model": official_state_dict("llamagen-vq16.tsv")}, tmp_path / "vq.pt")
+    err = _run(capsys, "--from", "mar", "--vae", str(tmp_path / "vq.pt"), "--out", out)
+    assert "not a MAR KL-16 checkpoint" in err  # wrong family
+    sd = official_state_dict("mar-kl16-vae.tsv")
+    del sd["decoder.mid.attn_1.v.bias"]
+    torch.save({"model": sd}, tmp_path / "kl.pt")
+    err = _run(capsys, "--from", "mar", "--vae", str(tmp_path / "kl.pt"), "--out", out)
+    assert "decoder.mid.attn_1.v.bias" in err  # a q without its v is named
+    # a generator that converts cleanly is not written when its tokenizer fails
+    torch.save({"model": official_state_dict("llamagen-gpt-b.tsv")}, tmp_path / "gpt.pt")
+    err = _run(capsys, "--from", "llamagen", "--checkpoint", str(tmp_path / "gpt.pt"), "--vae", str(tmp_path / "kl.pt"),
+               "--out", out)
+    assert "not a LlamaGen VQ checkpoint" in err
+    assert not (tmp_path / "out").exists()

@@ -1,10 +1,11 @@
 """Official checkpoints (VAR, MAR, LlamaGen) -> ordinary argen checkpoint folders.
 
-    argen convert --from var --checkpoint var_d16.pth --out var-d16
+    argen convert --from var --checkpoint var_d16.pth --vae vae_ch160v4096z32.pth --out var-d16
 
-Each family module (``argen.convert.var``, ``.mar``, ``.llamagen``) has
-``convert(checkpoint, vae, out, ema=True) -> dict`` built from the pieces here (the official
-tokenizers, ``vae``, are not converted yet):
+Each family module (``argen.convert.var``, ``.mar``, ``.llamagen``) describes its two official
+files, the generator and the tokenizer, as ``Official`` specs and has
+``convert(checkpoint, vae, out, ema=True) -> dict``, which hands them to ``convert_files``.
+The pieces:
 
 * ``read_official`` reads a ``.pth`` with ``torch.load(weights_only=True)``; the only
   non-tensor classes it accepts are the ones a family names (MAR's argparse.Namespace).
@@ -24,6 +25,7 @@ import pickle
 import re
 import zipfile
 from collections.abc import Callable, Iterable
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
@@ -32,7 +34,10 @@ import torch
 from argen.errors import CheckpointError
 
 FAMILIES = ("var", "mar", "llamagen")
-IDENTITY = [(r".*", r"\g<0>")]  # rename rule for models that already use the official names
+IDENTITY = ((r".*", r"\g<0>"),)  # rename rule for models that already use the official names
+# argen-only buffers of a converted codebook tokenizer: usage statistics from zero, the codebook
+# marked as initialised (so fine-tuning never re-runs k-means over a trained codebook), step 0
+CODEBOOK_BUFFERS = (("quantize.usage_SV", 0.0), ("quantize.initialized", 1), ("train_steps", 0))
 
 
 class ConvertError(CheckpointError):
@@ -175,27 +180,85 @@ def converter(family: str) -> Callable[..., dict]:
     return importlib.import_module(f"argen.convert.{family}").convert
 
 
-def convert_generator(checkpoint: str | Path, out: str | Path, *, family: str, candidates: list[str],
-                      identify: Callable[[dict[str, torch.Tensor], Path], str],
-                      allow: Iterable[type] = (), ignore: Iterable[str] = ()) -> dict:
-    """The transformer of an official checkpoint whose names argen's model already uses.
+@dataclass(frozen=True)
+class Official:
+    """How one kind of official file maps onto an argen model.
 
-    ``identify(state_dict, path) -> preset`` picks the official size from the tensors (and fails
-    in one line for a file of another family); the output samples with the preset's sampler (the
-    official FID settings in argen's terms); ``ignore`` names the buffers argen derives itself.
+    ``identify(state_dict, path) -> preset`` picks the argen preset from the tensors (the model
+    size) and fails in one line for a file of another family.
     """
+
+    identify: Callable[[dict[str, torch.Tensor], Path], str]
+    candidates: tuple[str, ...]          # where the state dict sits in the file; the first found wins
+    rules: tuple[tuple[str, str], ...] = IDENTITY  # (regex, replacement) from official to argen names
+    ignore: tuple[str, ...] = ()         # official buffers argen derives itself or does not keep
+    allow: tuple[type, ...] = ()         # the non-tensor classes the file may hold
+    fuse_qkv: bool = False               # concatenate separate ``q``/``k``/``v`` 1x1 convs into ``qkv``
+    fresh: tuple[tuple[str, float], ...] = ()  # argen-only buffers and the value they start from
+
+
+def fuse_qkv(sd: dict[str, torch.Tensor], source: Path | str) -> dict[str, torch.Tensor]:
+    """``X.q.w``, ``X.k.w``, ``X.v.w`` -> ``X.qkv.w`` (concatenated on the output channels, q first)."""
+    out = {}
+    for key, t in sd.items():
+        m = re.fullmatch(r"(.*)\.([qkv])\.(weight|bias)", key)
+        if m is None:
+            out[key] = t
+        elif m.group(2) == "q":
+            names = [f"{m.group(1)}.{p}.{m.group(3)}" for p in "kv"]
+            missing = [n for n in names if n not in sd]
+            if missing:
+                raise ConvertError(f"{source}: missing tensor {_names(missing)} (beside {key})")
+            out[f"{m.group(1)}.qkv.{m.group(3)}"] = torch.cat([t] + [sd[n] for n in names], 0)
+    return out
+
+
+def load_official(path: str | Path, spec: Official) -> tuple[torch.nn.Module, str, str]:
+    """The argen model an official file describes: ``(model, preset, where the state dict was)``."""
     import argen
-    from argen.checkpoint import save_model
+
+    path = Path(path)
+    sd, where = pick(read_official(path, spec.allow), path, spec.candidates)
+    preset = spec.identify(sd, path)
+    model = argen.build(preset, device="meta")  # no memory until load_strict assigns the file's tensors
+    tensors = Tensors(sd, path, spec.ignore)
+    mapped = tensors.rename(spec.rules)
+    if spec.fuse_qkv:
+        mapped = fuse_qkv(mapped, path)
+    own = model.state_dict()
+    for name, value in spec.fresh:
+        mapped[name] = torch.full(own[name].shape, value, dtype=own[name].dtype)
+    load_strict(model, mapped, path)
+    tensors.finish()
+    return model, preset, where
+
+
+def convert_files(out: str | Path, family: str, *, checkpoint: str | Path | None, vae: str | Path | None,
+                  generator: Official, tokenizer: Official) -> dict:
+    """Convert the official generator ``checkpoint`` and/or tokenizer ``vae`` into the folder ``out``.
+
+    With both, ``out`` is a generator folder with its tokenizer in ``tokenizer/``, ready to sample
+    with the preset's sampler (the official FID settings in argen's terms); with one, ``out`` holds
+    that model alone. Both files are read and checked before anything is written.
+    """
+    from argen.checkpoint import TOKENIZER_DIR, save_model
     from argen.registry import get_preset
 
-    path = Path(checkpoint)
-    sd, where = pick(read_official(path, allow), path, candidates)
-    preset = identify(sd, path)
-    model = argen.build(preset, device="meta")  # no memory until load_strict assigns the file's tensors
-    tensors = Tensors(sd, path, ignore)
-    load_strict(model, tensors.rename(IDENTITY), path)
-    tensors.finish()
-    save_model(out, model, preset=preset, meta={"converted_from": family, "sources": {"checkpoint": str(path)},
-                                                "state_dict": where, "sampler": get_preset(preset).sampler})
-    return {"preset": preset, "parameters": sum(p.numel() for p in model.parameters()), "read": where,
-            "tokenizer": "not converted (tokenizer conversion is not implemented yet)"}
+    if checkpoint is None and vae is None:
+        raise ConvertError("give --checkpoint (the generator), --vae (the tokenizer) or both")
+    summary, parts = {}, []
+    for role, path, spec in (("generator", checkpoint, generator), ("tokenizer", vae, tokenizer)):
+        if path is None:
+            summary[role] = "not converted (no file given)"
+            continue
+        model, preset, where = load_official(path, spec)
+        n = sum(p.numel() for p in model.parameters())
+        summary[role] = f"{preset}, {n:,} parameters, read from {Path(path).name}:{where}"
+        parts.append((role, model, preset, path))
+    for role, model, preset, path in parts:
+        meta = {"converted_from": family, "source": str(path)}
+        if role == "generator":
+            meta["sampler"] = get_preset(preset).sampler
+        save_model(Path(out) / TOKENIZER_DIR if role == "tokenizer" and checkpoint is not None else out,
+                   model, preset=preset, meta=meta)
+    return summary

@@ -1,9 +1,15 @@
-"""Official LlamaGen class-conditional GPTs (``c2i_B_256.pt`` ... ``c2i_3B_384.pt``) -> argen.
+"""Official LlamaGen (``c2i_B_256.pt`` ... ``c2i_3B_384.pt``, ``vq_ds16_c2i.pt``) -> argen.
 
-argen's raster model keeps the official parameter names (``tests/data/layouts/llamagen-gpt-b.tsv``),
+GPT: argen's raster model keeps the official parameter names (``tests/data/layouts/llamagen-gpt-b.tsv``),
 so the key map is the identity. Containers: DDP files hold ``model`` (and ``ema`` when trained
 with it, preferred unless ``ema=False``), DeepSpeed files ``module``, FSDP files the bare dict.
 Old files carry the RoPE table ``freqs_cis``, which argen recomputes: it is skipped by name.
+
+Tokenizer: VQ-16 (``tests/data/layouts/llamagen-vq16.tsv``) is an LDM autoencoder under other
+names. Encoder ``conv_blocks.{i}`` is argen's ``down.{i}``, but decoder ``conv_blocks.{i}`` counts
+from the coarsest level, so it is argen's ``up.{4 - i}``; ``res`` is ``block``; the middle
+``mid.{0,1,2}`` is ``mid.{block_1, attn_1, block_2}``; separate ``q``/``k``/``v`` convs are fused
+into ``qkv``. The usage ring buffer ``codebook_used`` is not kept.
 """
 
 from __future__ import annotations
@@ -14,8 +20,21 @@ from pathlib import Path
 
 import torch
 
-from argen.convert import ConvertError, convert_generator, require
+from argen.convert import CODEBOOK_BUFFERS, IDENTITY, ConvertError, Official, convert_files, require
 from argen.generators.raster import LLAMAGEN_SIZES
+
+VQ_LEVELS = 5  # ch_mult (1, 1, 2, 2, 4)
+VQ_RULES = tuple(
+    [(r"encoder\.conv_blocks\.(\d+)\.res\.(\d+)\.(.*)", r"encoder.down.\1.block.\2.\3"),
+     (r"encoder\.conv_blocks\.(\d+)\.(attn|downsample)(\..*)", r"encoder.down.\1.\2\3")]
+    + [(rf"decoder\.conv_blocks\.{i}\.res\.(\d+)\.(.*)", rf"decoder.up.{VQ_LEVELS - 1 - i}.block.\1.\2")
+       for i in range(VQ_LEVELS)]
+    + [(rf"decoder\.conv_blocks\.{i}\.(attn|upsample)(\..*)", rf"decoder.up.{VQ_LEVELS - 1 - i}.\1\2")
+       for i in range(VQ_LEVELS)]
+    + [(r"(encoder|decoder)\.mid\.0\.(.*)", r"\1.mid.block_1.\2"),
+       (r"(encoder|decoder)\.mid\.1\.(.*)", r"\1.mid.attn_1.\2"),
+       (r"(encoder|decoder)\.mid\.2\.(.*)", r"\1.mid.block_2.\2"),
+       *IDENTITY])
 
 
 def identify(sd: dict[str, torch.Tensor], path: Path) -> str:
@@ -29,9 +48,17 @@ def identify(sd: dict[str, torch.Tensor], path: Path) -> str:
                        f"{', '.join(LLAMAGEN_SIZES)}")
 
 
+def identify_vae(sd: dict[str, torch.Tensor], path: Path) -> str:
+    require(sd, path, "LlamaGen VQ", ["encoder.conv_blocks.0.res.0.conv1.weight", "quantize.embedding.weight"])
+    if tuple(sd["quantize.embedding.weight"].shape) != (16384, 8):
+        raise ConvertError(f"{path}: a VQ with a {tuple(sd['quantize.embedding.weight'].shape)} codebook; "
+                           "argen has VQ-16 (16384 x 8)")
+    return "llamagen-vq16"
+
+
 def convert(checkpoint, vae, out, ema: bool = True) -> dict:
-    if vae is not None:
-        raise ConvertError("--vae: converting LlamaGen's VQ-16 is not implemented yet; convert the "
-                           "GPT alone (without --vae)")
-    return convert_generator(checkpoint, out, family="llamagen", candidates=(["ema"] if ema else []) + ["model", "module", ""],
-                             identify=identify, allow=[argparse.Namespace], ignore=[r"freqs_cis"])
+    candidates = (("ema",) if ema else ()) + ("model", "module", "")
+    generator = Official(identify, candidates, allow=(argparse.Namespace,), ignore=(r"freqs_cis",))
+    tokenizer = Official(identify_vae, candidates, rules=VQ_RULES, ignore=(r"quantize\.codebook_used",),
+                         allow=(argparse.Namespace,), fuse_qkv=True, fresh=CODEBOOK_BUFFERS)
+    return convert_files(out, "llamagen", checkpoint=checkpoint, vae=vae, generator=generator, tokenizer=tokenizer)

@@ -1,10 +1,15 @@
-"""Official VAR transformers (FoundationVision/VAR ``var_d16.pth`` ... ``var_d30.pth``) -> argen.
+"""Official VAR (FoundationVision/VAR ``var_d16.pth`` ... ``var_d30.pth``, ``vae_ch160v4096z32.pth``) -> argen.
 
-argen's ``VAR`` keeps the official parameter names (``tests/data/layouts/var-d16.tsv``), so the
-key map is the identity; the buffers the official model saves (``lvl_1L``, the block-causal
-``attn_bias_for_masking``, the all-zero ``zero_k_bias``) are recomputed by argen and skipped
-by name. Released files are raw state dicts; ``train.py`` checkpoints hold the weights at
+Transformer: argen's ``VAR`` keeps the official parameter names (``tests/data/layouts/var-d16.tsv``),
+so the key map is the identity; the buffers the official model saves (``lvl_1L``, the
+block-causal ``attn_bias_for_masking``, the all-zero ``zero_k_bias``) are recomputed by argen and
+skipped by name. Released files are raw state dicts; ``train.py`` checkpoints hold the weights at
 ``trainer.var_wo_ddp`` beside an ``args`` object, which is never unpickled: such a file is refused.
+
+Tokenizer: argen's ``MultiScaleVQ`` keeps the LDM names of the official VQVAE
+(``tests/data/layouts/var-vqvae.tsv``, fused ``qkv`` attention included); only the phi convs
+move, from ``qresi_ls.{i}.weight`` to ``qresi_ls.{i}.conv.weight``. The official hit counter
+``ema_vocab_hit_SV`` is not kept: argen starts its own usage statistics.
 """
 
 from __future__ import annotations
@@ -14,9 +19,9 @@ from pathlib import Path
 
 import torch
 
-from argen.convert import ConvertError, convert_generator, require
+from argen.convert import CODEBOOK_BUFFERS, IDENTITY, ConvertError, Official, convert_files, require
 
-BUFFERS = [r"lvl_1L", r"attn_bias_for_masking", r"blocks\.\d+\.attn\.zero_k_bias"]
+BUFFERS = (r"lvl_1L", r"attn_bias_for_masking", r"blocks\.\d+\.attn\.zero_k_bias")
 
 
 def identify(sd: dict[str, torch.Tensor], path: Path) -> str:
@@ -27,9 +32,17 @@ def identify(sd: dict[str, torch.Tensor], path: Path) -> str:
     return f"var-d{depth}"
 
 
+def identify_vae(sd: dict[str, torch.Tensor], path: Path) -> str:
+    require(sd, path, "VAR VQVAE", ["quantize.quant_resi.qresi_ls.0.weight", "encoder.down.4.attn.0.qkv.weight"])
+    return "var-vqvae"
+
+
+GENERATOR = Official(identify, candidates=("", "trainer.var_wo_ddp"), ignore=BUFFERS)
+TOKENIZER = Official(identify_vae, candidates=("", "trainer.vae_wo_ddp"), ignore=(r"quantize\.ema_vocab_hit_SV",),
+                     rules=((r"(quantize\.quant_resi\.qresi_ls\.\d+)\.(weight|bias)", r"\1.conv.\2"), *IDENTITY),
+                     fresh=CODEBOOK_BUFFERS)
+
+
 def convert(checkpoint, vae, out, ema: bool = True) -> dict:
-    if vae is not None:
-        raise ConvertError("--vae: converting VAR's multi-scale VQVAE is not implemented yet; convert the "
-                           "transformer alone (without --vae)")
-    return convert_generator(checkpoint, out, family="var", candidates=["", "trainer.var_wo_ddp"],
-                             identify=identify, ignore=BUFFERS)
+    # the released VAR files hold one set of weights, so ``ema`` has nothing to choose
+    return convert_files(out, "var", checkpoint=checkpoint, vae=vae, generator=GENERATOR, tokenizer=TOKENIZER)

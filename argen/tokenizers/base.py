@@ -34,6 +34,7 @@ class ConvAEConfig(Config):
     z_channels: int = 16                 # encoder output channels
     groups: int = 8                      # GroupNorm groups (32 in the official models)
     attn: bool = False                   # self-attention at the lowest resolution
+    decoder_level_attn: bool = True      # with attn: the decoder's lowest level attends too (False: MAR's KL-16)
     recon_loss: str = "l2"
     adv_weight: float = 0.0              # PatchGAN hinge loss weight (0: off); for natural images
     disc_start: int = 0                  # training step at which the adversarial term switches on
@@ -92,7 +93,7 @@ def build_autoencoder(c: ConvAEConfig, encoder_z_channels: int | None = None) ->
     """Encoder (to ``encoder_z_channels``, default ``z_channels``) and decoder (from ``z_channels``)."""
     kw = dict(ch=c.ch, ch_mult=c.ch_mult, num_res_blocks=c.num_res_blocks, groups=c.groups, attn_lowest=c.attn)
     return (Encoder(in_ch=c.image_channels, z_ch=encoder_z_channels or c.z_channels, **kw),
-            Decoder(out_ch=c.image_channels, z_ch=c.z_channels, **kw))
+            Decoder(out_ch=c.image_channels, z_ch=c.z_channels, level_attn=c.decoder_level_attn, **kw))
 
 
 def recon_loss(kind: str, x: torch.Tensor, y: torch.Tensor) -> torch.Tensor:

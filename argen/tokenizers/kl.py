@@ -120,3 +120,12 @@ def kl_fmnist() -> KLConfig:
     return KLConfig(image_channels=1, image_size=28, ch=32, ch_mult=(1, 2, 2), num_res_blocks=1,
                     z_channels=32, groups=16, embed_dim=8)
 
+
+
+# The official ImageNet tokenizer, for converted checkpoints (`argen convert --from mar --vae ...`).
+@register("mar-kl16", "tokenizer", data="imagenet",
+          description="official MAR KL-16 autoencoder (256 px -> 16x16 tokens of 16 channels, scale 0.2325)")
+def mar_kl16() -> KLConfig:
+    return KLConfig(image_channels=3, image_size=256, ch=128, ch_mult=(1, 1, 2, 2, 4), num_res_blocks=2,
+                    z_channels=16, groups=32, attn=True, decoder_level_attn=False, embed_dim=16,
+                    scale_factor=0.2325)

@@ -254,3 +254,13 @@ def msvq_digits() -> MSVQConfig:
 def msvq_fmnist() -> MSVQConfig:
     return MSVQConfig(image_channels=1, image_size=28, ch=32, ch_mult=(1, 2, 2), num_res_blocks=1,
                       z_channels=32, groups=16, codebook_size=256, scales=(1, 2, 3, 4, 5, 7))
+
+
+# The official ImageNet tokenizer, for converted checkpoints (`argen convert --from var --vae ...`).
+# Its codebook is trained: no k-means initialisation, no dead-code restarts when fine-tuned.
+@register("var-vqvae", "tokenizer", data="imagenet",
+          description="official VAR multi-scale VQVAE (256 px -> 16x16, scales 1..16, 4096 32-d codes)")
+def var_vqvae() -> MSVQConfig:
+    return MSVQConfig(image_channels=3, image_size=256, ch=160, ch_mult=(1, 1, 2, 2, 4), num_res_blocks=2,
+                      z_channels=32, groups=32, attn=True, codebook_size=4096,
+                      scales=(1, 2, 3, 4, 5, 6, 8, 10, 13, 16), kmeans_init=False, restart_every=0)

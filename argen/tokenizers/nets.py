@@ -127,10 +127,14 @@ class Encoder(nn.Module):
 
 
 class Decoder(nn.Module):
-    """(B, z_ch, h, w) -> (B, out_ch, h * 2^(len(ch_mult)-1), ...); ``up`` is indexed like LDM (0 = finest)."""
+    """(B, z_ch, h, w) -> (B, out_ch, h * 2^(len(ch_mult)-1), ...); ``up`` is indexed like LDM (0 = finest).
+
+    ``attn_lowest`` puts attention in the middle block and after every res block of the lowest
+    level; ``level_attn=False`` keeps the middle one only (the decoder of MAR's KL-16).
+    """
 
     def __init__(self, *, out_ch: int, ch: int, ch_mult: tuple[int, ...], num_res_blocks: int, z_ch: int,
-                 groups: int = 32, dropout: float = 0.0, attn_lowest: bool = True):
+                 groups: int = 32, dropout: float = 0.0, attn_lowest: bool = True, level_attn: bool = True):
         super().__init__()
         last = len(ch_mult) - 1
         cin = ch * ch_mult[-1]
@@ -138,7 +142,8 @@ class Decoder(nn.Module):
         self.mid = _Mid(cin, groups, dropout, attn_lowest)
         up = [None] * len(ch_mult)
         for i in reversed(range(len(ch_mult))):
-            lvl = _Level(cin, ch * ch_mult[i], num_res_blocks + 1, groups, dropout, attn_lowest and i == last)
+            use_attn = attn_lowest and level_attn and i == last
+            lvl = _Level(cin, ch * ch_mult[i], num_res_blocks + 1, groups, dropout, use_attn)
             if i != 0:
                 lvl.upsample = Upsample(ch * ch_mult[i])
             up[i] = lvl

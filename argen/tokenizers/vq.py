@@ -114,3 +114,13 @@ def vq_digits() -> VQConfig:
 def vq_fmnist() -> VQConfig:
     return VQConfig(image_channels=1, image_size=28, ch=32, ch_mult=(1, 2, 2), num_res_blocks=1,
                     z_channels=32, groups=16, codebook_size=256, code_dim=8)
+
+
+# The official ImageNet tokenizer, for converted checkpoints (`argen convert --from llamagen --vae ...`).
+# Its codebook is trained: no k-means initialisation, no dead-code restarts when fine-tuned.
+@register("llamagen-vq16", "tokenizer", data="imagenet",
+          description="official LlamaGen VQ-16 (256 px -> 16x16, 16384 l2-normalised 8-d codes)")
+def llamagen_vq16() -> VQConfig:
+    return VQConfig(image_channels=3, image_size=256, ch=128, ch_mult=(1, 1, 2, 2, 4), num_res_blocks=2,
+                    z_channels=256, groups=32, attn=True, codebook_size=16384, code_dim=8,
+                    kmeans_init=False, restart_every=0)

@@ -1,13 +1,16 @@
-"""Parity with the official MAR: same random weights, same conditions z, same head predictions.
+"""Parity with the official MAR: same random weights, same z, same head predictions, same KL-16.
 
     python benchmarks/parity/mar.py --official /path/to/mar --deps DIR [--size base] [--threads 2]
 
-Builds the official MAR (a checkout of LTH14/mar, never copied into argen) with random weights,
-saves it as its training code does (``{"model", "model_ema", "epoch", "args": Namespace}``),
-converts that file with ``argen convert``'s code path and compares, in eval mode:
+Builds the official MAR and KL-16 autoencoder (a checkout of LTH14/mar, never copied into argen)
+with random weights, saves them as the official code does (``{"model", "model_ema", "epoch",
+"args": Namespace}``; ``kl16.ckpt`` as ``{"model": ...}``), converts both files with
+``argen convert``'s code path and compares, in eval mode:
 
 1. the encoder + decoder output z (B, 256, C) for the same tokens, mask and labels;
-2. the diffusion head network's output for the same x_t, t and z.
+2. the diffusion head network's output for the same x_t, t and z;
+3. KL-16: the posterior mean of the same images, and the images decoded from the same tokens
+   (``decode(tokens / 0.2325)`` as the official sampler does).
 
 Max abs differences, allclose at 1e-4. Sampling is not compared: MAR draws its orders with numpy
 and its noise with torch in an order argen does not reproduce.
@@ -33,7 +36,8 @@ import argen
 from argen.convert.mar import convert
 
 
-def _stub_torchvision() -> None:
+def stub_torchvision() -> None:
+    """Empty stand-ins for the torchvision modules timm imports (it is not installable beside this torch)."""
     class Stub(types.ModuleType):
         def __getattr__(self, name):  # any class timm names at import time; none is ever called
             if name.startswith("__"):
@@ -64,9 +68,10 @@ def main() -> int:
     try:
         import torchvision  # noqa: F401
     except ImportError:
-        _stub_torchvision()
+        stub_torchvision()
     sys.path[:0] = [str(Path(args.official).resolve()), str(Path(args.deps).resolve())]
     from models import mar as official_mar
+    from models.vae import AutoencoderKL
 
     torch.manual_seed(0)
     official = getattr(official_mar, f"mar_{args.size}")(
@@ -76,12 +81,14 @@ def main() -> int:
     with torch.no_grad():
         for t in official.parameters():
             t.normal_(0, 0.02)
+    vae = AutoencoderKL(embed_dim=16, ch_mult=(1, 1, 2, 2, 4)).eval()
     with tempfile.TemporaryDirectory() as tmp:
         sd = official.state_dict()
         torch.save({"model": sd, "model_ema": sd, "epoch": 0, "args": argparse.Namespace(model="mar_base")},
                    Path(tmp) / "checkpoint-last.pth")
-        summary = convert(Path(tmp) / "checkpoint-last.pth", None, Path(tmp) / "argen")
-        ours = argen.load(Path(tmp) / "argen")
+        torch.save({"model": vae.state_dict()}, Path(tmp) / "kl16.ckpt")
+        summary = convert(Path(tmp) / "checkpoint-last.pth", Path(tmp) / "kl16.ckpt", Path(tmp) / "argen")
+        ours, tok = argen.load(Path(tmp) / "argen"), argen.load(Path(tmp) / "argen" / "tokenizer")
     print(f"converted: {summary}")
 
     B, N = args.batch, 256
@@ -99,7 +106,12 @@ def main() -> int:
         t = torch.randint(0, 1000, (B * N,), generator=g)
         ref_eps = official.diffloss.net(x_t, t, ref_z.flatten(0, 1))
         got_eps = ours.diffloss.net(x_t, t, ref_z.flatten(0, 1))
-    rows = [("encoder + decoder z", ref_z, got_z), ("diffusion head output", ref_eps, got_eps)]
+        images = torch.rand(B, 3, 256, 256, generator=g) * 2 - 1
+        ref_mean, got_mean = vae.encode(images).mean, tok.posterior(images)[0]
+        ref_img = vae.decode(tokens.transpose(1, 2).reshape(B, 16, 16, 16) / 0.2325).clamp(-1, 1)
+        got_img = tok.decode(tokens.transpose(1, 2).reshape(B, 16, 16, 16))
+    rows = [("encoder + decoder z", ref_z, got_z), ("diffusion head output", ref_eps, got_eps),
+            ("KL-16 posterior mean", ref_mean, got_mean), ("KL-16 decoded images", ref_img, got_img)]
     ok = True
     print(f"\n| MAR-{args.size} (random weights, fp32, {args.threads} threads) | max abs diff | allclose 1e-4 |")
     print("|---|---|---|")
