@@ -17,16 +17,19 @@ sample with the same settings, fp32 on CPU with ``--threads`` torch threads:
   ``sample_continuous``. The two draw orders and noise from different random streams, so their
   outputs are not compared, only the work (the same number of body and head calls).
 
-Each measurement runs in a fresh process (``--impl official|argen``), after one warm-up call at
-batch 1 (MAR: 2 AR steps), and prints one JSON line; the driver prints a markdown table with the
-ratio official / argen. The official MAR code calls ``.cuda()``; on a machine without a GPU
+Each measurement runs in a fresh process (``--model M --impl official|argen --batch B``), after
+one warm-up call at batch 1 (MAR: 2 AR steps), and prints one JSON line; the driver prints a
+markdown table with the ratio official / argen. Run one measurement by hand with ``--profile``
+to see where its time goes (torch.profiler's op table, on stderr). The official MAR code calls ``.cuda()``; on a machine without a GPU
 ``Tensor.cuda`` is made the identity for the official process only.
 """
 
 from __future__ import annotations
 
 import argparse
+import contextlib
 import json
+import os
 import subprocess
 import sys
 import tempfile
@@ -152,10 +155,15 @@ def measure(args) -> dict:
         labels = torch.arange(args.batch) * 97 % 1000
         with torch.inference_mode():
             run(labels[:1], warm=True)  # warm-up: first-call allocations and kernel selection
-            t0 = time.perf_counter()
-            out = run(labels)
-            dt = time.perf_counter() - t0
-    np.save(args.save, out.cpu().numpy())
+            with torch.profiler.profile(activities=[torch.profiler.ProfilerActivity.CPU]) if args.profile \
+                    else contextlib.nullcontext() as prof:
+                t0 = time.perf_counter()
+                out = run(labels)
+                dt = time.perf_counter() - t0
+    if args.profile:
+        print(prof.key_averages().table(sort_by="self_cpu_time_total", row_limit=15), file=sys.stderr)
+    with open(args.save, "wb") as f:
+        np.save(f, out.cpu().numpy())
     return {"impl": args.impl, "model": args.model, "batch": args.batch, "s_per_image": dt / args.batch,
             "threads": torch.get_num_threads()}
 
@@ -179,7 +187,9 @@ def main() -> int:
     p.add_argument("--model", choices=sorted(SETUPS), help="(internal) the model of one measurement")
     p.add_argument("--impl", choices=["official", "argen"], help="(internal) the side of one measurement")
     p.add_argument("--batch", type=int, default=1, help="(internal) batch of one measurement")
-    p.add_argument("--save", help="(internal) where one measurement writes its outputs (.npy)")
+    p.add_argument("--save", default=os.devnull, help="(internal) where one measurement writes its outputs (.npy)")
+    p.add_argument("--profile", action="store_true",
+                   help="with --model/--impl: print torch.profiler's op table of the timed call to stderr")
     args = p.parse_args()
     torch.set_num_threads(args.threads)
     if args.impl:

@@ -14,12 +14,16 @@ from torch import nn
 
 
 class KVCache(nn.Module):
+    # Reads never reach past the written prefix, so the buffers need no zero fill (for VAR-d16 at
+    # batch 8 with CFG the fill alone is 1.4 GB of writes, 2.5% of the sampling time on a CPU).
+    _alloc = staticmethod(torch.empty)
+
     def __init__(self, batch: int, heads: int, max_len: int, head_dim: int,
                  dtype: torch.dtype = torch.float32, device: torch.device | str | None = None):
         super().__init__()
         shape = (batch, heads, max_len, head_dim)
-        self.register_buffer("k_cache", torch.zeros(shape, dtype=dtype, device=device), persistent=False)
-        self.register_buffer("v_cache", torch.zeros(shape, dtype=dtype, device=device), persistent=False)
+        self.register_buffer("k_cache", self._alloc(shape, dtype=dtype, device=device), persistent=False)
+        self.register_buffer("v_cache", self._alloc(shape, dtype=dtype, device=device), persistent=False)
 
     def update(self, start: int, k_BHlD: torch.Tensor, v_BHlD: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
         end = start + k_BHlD.shape[2]
@@ -33,7 +37,10 @@ class StaticKVCache(KVCache):
 
     ``update_at(input_pos, k, v)`` takes the positions as a tensor (not a Python int), so a
     decode step called with ``input_pos = tensor([t])`` keeps one graph for every ``t``; the
-    whole preallocated buffer is returned and the caller masks the unwritten tail (gpt-fast)."""
+    whole preallocated buffer is returned and the caller masks the unwritten tail (gpt-fast).
+    The tail must be zeros, not garbage: a masked NaN would still turn softmax into NaN."""
+
+    _alloc = staticmethod(torch.zeros)
 
     def update_at(self, input_pos: torch.Tensor, k_BHlD: torch.Tensor,
                   v_BHlD: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
