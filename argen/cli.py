@@ -178,6 +178,12 @@ def sampler_args(p: argparse.ArgumentParser) -> None:
                    help="MAR: diffusion / flow head steps per autoregressive step")
 
 
+def precision_arg(p: argparse.ArgumentParser) -> None:
+    p.add_argument("--precision", choices=["fp32", "bf16"], default="fp32",
+                   help="bf16: sample and decode under bf16 autocast, about 2x faster on GPUs and on CPUs with "
+                        "AVX512-BF16 / AMX; outputs differ slightly from fp32 (default fp32)")
+
+
 def sampler_overrides(args, pipe) -> dict:
     """The sampler knobs given on the command line, checked against the checkpoint's sampler."""
     out = {k: getattr(args, k) for k in SAMPLER_FLAGS if getattr(args, k, None) is not None}
@@ -192,7 +198,7 @@ def cmd_sample(args) -> int:
     from argen.pipeline import Pipeline, save_samples
 
     device = _setup(args)
-    pipe = Pipeline.from_pretrained(generator_dir(args), device)
+    pipe = Pipeline.from_pretrained(generator_dir(args), device, args.precision)
     labels = args.labels if args.labels is not None else list(range(pipe.num_classes))
     if not labels:
         raise ArgenError("--labels: give at least one class id")
@@ -213,7 +219,7 @@ def cmd_edit(args) -> int:
     from argen.pipeline import Pipeline, load_image, load_mask, save_samples
 
     device = _setup(args)
-    pipe = Pipeline.from_pretrained(generator_dir(args), device)
+    pipe = Pipeline.from_pretrained(generator_dir(args), device, args.precision)
     c = pipe.tokenizer.config
     size = (c.image_size, c.image_size)
     image = load_image(args.image, c.image_channels, size)
@@ -244,7 +250,7 @@ def cmd_bench(args) -> int:
         sizes = ()
     if not sizes or min(sizes) < 1:
         raise ArgenError(f"--batch-sizes: expected comma-separated positive ints, got {args.batch_sizes!r}")
-    pipe = Pipeline.from_pretrained(generator_dir(args), device)
+    pipe = Pipeline.from_pretrained(generator_dir(args), device, args.precision)
     rows = bench(pipe, batch_sizes=sizes, repeats=args.repeats, seed=args.seed, **sampler_overrides(args, pipe))
     print(format_table(rows))
     if args.json:
@@ -412,6 +418,7 @@ def build_parser() -> argparse.ArgumentParser:
     s.add_argument("--per-label", type=_positive("--per-label"), default=8, help="images per label (default 8)")
     s.add_argument("--seed", type=int, default=0)
     sampler_args(s)
+    precision_arg(s)
     s.add_argument("--batch-size", type=_positive("--batch-size"), default=256)
     s.add_argument("--out", required=True, help="output path; .npz and .png are written beside each other")
     _common(s)
@@ -430,6 +437,7 @@ def build_parser() -> argparse.ArgumentParser:
     e.add_argument("--keep-scales", type=int, default=None, help="VAR only: keep this many coarse scales")
     e.add_argument("--seed", type=int, default=0)
     sampler_args(e)
+    precision_arg(e)
     e.add_argument("--out", required=True, help="output path; .npz and .png are written beside each other")
     _common(e)
     e.set_defaults(func=cmd_edit)
@@ -467,6 +475,7 @@ def build_parser() -> argparse.ArgumentParser:
     b.add_argument("--seed", type=int, default=0)
     b.add_argument("--json", default=None, help="also write the rows to this JSON file")
     sampler_args(b)
+    precision_arg(b)
     _common(b)
     b.set_defaults(func=cmd_bench)
 

@@ -1,10 +1,13 @@
-"""Pipeline round trip, and bf16 autocast training."""
+"""Pipeline round trip, bf16 sampling, and bf16 autocast training."""
 
+import pytest
 import torch
 from helpers import tiny_msvq, tiny_var
 
 from argen.data import load_dataset
+from argen.errors import ArgenError
 from argen.pipeline import Pipeline, save_samples
+from argen.pretrained import list_models
 from argen.training.trainer import GeneratorObjective, TrainConfig, train
 
 
@@ -48,3 +51,23 @@ def test_bf16_autocast_training_runs_and_learns(tmp_path):
     rows = [json.loads(r) for r in (tmp_path / "log.jsonl").read_text().splitlines()]
     assert all(torch.isfinite(torch.tensor(r["loss"])) for r in rows)
     assert rows[-1]["loss"] < rows[0]["loss"]
+
+
+@pytest.mark.parametrize("name", list_models())
+def test_bf16_precision_samples_under_autocast_for_every_family(name):
+    pipe = Pipeline.from_pretrained(name, precision="bf16")
+    seen = []
+    linear = next(m for m in pipe.generator.modules() if isinstance(m, torch.nn.Linear))
+    hook = linear.register_forward_hook(lambda m, i, o: seen.append(o.dtype))
+    try:
+        images = pipe([0, 1], seed=0, ar_steps=2) if pipe.generator.family == "mar" else pipe([0, 1], seed=0)
+    finally:
+        hook.remove()
+    assert seen and set(seen) == {torch.bfloat16}  # the generator's matmuls ran in bf16
+    assert images.dtype == torch.float32 and images.shape[0] == 2
+    assert torch.isfinite(images).all() and images.abs().max() <= 1
+
+
+def test_unknown_precision_is_refused_by_name():
+    with pytest.raises(ArgenError, match="--precision must be one of fp32, bf16"):
+        Pipeline(tiny_msvq(), tiny_var(), precision="fp16")

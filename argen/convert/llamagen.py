@@ -50,9 +50,11 @@ def identify(sd: dict[str, torch.Tensor], path: Path) -> str:
 
 def identify_vae(sd: dict[str, torch.Tensor], path: Path) -> str:
     require(sd, path, "LlamaGen VQ", ["encoder.conv_blocks.0.res.0.conv1.weight", "quantize.embedding.weight"])
-    if tuple(sd["quantize.embedding.weight"].shape) != (16384, 8):
-        raise ConvertError(f"{path}: a VQ with a {tuple(sd['quantize.embedding.weight'].shape)} codebook; "
-                           "argen has VQ-16 (16384 x 8)")
+    levels = len({m.group(1) for k in sd if (m := re.match(r"encoder\.conv_blocks\.(\d+)\.", k))})
+    codebook = tuple(sd["quantize.embedding.weight"].shape)
+    if (levels, codebook) != (VQ_LEVELS, (16384, 8)):
+        raise ConvertError(f"{path}: a VQ with {levels} levels and a {codebook} codebook; argen has VQ-16 "
+                           f"({VQ_LEVELS} levels, 16384 x 8)")
     return "llamagen-vq16"
 
 

@@ -38,7 +38,7 @@ def identify_vae(sd: dict[str, torch.Tensor], path: Path) -> str:
 
 
 GENERATOR = Official(identify, candidates=("", "trainer.var_wo_ddp"), ignore=BUFFERS)
-TOKENIZER = Official(identify_vae, candidates=("", "trainer.vae_wo_ddp"), ignore=(r"quantize\.ema_vocab_hit_SV",),
+TOKENIZER = Official(identify_vae, candidates=("",), ignore=(r"quantize\.ema_vocab_hit_SV",),
                      rules=((r"(quantize\.quant_resi\.qresi_ls\.\d+)\.(weight|bias)", r"\1.conv.\2"), *IDENTITY),
                      fresh=CODEBOOK_BUFFERS)
 

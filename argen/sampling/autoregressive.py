@@ -74,7 +74,7 @@ def _check_inputs(model, tokenizer, labels_B: torch.Tensor, known) -> tuple[torc
     return idx, mask
 
 
-@torch.inference_mode()
+@torch.no_grad()  # not inference_mode: under it bf16 autocast re-casts every weight at every step
 def sample(model, tokenizer, labels_B: torch.Tensor, config: RasterSamplerConfig = RasterSamplerConfig(),
            generator: torch.Generator | None = None,
            known: tuple[torch.Tensor, torch.Tensor] | None = None) -> torch.Tensor:
