@@ -10,6 +10,7 @@ alone is enough to sample.
 
 from __future__ import annotations
 
+import contextlib
 import shutil
 from collections.abc import Sequence
 from pathlib import Path
@@ -44,7 +45,10 @@ class Pipeline:
         self.precision = precision
 
     def _autocast(self):
-        return torch.autocast(self.device.type, dtype=torch.bfloat16, enabled=self.precision == "bf16")
+        # fp32 enters no context at all: autocast(enabled=False) would switch off a caller's own autocast
+        if self.precision == "fp32":
+            return contextlib.nullcontext()
+        return torch.autocast(self.device.type, dtype=torch.bfloat16)
 
     @property
     def device(self) -> torch.device:
