@@ -123,26 +123,23 @@ class Pipeline:
         labels_t = torch.as_tensor(list(labels), dtype=torch.long, device=self.device)
         gen = torch.Generator(device=self.device).manual_seed(seed)
         with self._autocast():
-            return self._edit(image, mask, labels_t, config, gen, keep_scales)
-
-    def _edit(self, image, mask, labels_t, config, gen, keep_scales):
-        tok = self.tokenizer
-        if hasattr(tok, "scales"):
-            idx = tok.encode_scales(image)
-            if keep_scales is not None:
-                if not 0 <= keep_scales <= len(tok.scales):
-                    raise ArgenError(f"--keep-scales must be in 0..{len(tok.scales)}, got {keep_scales}")
-                known = [torch.full_like(i, si < keep_scales, dtype=torch.bool) for si, i in enumerate(idx)]
+            tok = self.tokenizer
+            if hasattr(tok, "scales"):
+                idx = tok.encode_scales(image)
+                if keep_scales is not None:
+                    if not 0 <= keep_scales <= len(tok.scales):
+                        raise ArgenError(f"--keep-scales must be in 0..{len(tok.scales)}, got {keep_scales}")
+                    known = [torch.full_like(i, si < keep_scales, dtype=torch.bool) for si, i in enumerate(idx)]
+                else:
+                    known = [F.adaptive_max_pool2d(mask, pn)[:, 0] < 0.5 for pn in tok.scales]
+                tokens = self._sample(self.generator, tok, labels_t, config, gen, known=(idx, known))
             else:
-                known = [F.adaptive_max_pool2d(mask, pn)[:, 0] < 0.5 for pn in tok.scales]
-            tokens = self._sample(self.generator, tok, labels_t, config, gen, known=(idx, known))
-        else:
-            if keep_scales is not None:
-                raise ArgenError("--keep-scales applies to multi-scale (VAR) models only")
-            idx = tok.encode(image)  # (N, h, w) ids, or (N, C, h, w) continuous tokens
-            known = F.adaptive_max_pool2d(mask, tok.grid)[:, 0] < 0.5  # (N, h, w)
-            tokens = self._sample(self.generator, tok, labels_t, config, gen, known=(idx, known))
-        return tok.decode(tokens).float().cpu()
+                if keep_scales is not None:
+                    raise ArgenError("--keep-scales applies to multi-scale (VAR) models only")
+                idx = tok.encode(image)  # (N, h, w) ids, or (N, C, h, w) continuous tokens
+                known = F.adaptive_max_pool2d(mask, tok.grid)[:, 0] < 0.5  # (N, h, w)
+                tokens = self._sample(self.generator, tok, labels_t, config, gen, known=(idx, known))
+            return tok.decode(tokens).float().cpu()
 
 
 def load_image(path: str | Path, channels: int, size: tuple[int, int]) -> torch.Tensor:

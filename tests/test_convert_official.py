@@ -64,13 +64,19 @@ def official_state_dict(layout: str) -> dict[str, torch.Tensor]:
             for i, (name, (shape, dtype)) in enumerate(read_layout(LAYOUTS / layout).items())}
 
 
-@pytest.mark.parametrize("family,preset,layout,container", CASES, ids=[c[0] for c in CASES])
-def test_round_trip_of_a_synthetic_official_checkpoint(family, preset, layout, container, tmp_path):
+def convert_synthetic(tmp_path, family: str, flag: str, layout: str, container):
+    """Save a synthetic official file in ``container`` format, convert it via ``flag`` (--checkpoint
+    or --vae) with the CLI, and return (the official state dict, the converted argen model)."""
     sd = official_state_dict(layout)
     torch.save(container(sd), tmp_path / "official.pth")
-    assert main(["convert", "--from", family, "--checkpoint", str(tmp_path / "official.pth"),
+    assert main(["convert", "--from", family, flag, str(tmp_path / "official.pth"),
                  "--out", str(tmp_path / "out"), "--quiet", "--device", "cpu"]) == 0
-    model = argen.load(tmp_path / "out")
+    return sd, argen.load(tmp_path / "out")
+
+
+@pytest.mark.parametrize("family,preset,layout,container", CASES, ids=[c[0] for c in CASES])
+def test_round_trip_of_a_synthetic_official_checkpoint(family, preset, layout, container, tmp_path):
+    sd, model = convert_synthetic(tmp_path, family, "--checkpoint", layout, container)
     assert model.checkpoint_meta["preset"] == preset
     assert model.checkpoint_meta["meta"]["converted_from"] == family
     ours = model.state_dict()
@@ -177,11 +183,7 @@ def test_official_tokenizer_presets_have_the_official_parameter_counts(preset):
 
 @pytest.mark.parametrize("family,preset,layout,container,dropped", TOKENIZER_CASES, ids=[c[0] for c in TOKENIZER_CASES])
 def test_round_trip_of_a_synthetic_official_tokenizer(family, preset, layout, container, dropped, tmp_path):
-    sd = official_state_dict(layout)
-    torch.save(container(sd), tmp_path / "vae.pth")
-    assert main(["convert", "--from", family, "--vae", str(tmp_path / "vae.pth"),
-                 "--out", str(tmp_path / "out"), "--quiet", "--device", "cpu"]) == 0
-    model = argen.load(tmp_path / "out")
+    sd, model = convert_synthetic(tmp_path, family, "--vae", layout, container)
     assert model.checkpoint_meta["preset"] == preset
     ours = model.state_dict()
     fresh = {"quantize.usage_SV": 0, "quantize.initialized": 1, "train_steps": 0}  # argen's own statistics
