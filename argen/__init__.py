@@ -6,33 +6,31 @@
     tok = argen.load("argen-demo/tokenizer")          # any checkpoint folder
     pipe = argen.Pipeline.from_pretrained("argen-demo/generator")
     images = pipe(labels=[3, 1, 4], seed=0)           # (3, C, H, W) in [-1, 1]
+
+The layers and who may import whom: docs/architecture.md.
 """
 
 from __future__ import annotations
 
-__version__ = "0.1.0"
+from argen.version import __version__
 
 
 def build(preset: str, device: str = "cpu", **overrides):
     """Build the model of a named preset (random weights); ``overrides`` replace config fields."""
-    import torch
+    from argen.models import build as _build
 
-    from argen.registry import get_preset, model_for_config
-
-    config = get_preset(preset).make_config().replace(**overrides)
-    with torch.device(device):
-        return model_for_config(config)(config)
+    return _build(preset, device, **overrides)
 
 
 def load(path: str, device: str = "cpu"):
     """Load any argen checkpoint folder (config.json + model.safetensors)."""
-    from argen.checkpoint import load_model
+    from argen.models import load_model
 
     return load_model(path, device)
 
 
 def list_presets(kind: str | None = None) -> list[str]:
-    from argen.registry import list_presets as _list
+    from argen.models import list_presets as _list
 
     return _list(kind)
 

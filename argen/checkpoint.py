@@ -2,7 +2,7 @@
 
 Layout of a checkpoint folder::
 
-    config.json               {"argen_version", "class", "preset", "config": {...}, "meta": {...}}
+    config.json               a CheckpointRecord: {"argen_version", "class", "preset", "config": {...}, "meta": {...}}
     model.safetensors         inference weights (the EMA weights when training kept an EMA)
     train_state.safetensors   only while/after training: raw weights, EMA, optimizer, RNG states;
                               step, data position and train config in its JSON metadata
@@ -16,7 +16,9 @@ from __future__ import annotations
 
 import json
 import os
+import shutil
 import tempfile
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
@@ -24,9 +26,8 @@ import torch
 from safetensors import SafetensorError
 from safetensors.torch import load_file, save_file
 
-from argen import __version__
-from argen.errors import CheckpointError, ConfigError
-from argen.registry import model_class
+from argen.errors import CheckpointError
+from argen.version import __version__
 
 CONFIG = "config.json"
 WEIGHTS = "model.safetensors"
@@ -98,6 +99,27 @@ def read_metadata(path: str | Path) -> dict[str, str]:
         raise CheckpointError(f"corrupt file {path}: {str(e).splitlines()[0]}") from None
 
 
+@dataclass(frozen=True)
+class CheckpointRecord:
+    """What ``config.json`` says of a checkpoint: the model class, its config, and where it came from.
+
+    ``meta`` holds the rest: the training command and data, the default sampler settings of a
+    generator (``meta["sampler"]``), evaluation results (``meta["eval"]``), a converter's source."""
+
+    cls: str                      # model class name, e.g. "VAR"
+    config: dict[str, Any]        # the model config's fields
+    preset: str | None = None
+    meta: dict[str, Any] = field(default_factory=dict)
+    argen_version: str = __version__
+
+    def to_json(self) -> dict[str, Any]:
+        return {"argen_version": self.argen_version, "class": self.cls, "preset": self.preset,
+                "config": self.config, "meta": self.meta}
+
+    def replace_meta(self, **updates: Any) -> CheckpointRecord:
+        return CheckpointRecord(self.cls, self.config, self.preset, {**self.meta, **updates}, self.argen_version)
+
+
 def read_config(ckpt_dir: str | Path) -> dict[str, Any]:
     """The parsed ``config.json`` of a checkpoint folder, with one-line errors for the usual mistakes."""
     d = Path(ckpt_dir)
@@ -114,44 +136,53 @@ def read_config(ckpt_dir: str | Path) -> dict[str, Any]:
     return cfg
 
 
+def read_record(ckpt_dir: str | Path) -> CheckpointRecord:
+    cfg = read_config(ckpt_dir)
+    return CheckpointRecord(cfg["class"], cfg["config"], cfg.get("preset"), cfg.get("meta") or {},
+                            cfg.get("argen_version") or "unknown")
+
+
+def write_record(ckpt_dir: str | Path, record: CheckpointRecord) -> None:
+    write_json(Path(ckpt_dir) / CONFIG, record.to_json())
+
+
+def record_of(model: torch.nn.Module, *, preset: str | None = None, meta: dict[str, Any] | None = None
+              ) -> CheckpointRecord:
+    """The record of ``model`` (its class name and config) as this version of argen writes it."""
+    return CheckpointRecord(type(model).__name__, model.config.to_dict(), preset, dict(meta or {}))
+
+
 def save_model(ckpt_dir: str | Path, model: torch.nn.Module, *, preset: str | None = None,
                meta: dict[str, Any] | None = None, state_dict: dict[str, torch.Tensor] | None = None) -> None:
-    """Write ``config.json`` and ``model.safetensors`` (``state_dict`` overrides the model's own, e.g. EMA)."""
+    """Write ``model.safetensors`` and ``config.json`` (``state_dict`` overrides the model's own, e.g. EMA)."""
     d = Path(ckpt_dir)
     save_tensors(d / WEIGHTS, state_dict if state_dict is not None else model.state_dict())
-    write_json(d / CONFIG, {
-        "argen_version": __version__,
-        "class": type(model).__name__,
-        "preset": preset,
-        "config": model.config.to_dict(),
-        "meta": meta or {},
-    })
+    write_record(d, record_of(model, preset=preset, meta=meta))
 
 
-def build_from_config(cfg: dict[str, Any], device: str | torch.device = "cpu") -> torch.nn.Module:
-    cls = model_class(cfg["class"])
-    config = cls.config_class.from_dict(cfg["config"])
-    with torch.device(device):
-        return cls(config)
-
-
-def load_model(ckpt_dir: str | Path, device: str | torch.device = "cpu") -> torch.nn.Module:
-    """Rebuild a model from its folder alone (strict: every tensor must match by name and shape)."""
-    d = Path(ckpt_dir)
-    cfg = read_config(d)
-    try:
-        model = build_from_config(cfg, device)
-    except ConfigError as e:
-        raise CheckpointError(f"{d / CONFIG}: {e}") from None
-    state = load_tensors(d / WEIGHTS, device)
+def load_weights(model: torch.nn.Module, ckpt_dir: str | Path, device: str | torch.device = "cpu") -> torch.nn.Module:
+    """Fill ``model`` from ``ckpt_dir/model.safetensors`` (strict: every tensor must match by name and shape)."""
+    path = Path(ckpt_dir) / WEIGHTS
+    state = load_tensors(path, device)
     try:
         model.load_state_dict(state, strict=True)
     except RuntimeError as e:
         lines = [x.strip() for x in str(e).splitlines() if x.strip()]
         detail = lines[1] if len(lines) > 1 else lines[0]
-        raise CheckpointError(f"weights in {d / WEIGHTS} do not fit {cfg['class']}: {detail}") from None
-    model.checkpoint_meta = {k: cfg.get(k) for k in ("preset", "meta", "argen_version")}
+        raise CheckpointError(f"weights in {path} do not fit {type(model).__name__}: {detail}") from None
     return model.eval()
+
+
+def copy_tokenizer(tokenizer_dir: str | Path, generator_dir: str | Path) -> None:
+    """Copy a tokenizer checkpoint (config + weights only) into ``generator_dir/tokenizer``."""
+    src, dst = Path(tokenizer_dir), Path(generator_dir) / TOKENIZER_DIR
+    if src.resolve() == dst.resolve():
+        return
+    dst.mkdir(parents=True, exist_ok=True)
+    for name in (CONFIG, WEIGHTS):
+        tmp = dst / f".{name}.copy"
+        shutil.copyfile(src / name, tmp)
+        tmp.replace(dst / name)
 
 
 # ---- training state: flat tensors + JSON, no pickle ------------------------------------------------

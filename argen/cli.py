@@ -73,7 +73,7 @@ def _kv(s: str) -> tuple[str, object]:
 
 def _train_args(p: argparse.ArgumentParser, kind: str) -> None:
     from argen.data import DATASETS
-    from argen.registry import list_presets
+    from argen.models import list_presets
 
     if kind == "classifier":  # one preset per data set, so --data alone may name it
         p.add_argument("--preset", default=None, choices=list_presets(kind), metavar="PRESET",
@@ -104,7 +104,7 @@ def _train_args(p: argparse.ArgumentParser, kind: str) -> None:
 
 def _classifier_preset(data: str | None) -> str:
     """``--data fashion-mnist`` -> ``classifier-fmnist``: the classifier preset of a data set."""
-    from argen.registry import list_presets
+    from argen.models import list_presets
 
     if data is None:
         raise ArgenError("train classifier: give --preset or --data (e.g. --data fashion-mnist)")
@@ -195,7 +195,8 @@ def sampler_overrides(args, pipe) -> dict:
     return out
 
 def cmd_sample(args) -> int:
-    from argen.pipeline import Pipeline, save_samples
+    from argen.images import save_samples
+    from argen.pipeline import Pipeline
 
     device = _setup(args)
     pipe = Pipeline.from_pretrained(generator_dir(args), device, args.precision)
@@ -216,7 +217,8 @@ def cmd_sample(args) -> int:
 # ---- edit ----------------------------------------------------------------------------------------------
 
 def cmd_edit(args) -> int:
-    from argen.pipeline import Pipeline, load_image, load_mask, save_samples
+    from argen.images import load_image, load_mask, save_samples
+    from argen.pipeline import Pipeline
 
     device = _setup(args)
     pipe = Pipeline.from_pretrained(generator_dir(args), device, args.precision)
@@ -266,17 +268,17 @@ def cmd_eval(args) -> int:
     device = _setup(args)
     if args.samples is None and args.checkpoint is None and args.model is None:
         raise ArgenError("eval: give --checkpoint DIR, --model NAME or --samples FILE.npz")
-    overrides = {}
-    checkpoint = None
+    overrides, checkpoint, pipe = {}, None, None
     if args.samples is None:
         from argen.pipeline import Pipeline
 
         checkpoint = generator_dir(args)
-        overrides = sampler_overrides(args, Pipeline.from_pretrained(checkpoint, device))
+        pipe = Pipeline.from_pretrained(checkpoint, device, args.precision)
+        overrides = sampler_overrides(args, pipe)
     t0 = time.time()
     metrics = run_eval(args.out, checkpoint=checkpoint, samples=args.samples, data=args.data, n=args.n,
                        seed=args.seed, device=device, progress=not args.quiet,
-                       inception_weights=args.inception_weights, **overrides)
+                       inception_weights=args.inception_weights, pipe=pipe, **overrides)
     if not args.quiet:
         headline = {k: v for k, v in metrics.items() if isinstance(v, float) and not k.endswith("_std")
                     and not k.startswith("class_accuracy_")}
@@ -304,9 +306,9 @@ def cmd_convert(args) -> int:
 # ---- info ----------------------------------------------------------------------------------------------
 
 def cmd_info(args) -> int:
-    from argen import checkpoint as ckpt
+    import argen.checkpoint as ckpt
     from argen.device import resolve_device
-    from argen.registry import get_preset, list_presets
+    from argen.models import build_from_record, get_preset, list_presets
 
     if args.device is not None:
         resolve_device(args.device)  # still reject a device that does not exist here
@@ -337,9 +339,10 @@ def cmd_info(args) -> int:
             for r in rows:
                 print(f"{r['name']:<16} {r['kind']:<10} {r['data']:<14} {r['description']}")
         return 0
-    cfg = ckpt.read_config(args.checkpoint)
+    record = ckpt.read_record(args.checkpoint)
+    cfg = record.to_json()
     weights = ckpt.load_tensors(Path(args.checkpoint) / ckpt.WEIGHTS)
-    model = ckpt.build_from_config(cfg, "meta")
+    model = build_from_record(record, "meta")
     params = sum(p.numel() for p in model.parameters())
     meta = cfg.get("meta", {})
     info = {"path": str(args.checkpoint), "class": cfg["class"], "preset": cfg.get("preset"),
@@ -379,7 +382,7 @@ class _Parser(argparse.ArgumentParser):
 
 
 def build_parser() -> argparse.ArgumentParser:
-    from argen import __version__
+    from argen.version import __version__
 
     p = _Parser(prog="argen", description="Autoregressive image generation: train, sample, inspect.")
     p.add_argument("--version", action="version", version=f"argen {__version__}")
@@ -459,6 +462,7 @@ def build_parser() -> argparse.ArgumentParser:
                         "pt_inception-2015-12-05-6726825d.pth, torchvision layout); never downloaded")
     v.add_argument("--seed", type=int, default=0)
     sampler_args(v)
+    precision_arg(v)
     v.add_argument("--out", required=True, help="output folder")
     _common(v)
     v.set_defaults(func=cmd_eval)

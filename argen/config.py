@@ -12,7 +12,7 @@ import dataclasses
 import json
 import types
 import typing
-from typing import Any, TypeVar
+from typing import Any, ClassVar, TypeVar
 
 from typing_extensions import Self
 
@@ -43,7 +43,16 @@ class Config:
     """Base class: subclasses are ``@dataclass(frozen=True)`` and validate in ``__post_init__``.
 
     Field types are checked on construction too, so a value from JSON or ``--set`` that has
-    the wrong type fails here with the field's name, not deep inside torch."""
+    the wrong type fails here with the field's name, not deep inside torch.
+
+    ``RENAMED`` maps field names of earlier versions to today's, so that old ``config.json``
+    files and old ``--set`` names still work (every family says ``width``, ``depth``, ``heads``,
+    ``label_drop`` today). ``DROPPED`` names removed fields: an old file holding the value that is now
+    the only behaviour loads; any other value is an error that says the field is gone."""
+
+    RENAMED: ClassVar[dict[str, str]] = {}
+    DROPPED: ClassVar[dict[str, Any]] = {}  # removed fields -> the one value old files may still hold
+
 
     def __post_init__(self):
         hints = typing.get_type_hints(type(self))
@@ -62,7 +71,22 @@ class Config:
         return json.dumps(self.to_dict(), indent=2, sort_keys=True)
 
     @classmethod
+    def _upgrade(cls, d: dict[str, Any]) -> dict[str, Any]:
+        """Old field names -> today's; giving both names of one field is an error; dropped fields go."""
+        out = dict(d)
+        for name, only in cls.DROPPED.items():
+            if name in out and out.pop(name) != only:
+                raise ConfigError(f"{cls.__name__}: {name!r} was removed; only {name}={only!r} is left")
+        for old, new in cls.RENAMED.items():
+            if old in out:
+                if new in out:
+                    raise ConfigError(f"{cls.__name__}: {old!r} is the old name of {new!r}; give one of them")
+                out[new] = out.pop(old)
+        return out
+
+    @classmethod
     def from_dict(cls, d: dict[str, Any]) -> Self:
+        d = cls._upgrade(d)
         names = {f.name for f in dataclasses.fields(cls)}
         unknown = sorted(set(d) - names)
         if unknown:
@@ -71,6 +95,7 @@ class Config:
 
     def replace(self, **overrides: Any) -> Self:
         """A copy with some fields changed (validated again); unknown names are an error."""
+        overrides = self._upgrade(overrides)
         names = {f.name for f in dataclasses.fields(self)}
         unknown = sorted(set(overrides) - names)
         if unknown:

@@ -15,9 +15,10 @@ from pathlib import Path
 
 import torch
 
-from argen import checkpoint as ckpt
+import argen.checkpoint as ckpt
 from argen.evaluation.classifier import class_accuracy
-from argen.pipeline import Pipeline, save_samples, to_uint8
+from argen.images import save_samples, to_uint8
+from argen.pipeline import Pipeline
 from argen.training.run import train_preset
 
 PER_CLASS = 20

@@ -17,5 +17,14 @@ class CheckpointError(ArgenError):
     """A checkpoint folder that is missing, incomplete or incompatible."""
 
 
+class ConvertError(CheckpointError):
+    """A foreign checkpoint file (official VAR/MAR/LlamaGen, Inception weights) that is missing, corrupt,
+    of another family, of an unknown layout, or holds objects argen will not unpickle."""
+
+
 class DataError(ArgenError):
     """A data set that is missing, unknown or corrupt."""
+
+
+class TokenMismatchError(ConfigError):
+    """A tokenizer whose tokens are not the ones a generator was built for (kind, grid, codes, scales)."""

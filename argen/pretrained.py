@@ -14,7 +14,7 @@ from pathlib import Path
 
 import torch
 
-from argen import checkpoint as ckpt
+import argen.checkpoint as ckpt
 from argen.errors import ArgenError
 
 MODELS_DIR = Path(__file__).parent / "assets" / "models"

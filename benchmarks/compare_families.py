@@ -30,7 +30,8 @@ from argen.evaluation.bench import bench
 from argen.evaluation.classifier import load_reference_classifier
 from argen.evaluation.evaluate import bits_per_token, evaluate_samples, real_floor
 from argen.evaluation.metrics import features_of, frechet_distance_from_features
-from argen.pipeline import Pipeline, to_uint8
+from argen.images import to_uint8
+from argen.pipeline import Pipeline
 
 FAMILIES = ["var-fmnist", "raster-fmnist", "maskgit-fmnist", "mar-fmnist", "mar-flow-fmnist"]
 SWEEP = {"cfg": (0.0, 0.5, 1.0, 2.0), "temperature": (0.9, 1.0)}
@@ -103,7 +104,7 @@ def main() -> None:
             print(f"{path}: no checkpoint, skipped")
             continue
         pipe = Pipeline.from_pretrained(path)
-        meta = pipe.generator.checkpoint_meta
+        meta = pipe.record.to_json()
         print(f"{path}:", flush=True)
         setting, tried = (sweep(pipe, args.sweep_n, val_f) if args.sweep else ({}, []))
         images, labels = sample_u8(pipe, args.n, seed=0, **setting)

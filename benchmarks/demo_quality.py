@@ -23,7 +23,8 @@ from argen.data import load_dataset
 from argen.demo import PER_CLASS, run_demo
 from argen.evaluation.classifier import class_accuracy
 from argen.evaluation.reconstruction import evaluate_tokenizer
-from argen.pipeline import Pipeline, to_uint8
+from argen.images import to_uint8
+from argen.pipeline import Pipeline
 
 
 def main() -> None:
@@ -47,7 +48,7 @@ def main() -> None:
     summary = []
     for path in args.generators:
         pipe = Pipeline.from_pretrained(path)
-        meta = pipe.generator.checkpoint_meta.get("meta") or {}
+        meta = pipe.record.meta
         data = meta.get("data", "digits")
         labels = [c for c in range(pipe.num_classes) for _ in range(PER_CLASS)]
         print(f"\n{path} ({type(pipe.generator).__name__}, {data}), sampler: {json.dumps(pipe.sampler.to_dict())}")

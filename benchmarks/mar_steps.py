@@ -19,7 +19,8 @@ import numpy as np
 import torch
 
 from argen.evaluation.evaluate import evaluate_samples, short_name
-from argen.pipeline import Pipeline, to_uint8
+from argen.images import to_uint8
+from argen.pipeline import Pipeline
 
 HEAD_STEPS = {"diffusion": (100, 50, 25, 10, 5), "flow": (8, 4, 2, 1)}
 AR_STEPS = (64, 16, 8, 4)
@@ -44,7 +45,7 @@ def main() -> None:
     torch.set_num_threads(args.threads)
     for path in args.checkpoints:
         pipe = Pipeline.from_pretrained(path)
-        data = pipe.generator.checkpoint_meta["meta"]["data"]
+        data = pipe.record.meta["data"]
         head = pipe.generator.config.head
         N = pipe.generator.config.num_tokens
         s = pipe.sampler

@@ -18,7 +18,8 @@ import time
 import torch
 
 from argen.evaluation.classifier import class_accuracy
-from argen.pipeline import Pipeline, to_uint8
+from argen.images import to_uint8
+from argen.pipeline import Pipeline
 from argen.pretrained import MODELS_DIR, export
 
 LIMIT_MB = 30.0
@@ -26,7 +27,7 @@ LIMIT_MB = 30.0
 
 def judge(path: str, per_class: int = 20, seed: int = 0) -> dict:
     pipe = Pipeline.from_pretrained(path)
-    data = (pipe.generator.checkpoint_meta.get("meta") or {}).get("data", "digits")
+    data = pipe.record.meta.get("data", "digits")
     labels = [c for c in range(pipe.num_classes) for _ in range(per_class)]
     t0 = time.time()
     images = pipe(labels, seed=seed)

@@ -14,7 +14,7 @@ sample with the same settings, fp32 on CPU with ``--threads`` torch threads:
   ``generate`` against argen's KV-cached sampler. Same outputs: identical tokens.
 * ``mar-b``: 64 AR steps, 100 diffusion steps, CFG 2.9 on MAR's linear schedule, temperature 1.0,
   token generation only (KL-16 decode excluded): the official ``sample_tokens`` against argen's
-  ``sample_continuous``. The two draw orders and noise from different random streams, so their
+  ``argen.sampling.mar.sample``. The two draw orders and noise from different random streams, so their
   outputs are not compared, only the work (the same number of body and head calls).
 
 ``--bf16`` adds a third run of argen under bf16 autocast (``argen sample --precision bf16``),
@@ -112,7 +112,8 @@ def setup_llamagen(args, tmp: Path):
 
 def setup_mar(args, tmp: Path):
     from argen.convert.mar import convert
-    from argen.sampling.masked import ContinuousSamplerConfig, sample_continuous
+    from argen.sampling.mar import MARSamplerConfig
+    from argen.sampling.mar import sample as sample_continuous
 
     sys.path.insert(0, str(Path(__file__).parent / "parity"))
     from mar import stub_torchvision  # benchmarks/parity/mar.py
@@ -140,7 +141,7 @@ def setup_mar(args, tmp: Path):
                                       labels=lab, temperature=1.0)
 
     def run_argen(lab, warm=False):
-        config = ContinuousSamplerConfig(ar_steps=2 if warm else 64, head_steps=100, cfg=1.9, cfg_schedule="linear")
+        config = MARSamplerConfig(ar_steps=2 if warm else 64, head_steps=100, cfg=1.9, cfg_schedule="linear")
         return sample_continuous(ours, None, lab, config, gen)
 
     return run_official, run_argen

@@ -6,7 +6,9 @@ import math
 
 import torch
 
+from argen.generators.mar import MAR, MARConfig
 from argen.generators.var import VAR, VARConfig
+from argen.tokenizers.kl import KLConfig, KLTokenizer
 from argen.tokenizers.msvq import MSVQConfig, MultiScaleVQ
 from argen.tokenizers.vq import VQConfig, VQTokenizer
 
@@ -43,8 +45,8 @@ def tiny_vq(seed: int = 0, **overrides) -> VQTokenizer:
 
 
 def tiny_var_config(**overrides) -> VARConfig:
-    base = {"vocab_size": 16, "token_dim": 4, "scales": TINY_SCALES, "depth": 2, "width": 32, "num_heads": 2,
-                "num_classes": 3, "cond_drop": 0.0, "drop_path": 0.0}
+    base = {"vocab_size": 16, "token_dim": 4, "scales": TINY_SCALES, "depth": 2, "width": 32, "heads": 2,
+                "num_classes": 3, "label_drop": 0.0, "drop_path": 0.0}
     return VARConfig(**{**base, **overrides})
 
 
@@ -95,8 +97,8 @@ def random_images(batch: int, size: int = 8, channels: int = 1, seed: int = 0) -
 def tiny_maskgit_config(**overrides):
     from argen.generators.maskgit import MaskGITConfig
 
-    base = {"vocab_size": 16, "grid": (4, 4), "num_classes": 3, "dim": 32, "depth": 2, "num_heads": 2,
-            "dropout": 0.0, "class_dropout_prob": 0.0, "label_smoothing": 0.0}
+    base = {"vocab_size": 16, "grid": (4, 4), "num_classes": 3, "width": 32, "depth": 2, "heads": 2,
+            "dropout": 0.0, "label_drop": 0.0, "label_smoothing": 0.0}
     return MaskGITConfig(**{**base, **overrides})
 
 
@@ -123,8 +125,8 @@ def tiny_raster_config(**overrides):
     """A tiny raster (LlamaGen-style) generator config that fits ``tiny_vq`` (grid 4x4, 16 codes); no dropout."""
     from argen.generators.raster import RasterConfig
 
-    base = {"vocab_size": 16, "grid": (4, 4), "num_classes": 3, "dim": 32, "n_layer": 2, "n_head": 2,
-            "multiple_of": 16, "class_dropout_prob": 0.0, "token_dropout_p": 0.0, "resid_dropout_p": 0.0,
+    base = {"vocab_size": 16, "grid": (4, 4), "num_classes": 3, "width": 32, "depth": 2, "heads": 2,
+            "multiple_of": 16, "label_drop": 0.0, "token_dropout_p": 0.0, "resid_dropout_p": 0.0,
             "ffn_dropout_p": 0.0}
     return RasterConfig(**{**base, **overrides})
 
@@ -164,3 +166,41 @@ def read_layout(path) -> dict[str, tuple[tuple[int, ...], str]]:
             name, shape, dtype = line.split("\t")
             out[name] = (tuple(int(s) for s in shape.strip("()").split(",") if s.strip()), dtype)
     return out
+
+
+def _needs_fmnist():
+    """Skip marker for tests that load the real Fashion-MNIST from its default location (the Debian
+    package ``dataset-fashion-mnist``), which not every machine has."""
+    from pathlib import Path
+
+    import pytest
+
+    root = Path("/usr/share/datasets/fashion-mnist")
+    stems = ("train-images-idx3-ubyte", "train-labels-idx1-ubyte", "t10k-images-idx3-ubyte", "t10k-labels-idx1-ubyte")
+    present = all((root / s).is_file() or (root / f"{s}.gz").is_file() for s in stems)
+    return pytest.mark.skipif(not present, reason=f"Fashion-MNIST is not installed in {root} "
+                                                  "(`sudo apt-get install dataset-fashion-mnist` or `make data`)")
+
+
+needs_fmnist = _needs_fmnist()
+
+
+TINY_KL = {k: v for k, v in TINY_AE.items() if k != "codebook_size"}
+
+
+def tiny_kl(seed: int = 0, **overrides) -> KLTokenizer:
+    torch.manual_seed(seed)
+    return KLTokenizer(KLConfig(**{**TINY_KL, "embed_dim": 3, **overrides})).eval()
+
+
+def tiny_mar(seed: int = 0, head: str = "diffusion", **overrides) -> MAR:
+    """A tiny MAR (3-channel tokens on a 4x4 grid, like ``tiny_kl``) in eval mode, its head moved off zero."""
+    base = dict(token_dim=3, grid=(4, 4), num_classes=3, width=32, depth=1, heads=2, buffer_size=2,
+                attn_dropout=0.0, proj_dropout=0.0, label_drop=0.0,
+                head=head, head_width=32, head_depth=1, diffusion_train_steps=50)
+    torch.manual_seed(seed)
+    model = MAR(MARConfig(**{**base, **overrides}))
+    with torch.no_grad():  # move off the zero-initialised head so that conditions matter
+        for p in model.diffloss.parameters():
+            p.add_(torch.randn_like(p) * 0.1)
+    return model.eval()

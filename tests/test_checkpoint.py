@@ -13,7 +13,6 @@ from helpers import random_images, tiny_msvq, tiny_msvq_config, tiny_var_config,
 from argen import checkpoint as ckpt
 from argen.checkpoint import (
     flatten_state,
-    load_model,
     load_tensors,
     load_train_state,
     save_model,
@@ -23,6 +22,7 @@ from argen.checkpoint import (
 )
 from argen.errors import ArgenError, CheckpointError, ConfigError
 from argen.generators.var import VARConfig
+from argen.models import load_model
 from argen.tokenizers.msvq import MSVQConfig, MultiScaleVQ
 from argen.training.trainer import TrainConfig
 
@@ -62,7 +62,9 @@ def test_tokenizer_round_trip(saved):
     x = random_images(3, seed=5)
     assert all(torch.equal(p, q) for p, q in zip(tok.encode(x), loaded.encode(x)))
     assert torch.equal(tok.decode(tok.encode(x)), loaded.decode(loaded.encode(x)))
-    assert loaded.checkpoint_meta["preset"] == "tiny" and loaded.checkpoint_meta["meta"] == {"note": "x"}
+    record = ckpt.read_record(d)
+    assert (record.cls, record.preset, record.meta) == ("MultiScaleVQ", "tiny", {"note": "x"})
+    assert not hasattr(loaded, "checkpoint_meta")  # the record is explicit, not an attribute of the module
     cfg = json.loads((d / "config.json").read_text())
     assert cfg["class"] == "MultiScaleVQ" and cfg["config"]["scales"] == [1, 2, 4]
 

@@ -24,7 +24,7 @@ from argen.cli import main
 
 CPU = ["--threads", "1", "--quiet", "--device", "cpu"]
 TINY_TOK = ["--set", "ch=8", "--set", "z_channels=4", "--set", "codebook_size=16"]
-TINY_GEN = ["--set", "depth=1", "--set", "width=32", "--set", "num_heads=2"]
+TINY_GEN = ["--set", "depth=1", "--set", "width=32", "--set", "heads=2"]
 STEPS = 20
 
 
@@ -134,7 +134,7 @@ def test_info_text(trained, capsys):
 
 
 def test_info_json(trained, capsys):
-    from argen.checkpoint import load_model
+    from argen.models import load_model
 
     assert main(["info", str(trained["gen"]), "--json"]) == 0
     info = json.loads(capsys.readouterr().out)
@@ -199,7 +199,7 @@ import json, os, runpy, sys, traceback
 # import once what the commands import lazily; each case then runs in a forked child
 import torch  # noqa: F401
 import argen.checkpoint, argen.cli, argen.data, argen.device, argen.pipeline, argen.training.run  # noqa: E401,F401
-from argen.registry import list_presets
+from argen.models import list_presets
 
 list_presets()
 

@@ -8,7 +8,7 @@ import torch
 import argen
 from argen.cli import main
 from argen.convert import ConvertError, Tensors, available_families, load_strict, pick, read_official, require
-from argen.registry import list_presets
+from argen.models import list_presets
 
 
 def test_every_preset_builds_on_the_meta_device_without_memory():

@@ -8,8 +8,9 @@ from PIL import Image
 
 from argen.cli import main
 from argen.errors import ArgenError
-from argen.pipeline import Pipeline, load_image, load_mask
-from argen.sampling.next_scale import NextScaleConfig, sample
+from argen.images import load_image, load_mask
+from argen.pipeline import Pipeline
+from argen.sampling.next_scale import VARSamplerConfig, sample
 
 
 def test_var_sampler_keeps_known_tokens_at_every_scale():
@@ -17,35 +18,28 @@ def test_var_sampler_keeps_known_tokens_at_every_scale():
     B = 6
     gt = [torch.randint(16, (B, pn, pn), generator=torch.Generator().manual_seed(pn)) for pn in tok.scales]
     known = [torch.rand(B, pn, pn, generator=torch.Generator().manual_seed(10 + pn)) < 0.5 for pn in tok.scales]
-    out = sample(model, tok, torch.tensor([0, 1, 2, 0, 1, 2]), NextScaleConfig(cfg=0.5), torch.Generator().manual_seed(0),
+    out = sample(model, tok, torch.tensor([0, 1, 2, 0, 1, 2]), VARSamplerConfig(cfg=0.5), torch.Generator().manual_seed(0),
                  known=(gt, known))
     for o, g, k in zip(out, gt, known):
         assert torch.equal(o[k], g[k])
-    free = sample(model, tok, torch.tensor([0, 1, 2, 0, 1, 2]), NextScaleConfig(cfg=0.5), torch.Generator().manual_seed(0))
+    free = sample(model, tok, torch.tensor([0, 1, 2, 0, 1, 2]), VARSamplerConfig(cfg=0.5), torch.Generator().manual_seed(0))
     assert any(not torch.equal(f[k], g[k]) for f, g, k in zip(free, gt, known))  # the forcing did something
 
 
 def test_edit_maps_the_pixel_mask_to_each_scale_and_keeps_known_tokens():
     pipe = Pipeline(tiny_msvq(), tiny_var(), {})
-    seen = {}
-    inner = pipe._sample
-
-    def spy(*args, **kwargs):
-        seen["known"] = kwargs["known"]
-        seen["out"] = inner(*args, **kwargs)
-        return seen["out"]
-
-    pipe._sample = spy
     image = torch.rand(1, 1, 8, 8) * 2 - 1
     mask = torch.zeros(1, 1, 8, 8)
     mask[..., 4:, :] = 1  # regenerate the bottom half
     out = pipe.edit(image, mask, [0, 1, 2, 1], seed=0)
-    gt, known = seen["known"]
+    gt, known = pipe.known_tokens(image.expand(4, -1, -1, -1), mask.expand(4, -1, -1, -1))
+    tokens = pipe.sample_tokens([0, 1, 2, 1], seed=0, known=(gt, known))  # what edit decoded
+    assert torch.equal(pipe.tokenizer.decode(tokens), out)
     # scales (1, 2, 4): a token is known iff its cell lies wholly in the top half
     assert [k[0].tolist() for k in known] == [[[False]], [[True, True], [False, False]],
                                               [[True] * 4, [True] * 4, [False] * 4, [False] * 4]]
     image_tokens = pipe.tokenizer.encode_scales(image)
-    for o, g, k, t in zip(seen["out"], gt, known, image_tokens):
+    for o, g, k, t in zip(tokens, gt, known, image_tokens):
         assert torch.equal(g[0], t[0]) and torch.equal(o[k], g[k])
     assert out.shape == (4, 1, 8, 8) and not torch.equal(out[0], out[1])
 

@@ -6,40 +6,22 @@ from pathlib import Path
 
 import pytest
 import torch
-from helpers import TINY_AE, random_images, read_layout
+from helpers import TINY_KL, random_images, read_layout, tiny_kl, tiny_mar
 
 import argen
-from argen.checkpoint import load_model, load_tensors, load_train_state, save_model
+from argen.checkpoint import load_tensors, load_train_state, save_model
 from argen.data import load_dataset
-from argen.errors import ArgenError, ConfigError
-from argen.generators.mar import MAR, MARConfig, mar_official, truncated_mask_ratio
+from argen.errors import ArgenError, ConfigError, TokenMismatchError
+from argen.generators.mar import MAR, truncated_mask_ratio
+from argen.models import get_preset, load_model
 from argen.pipeline import Pipeline
-from argen.registry import get_preset
-from argen.sampling.masked import ContinuousSamplerConfig, sample_continuous
+from argen.presets.mar import mar_official
+from argen.sampling.mar import MARSamplerConfig
+from argen.sampling.mar import sample as sample_continuous
 from argen.tokenizers.kl import KLConfig, KLTokenizer
 from argen.training.trainer import GeneratorObjective, TrainConfig, train
 
 LAYOUTS = Path(__file__).parent / "data" / "layouts"
-TINY_KL = {k: v for k, v in TINY_AE.items() if k != "codebook_size"}
-
-
-def tiny_kl(seed: int = 0, **overrides) -> KLTokenizer:
-    torch.manual_seed(seed)
-    return KLTokenizer(KLConfig(**{**TINY_KL, "embed_dim": 3, **overrides})).eval()
-
-
-def tiny_mar(seed: int = 0, head: str = "diffusion", **overrides) -> MAR:
-    base = dict(token_dim=3, grid=(4, 4), num_classes=3, width=32, enc_depth=1, enc_heads=2, dec_width=32,
-                dec_depth=1, dec_heads=2, buffer_size=2, attn_dropout=0.0, proj_dropout=0.0, label_drop_prob=0.0,
-                head=head, head_width=32, head_depth=1, diffusion_train_steps=50)
-    torch.manual_seed(seed)
-    model = MAR(MARConfig(**{**base, **overrides}))
-    with torch.no_grad():  # move off the zero-initialised head so that conditions matter
-        for p in model.diffloss.parameters():
-            p.add_(torch.randn_like(p) * 0.1)
-    return model.eval()
-
-
 class CallCounter:
     """Counts calls (and rows) of a module's forward."""
 
@@ -170,7 +152,7 @@ def test_loss_is_on_masked_tokens_only_and_reaches_every_parameter(monkeypatch):
 def test_each_ar_step_runs_the_body_once_and_the_head_head_steps_times(head, cfg):
     model = tiny_mar(head=head)
     body, net = CallCounter(model), CallCounter(model.diffloss.net)
-    config = ContinuousSamplerConfig(ar_steps=5, head_steps=3, cfg=cfg)
+    config = MARSamplerConfig(ar_steps=5, head_steps=3, cfg=cfg)
     out = sample_continuous(model, tiny_kl(), torch.tensor([0, 1, 2, 1]), config, torch.Generator().manual_seed(0))
     assert out.shape == (4, 3, 4, 4) and torch.isfinite(out).all()
     assert body.calls == 5 and set(body.rows) == {8 if cfg else 4}
@@ -181,7 +163,7 @@ def test_each_ar_step_runs_the_body_once_and_the_head_head_steps_times(head, cfg
 def test_heun_flow_head_calls_and_schedule_counts():
     model = tiny_mar(head="flow")
     net = CallCounter(model.diffloss.net)
-    sample_continuous(model, None, torch.tensor([0]), ContinuousSamplerConfig(ar_steps=4, head_steps=3, solver="heun"))
+    sample_continuous(model, None, torch.tensor([0]), MARSamplerConfig(ar_steps=4, head_steps=3, solver="heun"))
     assert net.calls == 4 * (2 * 3 - 1)
 
 
@@ -191,7 +173,7 @@ def test_known_tokens_are_never_changed_and_a_full_map_is_returned_as_is():
     given = torch.randn(3, 3, 4, 4, generator=g)
     known = torch.zeros(3, 4, 4, dtype=torch.bool)
     known[:, :2] = True  # the top half
-    out = sample_continuous(model, None, torch.tensor([0, 1, 2]), ContinuousSamplerConfig(ar_steps=4, head_steps=2),
+    out = sample_continuous(model, None, torch.tensor([0, 1, 2]), MARSamplerConfig(ar_steps=4, head_steps=2),
                             torch.Generator().manual_seed(0), known=(given, known))
     assert torch.equal(out[:, :, :2], given[:, :, :2])
     assert not torch.allclose(out[:, :, 2:], given[:, :, 2:])
@@ -205,17 +187,17 @@ def test_known_tokens_are_never_changed_and_a_full_map_is_returned_as_is():
 
 def test_same_seed_same_tokens_and_sampler_validation():
     model = tiny_mar()
-    cfg = ContinuousSamplerConfig(ar_steps=4, head_steps=2, cfg=1.0)
+    cfg = MARSamplerConfig(ar_steps=4, head_steps=2, cfg=1.0)
     a = sample_continuous(model, None, torch.tensor([0, 1]), cfg, torch.Generator().manual_seed(3))
     b = sample_continuous(model, None, torch.tensor([0, 1]), cfg, torch.Generator().manual_seed(3))
     c = sample_continuous(model, None, torch.tensor([0, 1]), cfg, torch.Generator().manual_seed(4))
     assert torch.equal(a, b) and not torch.allclose(a, c)
     with pytest.raises(ConfigError, match="ar_steps"):
-        sample_continuous(model, None, torch.tensor([0]), ContinuousSamplerConfig(ar_steps=17))
+        sample_continuous(model, None, torch.tensor([0]), MARSamplerConfig(ar_steps=17))
     with pytest.raises(ConfigError, match="solver"):
-        ContinuousSamplerConfig(solver="rk4")
-    with pytest.raises(ConfigError, match="do not match"):
-        sample_continuous(model, tiny_kl(embed_dim=4), torch.tensor([0]), ContinuousSamplerConfig(ar_steps=2))
+        MARSamplerConfig(solver="rk4")
+    with pytest.raises(TokenMismatchError, match="KLTokenizer .continuous tokens, grid 4x4, 4 channels. does not fit generator MAR"):
+        sample_continuous(model, tiny_kl(embed_dim=4), torch.tensor([0]), MARSamplerConfig(ar_steps=2))
 
 
 def test_presets_are_registered_with_their_heads():
@@ -246,7 +228,7 @@ def test_checkpoint_round_trip_gives_identical_samples(tmp_path):
 
 def _mar_run(tok):
     torch.manual_seed(0)
-    model = tiny_mar(label_drop_prob=0.1, num_classes=10).train()
+    model = tiny_mar(label_drop=0.1, num_classes=10).train()
     return model, GeneratorObjective(model, tok)
 
 

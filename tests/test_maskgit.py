@@ -10,12 +10,12 @@ import torch
 import torch.nn.functional as F
 from helpers import random_images, tiny_maskgit, tiny_maskgit_config, tiny_vq
 
-from argen.checkpoint import load_model, save_model
+from argen.checkpoint import save_model
 from argen.errors import ArgenError, ConfigError
 from argen.generators.maskgit import MaskGIT, MaskGITConfig
-from argen.registry import get_preset
-from argen.sampling.masked import MaskedSamplerConfig, sample
-from argen.sampling.schedules import MASK_SCHEDULES, get_schedule, mask_counts, mask_counts_batched
+from argen.models import get_preset, load_model
+from argen.sampling.maskgit import MaskGITSamplerConfig, sample
+from argen.schedulers.masking import MASK_SCHEDULES, get_schedule, mask_counts, mask_counts_batched
 
 B, N, V = 4, 16, 16
 MASK = V  # the [MASK] id of the tiny config
@@ -70,8 +70,8 @@ def test_logits_shape_and_the_model_reacts_to_class_and_tokens(model):
 
 
 def test_config_validation_gives_one_line_errors():
-    for bad in ({"dim": 30, "num_heads": 4}, {"depth": 0}, {"grid": (4,)}, {"grid": (0, 4)}, {"vocab_size": 0},
-                {"class_dropout_prob": 1.0}, {"dropout": -0.1}, {"mask_schedule": "zigzag"}, {"num_classes": 0}):
+    for bad in ({"width": 30, "heads": 4}, {"depth": 0}, {"grid": (4,)}, {"grid": (0, 4)}, {"vocab_size": 0},
+                {"label_drop": 1.0}, {"dropout": -0.1}, {"mask_schedule": "zigzag"}, {"num_classes": 0}):
         with pytest.raises(ConfigError) as e:
             tiny_maskgit_config(**bad)
         assert "\n" not in str(e.value)
@@ -84,7 +84,7 @@ def test_presets_are_registered_and_fit_their_tokenizers():
         assert isinstance(cfg, MaskGITConfig)
         tok_cfg = get_preset(tok_name, "tokenizer").make_config()
         assert cfg.vocab_size == tok_cfg.codebook_size and cfg.grid == tok_cfg.grid
-        MaskedSamplerConfig.from_dict(preset.sampler)
+        MaskGITSamplerConfig.from_dict(preset.sampler)
         assert {"steps", "batch_size", "lr", "warmup", "ema", "weight_decay"} <= set(preset.train)
     assert digits.data == "digits" and fmnist.data == "fashion-mnist"
 
@@ -137,7 +137,7 @@ def test_mask_counts_errors_and_batched_clamp():
 @pytest.mark.parametrize("cfg", [0.0, 2.0])
 def test_T_steps_make_exactly_T_forward_calls_batched_2B_with_cfg(model, tok, monkeypatch, T, cfg):
     spy = spy_forward(model, monkeypatch)
-    out = sample(model, tok, LABELS, MaskedSamplerConfig(steps=T, cfg=cfg), gen(0))
+    out = sample(model, tok, LABELS, MaskGITSamplerConfig(steps=T, cfg=cfg), gen(0))
     assert out.shape == (B, 4, 4)
     assert len(spy.calls) == T
     want_labels = torch.cat([LABELS, torch.full_like(LABELS, NULL)]) if cfg > 0 else LABELS
@@ -152,7 +152,7 @@ def test_T_steps_make_exactly_T_forward_calls_batched_2B_with_cfg(model, tok, mo
                                 {"schedule": "linear", "steps": 3}, {"schedule": "sqrt"}, {"schedule": "square"},
                                 {"schedule": "exp", "steps": 16}])
 def test_no_mask_token_remains_and_every_id_is_in_the_vocabulary(model, tok, kw):
-    out = sample(model, tok, LABELS, MaskedSamplerConfig(**kw), gen(0))
+    out = sample(model, tok, LABELS, MaskGITSamplerConfig(**kw), gen(0))
     assert out.shape == (B, 4, 4) and out.dtype == torch.long
     assert ((out >= 0) & (out < V)).all()
 
@@ -161,7 +161,7 @@ def test_no_mask_token_remains_and_every_id_is_in_the_vocabulary(model, tok, kw)
 def test_each_step_commits_per_the_schedule_and_committed_tokens_never_change(model, tok, monkeypatch, schedule):
     spy = spy_forward(model, monkeypatch)
     T = 6
-    out = sample(model, tok, LABELS, MaskedSamplerConfig(steps=T, schedule=schedule), gen(3))
+    out = sample(model, tok, LABELS, MaskGITSamplerConfig(steps=T, schedule=schedule), gen(3))
     inputs = [c[0] for c in spy.calls] + [out.view(B, N)]
     still_masked = [int(x[0].eq(MASK).sum()) for x in inputs]
     assert still_masked == [N] + mask_counts(T, N, schedule)
@@ -189,7 +189,7 @@ def random_known(seed: int = 0):
 def test_known_tokens_are_never_changed(model, tok, monkeypatch, kw):
     idx, known = random_known()
     spy = spy_forward(model, monkeypatch)
-    out = sample(model, tok, LABELS, MaskedSamplerConfig(**kw), gen(1), known=(idx.view(B, 4, 4), known))
+    out = sample(model, tok, LABELS, MaskGITSamplerConfig(**kw), gen(1), known=(idx.view(B, 4, 4), known))
     flat = out.view(B, N)
     assert torch.equal(flat[known], idx[known]) and ((flat >= 0) & (flat < V)).all()
     for x, _ in spy.calls:  # known tokens are inputs from the first step on, never masked
@@ -201,25 +201,25 @@ def test_known_tokens_are_never_changed(model, tok, monkeypatch, kw):
 
 def test_a_full_known_map_changes_nothing_and_an_empty_one_changes_nothing_either(model, tok):
     idx = torch.randint(V, (B, N), generator=gen(5))
-    out = sample(model, tok, LABELS, MaskedSamplerConfig(cfg=1.0), gen(0), known=(idx, torch.ones(B, N, dtype=bool)))
+    out = sample(model, tok, LABELS, MaskGITSamplerConfig(cfg=1.0), gen(0), known=(idx, torch.ones(B, N, dtype=bool)))
     assert torch.equal(out.view(B, N), idx)
-    free = sample(model, tok, LABELS, MaskedSamplerConfig(), gen(0))
-    empty = sample(model, tok, LABELS, MaskedSamplerConfig(), gen(0), known=(idx, torch.zeros(B, N, dtype=bool)))
+    free = sample(model, tok, LABELS, MaskGITSamplerConfig(), gen(0))
+    empty = sample(model, tok, LABELS, MaskGITSamplerConfig(), gen(0), known=(idx, torch.zeros(B, N, dtype=bool)))
     assert torch.equal(free, empty)
 
 
 @pytest.mark.parametrize("kw", [{}, {"cfg": 2.0, "top_p": 0.9}])
 def test_same_seed_same_tokens_different_seed_different(model, tok, kw):
-    cfg = MaskedSamplerConfig(**kw)
+    cfg = MaskGITSamplerConfig(**kw)
     a, b = sample(model, tok, LABELS, cfg, gen(1)), sample(model, tok, LABELS, cfg, gen(1))
     c = sample(model, tok, LABELS, cfg, gen(2))
     assert torch.equal(a, b) and not torch.equal(a, c)
 
 
 def test_choice_noise_matters_and_greedy_without_it_ignores_the_seed(model, tok):
-    greedy = MaskedSamplerConfig(top_k=1, choice_temperature=0.0)
+    greedy = MaskGITSamplerConfig(top_k=1, choice_temperature=0.0)
     assert torch.equal(sample(model, tok, LABELS, greedy, gen(1)), sample(model, tok, LABELS, greedy, gen(2)))
-    noisy = MaskedSamplerConfig(top_k=1, choice_temperature=50.0)  # the order of commits now depends on the seed
+    noisy = MaskGITSamplerConfig(top_k=1, choice_temperature=50.0)  # the order of commits now depends on the seed
     assert not torch.equal(sample(model, tok, LABELS, noisy, gen(1)), sample(model, tok, LABELS, noisy, gen(2)))
 
 
@@ -245,7 +245,7 @@ def reference_greedy(model, labels, T: int, w: float, cfg_schedule: str = "const
 
 @pytest.mark.parametrize("T, w, schedule", [(8, 0.0, "constant"), (4, 2.0, "constant"), (5, 2.0, "linear")])
 def test_greedy_sampling_matches_a_one_position_at_a_time_reference(model, tok, T, w, schedule):
-    cfg = MaskedSamplerConfig(steps=T, top_k=1, choice_temperature=0.0, cfg=w, cfg_schedule=schedule)
+    cfg = MaskGITSamplerConfig(steps=T, top_k=1, choice_temperature=0.0, cfg=w, cfg_schedule=schedule)
     got = sample(model, tok, LABELS, cfg, gen(0))
     assert torch.equal(got, reference_greedy(model, LABELS, T, w, schedule))
     # Guards the test: guidance changes this model's greedy result, so the cfg cases prove something.
@@ -254,7 +254,7 @@ def test_greedy_sampling_matches_a_one_position_at_a_time_reference(model, tok, 
 
 
 def test_batched_equals_unbatched_greedy(model, tok):
-    cfg = MaskedSamplerConfig(top_k=1, choice_temperature=0.0, cfg=1.5)
+    cfg = MaskGITSamplerConfig(top_k=1, choice_temperature=0.0, cfg=1.5)
     batched = sample(model, tok, LABELS, cfg, gen(0))
     for i in range(B):
         assert torch.equal(sample(model, tok, LABELS[i:i + 1], cfg, gen(0))[0], batched[i])
@@ -262,7 +262,7 @@ def test_batched_equals_unbatched_greedy(model, tok):
 
 def test_sampling_does_not_change_the_model(model, tok):
     before = {k: v.clone() for k, v in model.state_dict().items()}
-    sample(model, tok, LABELS, MaskedSamplerConfig(cfg=1.0, top_k=3), gen(0))
+    sample(model, tok, LABELS, MaskGITSamplerConfig(cfg=1.0, top_k=3), gen(0))
     assert all(torch.equal(before[k], v) for k, v in model.state_dict().items()) and not model.training
 
 
@@ -270,14 +270,14 @@ def test_sampler_config_and_input_validation(model, tok):
     for bad in ({"steps": 0}, {"schedule": "zigzag"}, {"temperature": 0.0}, {"top_k": -1}, {"top_p": 0.0},
                 {"top_p": 1.5}, {"cfg": -1.0}, {"cfg_schedule": "cosine"}, {"choice_temperature": -1.0}):
         with pytest.raises(ConfigError) as e:
-            MaskedSamplerConfig(**bad)
+            MaskGITSamplerConfig(**bad)
         assert "\n" not in str(e.value)
     with pytest.raises(ConfigError, match="steps"):  # T > N: refused without known tokens
-        sample(model, tok, LABELS, MaskedSamplerConfig(steps=17), gen(0))
+        sample(model, tok, LABELS, MaskGITSamplerConfig(steps=17), gen(0))
     with pytest.raises(ArgenError, match="known"):
-        sample(model, tok, LABELS, MaskedSamplerConfig(), gen(0), known=(torch.zeros(B, 9), torch.ones(B, 9)))
+        sample(model, tok, LABELS, MaskGITSamplerConfig(), gen(0), known=(torch.zeros(B, 9), torch.ones(B, 9)))
     with pytest.raises(ConfigError, match="grid"):
-        sample(tiny_maskgit(grid=(2, 8)), tok, LABELS, MaskedSamplerConfig(), gen(0))
+        sample(tiny_maskgit(grid=(2, 8)), tok, LABELS, MaskGITSamplerConfig(), gen(0))
 
 
 # ------------------------------------------------------------------------------------ training
@@ -328,7 +328,7 @@ def test_training_mask_ratio_follows_the_schedule_and_masks_at_least_one(schedul
 
 
 def test_class_dropout_to_the_null_class_in_training_only(monkeypatch):
-    model = tiny_maskgit(class_dropout_prob=0.5).train()
+    model = tiny_maskgit(label_drop=0.5).train()
     spy = spy_forward(model, monkeypatch)
     idx = torch.randint(V, (64, N), generator=gen(0))
     labels = torch.arange(64) % 3
@@ -343,7 +343,7 @@ def test_class_dropout_to_the_null_class_in_training_only(monkeypatch):
 
 
 def test_loss_backward_reaches_every_parameter():
-    model = tiny_maskgit(dropout=0.1, class_dropout_prob=0.1, label_smoothing=0.1).train()
+    model = tiny_maskgit(dropout=0.1, label_drop=0.1, label_smoothing=0.1).train()
     torch.manual_seed(0)
     loss, metrics = model.loss({"idx_BN": torch.randint(V, (B, N), generator=gen(0))}, LABELS)
     loss.backward()
@@ -361,7 +361,7 @@ def train_on_rule(seed: int = 0, steps: int = 150, lr: float = 5e-3) -> MaskGIT:
     """A tiny MaskGIT trained with Adam and cosine decay on ``rule``. The Adam is written out
     because constructing a torch.optim optimizer first imports torch._dynamo (1-3 s)."""
     torch.manual_seed(seed)
-    model = MaskGIT(tiny_maskgit_config(class_dropout_prob=0.1)).train()
+    model = MaskGIT(tiny_maskgit_config(label_drop=0.1)).train()
     params = list(model.parameters())
     m1, m2 = [torch.zeros_like(p) for p in params], [torch.zeros_like(p) for p in params]
     for step in range(1, steps + 1):
@@ -382,7 +382,7 @@ def test_training_on_a_deterministic_rule_makes_greedy_sampling_reproduce_it(tok
     labels = torch.tensor([0, 1, 2, 2, 1, 0])
     # One step predicts every token from the class alone; more steps also condition on committed tokens.
     for T in (8, 4, 1):
-        out = sample(model, tok, labels, MaskedSamplerConfig(steps=T, top_k=1), gen(0))
+        out = sample(model, tok, labels, MaskGITSamplerConfig(steps=T, top_k=1), gen(0))
         assert torch.equal(out.view(-1, N), rule(labels)), T
 
 
@@ -392,5 +392,5 @@ def test_checkpoint_round_trip_gives_identical_weights_and_samples(model, tok, t
     assert isinstance(loaded, MaskGIT) and loaded.config == model.config and not loaded.training
     a, b = model.state_dict(), loaded.state_dict()
     assert set(a) == set(b) and all(torch.equal(a[k], b[k]) for k in a)
-    cfg = MaskedSamplerConfig(cfg=1.5, top_k=8)
+    cfg = MaskGITSamplerConfig(cfg=1.5, top_k=8)
     assert torch.equal(sample(model, tok, LABELS, cfg, gen(3)), sample(loaded, tok, LABELS, cfg, gen(3)))

@@ -32,14 +32,6 @@ def _hash(t: torch.Tensor) -> str:
     return hashlib.sha256(t.contiguous().numpy().tobytes()).hexdigest()[:16]
 
 
-@pytest.fixture
-def one_thread():
-    before = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(before)
-
-
 @pytest.mark.parametrize("name,overrides,want_samples,want_edits", PINS)
 def test_shipped_models_give_the_pinned_images(name, overrides, want_samples, want_edits, one_thread):
     pipe = Pipeline.from_pretrained(name)

@@ -6,7 +6,8 @@ from helpers import tiny_msvq, tiny_var
 
 from argen.data import load_dataset
 from argen.errors import ArgenError
-from argen.pipeline import Pipeline, save_samples
+from argen.images import save_samples
+from argen.pipeline import Pipeline
 from argen.pretrained import list_models
 from argen.training.trainer import GeneratorObjective, TrainConfig, train
 

@@ -25,7 +25,7 @@ def test_the_promised_models_ship_and_stay_small():
 @pytest.mark.parametrize("name", SHIPPED)
 def test_each_shipped_model_samples_by_name_and_records_its_training(name, tmp_path):
     pipe = Pipeline.from_pretrained(name)
-    meta = pipe.generator.checkpoint_meta["meta"]
+    meta = pipe.record.meta
     assert meta["command"].split()[:2] in (["argen", "train"], ["argen", "demo"]) and meta["step"] > 0 and meta["train_seconds"] > 0
     assert 0 < meta["eval"]["class_accuracy"] <= 1
     assert pipe.generator.config.num_classes == 10
@@ -44,7 +44,7 @@ def test_export_stores_float16_and_loads_back_as_float32(tmp_path):
     back = Pipeline.from_pretrained(tmp_path / "models" / "tiny")
     assert next(back.generator.parameters()).dtype == torch.float32
     assert 0 < max_abs_difference(back.generator, pipe.generator) < 1e-2  # float16 rounding, nothing else
-    assert back.generator.checkpoint_meta["meta"]["eval"]["class_accuracy"] == 0.5
+    assert back.record.meta["eval"]["class_accuracy"] == 0.5
 
 
 def test_unknown_model_is_a_one_line_error(capsys):

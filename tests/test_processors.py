@@ -7,13 +7,13 @@ import math
 import pytest
 import torch
 
+from argen.sampling.guidance import guide
 from argen.sampling.processors import (
     Temperature,
     TopK,
     TopP,
     apply,
     build_processors,
-    guide,
     sample_categorical,
 )
 
@@ -29,7 +29,7 @@ def test_topk_keeps_exactly_the_k_largest_and_leaves_them_unchanged():
     g = torch.Generator().manual_seed(0)
     logits = torch.randn(5, 11, generator=g)
     for k in (1, 3, 11):
-        out = TopK(k)(logits, {})
+        out = TopK(k)(logits)
         assert (torch.isfinite(out).sum(-1) == k).all()
         top = torch.topk(logits, k, dim=-1).indices
         mask = torch.zeros_like(logits, dtype=torch.bool).scatter(-1, top, True)
@@ -40,16 +40,16 @@ def test_topk_keeps_exactly_the_k_largest_and_leaves_them_unchanged():
 
 def test_topk_keeps_ties_at_the_kth_value():
     logits = torch.tensor([[3.0, 2.0, 2.0, 1.0, 2.0]])
-    assert kept(TopK(2)(logits, {})) == [[True, True, True, False, True]]
+    assert kept(TopK(2)(logits)) == [[True, True, True, False, True]]
     logits = torch.tensor([[1.0, 3.0, 3.0, 2.0]])
-    assert kept(TopK(1)(logits, {})) == [[False, True, True, False]]
-    assert kept(TopK(2)(logits, {})) == [[False, True, True, False]]
-    assert kept(TopK(3)(logits, {})) == [[False, True, True, True]]
+    assert kept(TopK(1)(logits)) == [[False, True, True, False]]
+    assert kept(TopK(2)(logits)) == [[False, True, True, False]]
+    assert kept(TopK(3)(logits)) == [[False, True, True, True]]
 
 
 def test_topk_larger_than_vocab_keeps_everything():
     logits = torch.tensor([[0.5, -1.0, 2.0]])
-    assert torch.equal(TopK(10)(logits, {}), logits)
+    assert torch.equal(TopK(10)(logits), logits)
 
 
 # ------------------------------------------------------------------------------------ top-p
@@ -73,7 +73,7 @@ def test_topp_keeps_the_minimal_nucleus(p, expected):
     # Shuffled order so the scatter back from sorted order is exercised too.
     probs = [0.15, 0.5, 0.05, 0.3]
     order = [1, 3, 0, 2]  # positions of 0.5, 0.3, 0.15, 0.05
-    out = TopP(p)(probs_logits(probs), {})
+    out = TopP(p)(probs_logits(probs))
     got = kept(out)
     assert [got[i] for i in order] == expected
     finite = torch.isfinite(out)
@@ -84,12 +84,12 @@ def test_topp_always_keeps_the_top_token():
     g = torch.Generator().manual_seed(1)
     logits = torch.randn(64, 50, generator=g) * 3
     for p in (1e-9, 1e-3, 0.01):
-        out = TopP(p)(logits, {})
+        out = TopP(p)(logits)
         assert (torch.isfinite(out).sum(-1) >= 1).all()
         top = logits.argmax(-1)
         assert torch.isfinite(out.gather(-1, top[:, None])).all()
     # With a tiny p and a clear winner, only the winner stays.
-    out = TopP(1e-6)(torch.tensor([[0.0, 5.0, 1.0]]), {})
+    out = TopP(1e-6)(torch.tensor([[0.0, 5.0, 1.0]]))
     assert kept(out) == [[False, True, False]]
 
 
@@ -97,7 +97,7 @@ def test_topp_kept_mass_reaches_p_and_is_minimal_on_random_rows():
     g = torch.Generator().manual_seed(2)
     logits = torch.randn(200, 20, generator=g, dtype=torch.float64) * 2
     p = 0.7
-    out = TopP(p)(logits, {})
+    out = TopP(p)(logits)
     probs = logits.softmax(-1)
     keep = torch.isfinite(out)
     mass = (probs * keep).sum(-1)
@@ -115,9 +115,9 @@ def test_topp_kept_mass_reaches_p_and_is_minimal_on_random_rows():
 
 def test_temperature_divides_logits_and_sharpens():
     logits = torch.tensor([[1.0, 2.0, 4.0]])
-    assert torch.allclose(Temperature(2.0)(logits, {}), logits / 2)
-    cold = Temperature(0.5)(logits, {}).softmax(-1)
-    hot = Temperature(2.0)(logits, {}).softmax(-1)
+    assert torch.allclose(Temperature(2.0)(logits), logits / 2)
+    cold = Temperature(0.5)(logits).softmax(-1)
+    hot = Temperature(2.0)(logits).softmax(-1)
     assert cold[0, 2] > logits.softmax(-1)[0, 2] > hot[0, 2]
 
 
@@ -192,7 +192,7 @@ def test_sample_categorical_never_draws_a_masked_token():
     assert (draws % 2 == 1).all()
     assert (draws[:5] == 3).all()
     # top-k / top-p masks too, on many draws of one row
-    row = TopP(0.6)(TopK(3)(torch.tensor([[2.0, 1.5, 1.0, 0.9, 0.1]]), {}), {}).expand(5000, 5)
+    row = TopP(0.6)(TopK(3)(torch.tensor([[2.0, 1.5, 1.0, 0.9, 0.1]]))).expand(5000, 5)
     draws = sample_categorical(row, torch.Generator().manual_seed(1))
     allowed = torch.isfinite(row[0]).nonzero().flatten()
     assert torch.isin(draws, allowed).all()

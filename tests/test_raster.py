@@ -10,13 +10,16 @@ import pytest
 import torch
 import torch.nn.functional as F
 from helpers import random_images, read_layout, tiny_raster, tiny_raster_config, tiny_vq
+from reference import raster_uncached
 
-from argen.checkpoint import load_model, save_model
+from argen.checkpoint import save_model
 from argen.errors import ArgenError, ConfigError
-from argen.generators.raster import RasterAR, apply_rope, llamagen_config, rope_2d_table
-from argen.registry import get_preset
+from argen.generators.raster import RasterAR, apply_rope, rope_2d_table
+from argen.models import get_preset, load_model
+from argen.presets.raster import llamagen_config
 from argen.sampling.autoregressive import RasterSamplerConfig, sample
-from argen.sampling.processors import apply, build_processors, guide
+from argen.sampling.guidance import guide
+from argen.sampling.processors import apply, build_processors
 
 B = 4
 LABELS = torch.tensor([0, 1, 2, 1])
@@ -42,7 +45,7 @@ def cached_logits(model, idx_BN, labels_B, step=None) -> torch.Tensor:
     """Teacher-force ``idx_BN`` through prefill + one decode step per token: (B, N, V)."""
     caches = model.new_caches(labels_B.shape[0])
     step = step or model.decode_step
-    out = [model.prefill(labels_B, caches)]
+    out = [model(labels_B.new_empty(labels_B.shape[0], 0), labels_B, caches=caches)]  # the prefill
     cls = model.config.cls_token_num
     for i in range(idx_BN.shape[1] - 1):
         out.append(step(idx_BN[:, i:i + 1], torch.tensor([cls + i]), caches))
@@ -86,7 +89,7 @@ def test_causal_mask_a_token_only_changes_later_logits(model):
     assert torch.equal(model(idx3, LABELS), base)
 
 
-@pytest.mark.parametrize("overrides", [{}, {"n_kv_head": 1}, {"zero_rope_at_cond": False}, {"cls_token_num": 3},
+@pytest.mark.parametrize("overrides", [{}, {"kv_heads": 1}, {"zero_rope_at_cond": False}, {"cls_token_num": 3},
                                        {"grid": (2, 5)}])
 @pytest.mark.parametrize("cfg", [False, True])
 def test_kv_cached_decoding_equals_the_full_forward(overrides, cfg):
@@ -122,8 +125,8 @@ def test_batched_logits_equal_unbatched_logits(model):
 
 
 def test_grouped_query_attention_equals_multi_head_with_repeated_kv_heads():
-    gqa = tiny_raster(n_head=4, n_kv_head=2, dim=32)
-    mha = tiny_raster(n_head=4, dim=32)
+    gqa = tiny_raster(heads=4, kv_heads=2, width=32)
+    mha = tiny_raster(heads=4, width=32)
     mha.load_state_dict({k: v for k, v in gqa.state_dict().items() if "wqkv" not in k}, strict=False)
     D, H = 8, 4
     with torch.no_grad():
@@ -140,7 +143,7 @@ def test_grouped_query_attention_equals_multi_head_with_repeated_kv_heads():
 
 
 def test_rope_table_rotates_the_first_quarter_by_row_and_the_second_by_column():
-    c = tiny_raster_config(grid=(2, 3), dim=16, n_head=2)  # head dim 8: 2 row pairs, 2 column pairs
+    c = tiny_raster_config(grid=(2, 3), width=16, heads=2)  # head dim 8: 2 row pairs, 2 column pairs
     table = rope_2d_table(c)
     assert table.shape == (1 + 6, 4, 2)
     freqs = torch.tensor([1.0, 10000.0 ** -0.5])
@@ -150,12 +153,12 @@ def test_rope_table_rotates_the_first_quarter_by_row_and_the_second_by_column():
             row = table[1 + r * 3 + col]
             torch.testing.assert_close(row, torch.stack([angles.cos(), angles.sin()], -1))
     assert torch.equal(table[0], torch.zeros(4, 2))  # LlamaGen: cos = sin = 0 at the class position
-    no_zero = rope_2d_table(tiny_raster_config(grid=(2, 3), dim=16, n_head=2, zero_rope_at_cond=False))
+    no_zero = rope_2d_table(tiny_raster_config(grid=(2, 3), width=16, heads=2, zero_rope_at_cond=False))
     assert torch.equal(no_zero[0], torch.tensor([[1.0, 0.0]] * 4)) and torch.equal(no_zero[1:], table[1:])
 
 
 def test_rope_scores_depend_only_on_the_row_and_column_offsets():
-    c = tiny_raster_config(grid=(8, 8), dim=32, n_head=2)  # head dim 16
+    c = tiny_raster_config(grid=(8, 8), width=32, heads=2)  # head dim 16
     table = rope_2d_table(c)[1:].view(8, 8, 8, 2)
     g = gen(0)
     q, k = torch.randn(1, 1, 1, 16, generator=g), torch.randn(1, 1, 1, 16, generator=g)
@@ -176,7 +179,7 @@ def test_rope_scores_depend_only_on_the_row_and_column_offsets():
 
 def test_zero_rope_zeroes_the_class_positions_query_and_key():
     x = torch.randn(2, 3, 2, 8)
-    table = rope_2d_table(tiny_raster_config(cls_token_num=2, dim=16, n_head=2))[:3]
+    table = rope_2d_table(tiny_raster_config(cls_token_num=2, width=16, heads=2))[:3]
     out = apply_rope(x, table)
     assert torch.equal(out[:, :2], torch.zeros_like(out[:, :2])) and out[:, 2].abs().sum() > 0
 
@@ -231,8 +234,8 @@ SAMPLER_CONFIGS = [
 
 @pytest.mark.parametrize("kw", SAMPLER_CONFIGS)
 def test_cached_and_uncached_sampling_agree(model, kw):
-    a = sample(model, None, LABELS, RasterSamplerConfig(use_cache=True, **kw), gen(7))
-    b = sample(model, None, LABELS, RasterSamplerConfig(use_cache=False, **kw), gen(7))
+    a = sample(model, None, LABELS, RasterSamplerConfig(**kw), gen(7))
+    b = raster_uncached(model, LABELS, RasterSamplerConfig(**kw), gen(7))
     assert a.shape == (B, 4, 4) and a.dtype == torch.long
     assert torch.equal(a, b)
 
@@ -266,8 +269,8 @@ def test_cfg_weight_and_interval_change_the_result(model):
 
 def test_cfg_interval_semantics():
     cfg = RasterSamplerConfig(cfg=2.0, cfg_interval=(0.25, 0.5))
-    assert [cfg.guidance_at(i, 8) for i in range(8)] == [0, 0, 2.0, 2.0, 0, 0, 0, 0]
-    assert all(RasterSamplerConfig(cfg=1.0).guidance_at(i, 8) == 1.0 for i in range(8))
+    assert [cfg.weight(i / 8) for i in range(8)] == [0, 0, 2.0, 2.0, 0, 0, 0, 0]
+    assert all(RasterSamplerConfig(cfg=1.0).weight(i / 8) == 1.0 for i in range(8))
 
 
 @pytest.mark.parametrize("kw", [{"top_k": 1}, {"top_k": 1, "cfg": 3.0}])
@@ -304,8 +307,7 @@ def test_known_tokens_are_never_changed(model, kw):
     out = sample(model, None, LABELS, RasterSamplerConfig(**kw), gen(1), known=(idx, mask)).flatten(1)
     assert torch.equal(out[mask], idx[mask])
     assert not torch.equal(out[~mask], idx[~mask])  # the rest is sampled, not copied
-    ref = sample(model, None, LABELS, RasterSamplerConfig(use_cache=False, **kw), gen(1),
-                 known=(idx.view(B, 4, 4), mask.view(B, 4, 4)))
+    ref = raster_uncached(model, LABELS, RasterSamplerConfig(**kw), gen(1), known=(idx.view(B, 4, 4), mask.view(B, 4, 4)))
     assert torch.equal(out.view(B, 4, 4), ref)
 
 
@@ -323,15 +325,14 @@ def test_completion_from_the_top_rows_prefills_the_prefix_in_one_call(model, mon
     # Tokens 0..5 go in with the prefill; one decode step per later token but the last.
     assert [int(p) for p in calls] == list(range(1 + 6, 1 + N - 1))
     monkeypatch.undo()
-    assert torch.equal(out, sample(model, None, LABELS, cfg.replace(use_cache=False), gen(2),
-                                   known=(idx, mask)).flatten(1))
+    assert torch.equal(out, raster_uncached(model, LABELS, cfg, gen(2), known=(idx, mask)).flatten(1))
     assert torch.equal(sample(model, None, LABELS, cfg, gen(2), known=(idx, torch.ones_like(mask))).flatten(1), idx)
 
 
 # ------------------------------------------------------------------------------------ exact distributions
 
 
-TOY = {"vocab_size": 3, "grid": (1, 3), "num_classes": 2, "dim": 16, "n_head": 2}
+TOY = {"vocab_size": 3, "grid": (1, 3), "num_classes": 2, "width": 16, "heads": 2}
 TOY_NULL, TOY_N, TOY_V, SAMPLES = 2, 3, 3, 20_000
 
 
@@ -351,9 +352,9 @@ def exact_log_probs(model, label: int, cfg: RasterSamplerConfig, known=None) -> 
     procs = build_processors(cfg.temperature, cfg.top_k, cfg.top_p)
     total = torch.zeros(S, dtype=torch.float64)
     for i in range(TOY_N):
-        w = cfg.guidance_at(i, TOY_N)
+        w = cfg.weight(i / TOY_N)
         logits = guide(torch.cat([cond[:, i], uncond[:, i]]).double(), w) if w > 0 else cond[:, i].double()
-        logp = apply(logits, procs, {"step": i, "num_steps": TOY_N}).log_softmax(-1)
+        logp = apply(logits, procs).log_softmax(-1)
         logp_i = logp.gather(1, seqs[:, i:i + 1]).squeeze(1)
         if known is not None and known[1][i]:
             logp_i = torch.where(seqs[:, i] == known[0][i], 0.0, float("-inf"))
@@ -371,7 +372,7 @@ def exact_log_probs(model, label: int, cfg: RasterSamplerConfig, known=None) -> 
     ({}, ([0, 1, 0], [False, True, False])),   # a forced middle token: P(x0) P(x2 | x0, x1 = 1)
 ])
 def test_sampler_matches_the_exact_joint_distribution(toy, kw, known):
-    from scipy.stats import chisquare
+    chisquare = pytest.importorskip("scipy.stats").chisquare
 
     cfg = RasterSamplerConfig(**kw)
     label = 1
@@ -432,8 +433,8 @@ def test_bad_sampler_inputs_get_one_line_errors(model):
 
 
 def test_config_validation():
-    for bad in ({"dim": 30, "n_head": 4}, {"dim": 24, "n_head": 4}, {"grid": (0, 4)}, {"grid": (4,)},
-                {"n_kv_head": 3, "n_head": 2}, {"n_layer": 0}, {"class_dropout_prob": 1.0},
+    for bad in ({"width": 30, "heads": 4}, {"width": 24, "heads": 4}, {"grid": (0, 4)}, {"grid": (4,)},
+                {"kv_heads": 3, "heads": 2}, {"depth": 0}, {"label_drop": 1.0},
                 {"drop_path_rate": -0.1}, {"cls_token_num": 0}, {"ffn_dim_multiplier": 0.0}):
         with pytest.raises(ConfigError) as e:
             tiny_raster_config(**bad)
@@ -457,7 +458,7 @@ def test_loss_is_cross_entropy_of_the_teacher_forced_forward():
 def test_loss_backward_reaches_every_parameter():
     """DDP without find_unused_parameters needs a gradient for every trainable parameter."""
     model = tiny_raster(token_dropout_p=0.1, resid_dropout_p=0.1, ffn_dropout_p=0.1, drop_path_rate=0.1,
-                        class_dropout_prob=0.5).train()
+                        label_drop=0.5).train()
     torch.manual_seed(0)
     idx = random_idx(batch=16)
     loss, _ = model.loss({"idx_BN": idx}, torch.arange(16) % 3)
@@ -467,7 +468,7 @@ def test_loss_backward_reaches_every_parameter():
 
 
 def test_class_dropout_replaces_labels_with_the_null_class_in_training_only(monkeypatch):
-    model = tiny_raster(class_dropout_prob=0.5).train()
+    model = tiny_raster(label_drop=0.5).train()
     seen = []
     embed = model.cls_embedding.forward
     monkeypatch.setattr(model.cls_embedding, "forward", lambda labels: seen.append(labels) or embed(labels))

@@ -24,7 +24,7 @@ from argen.cli import main
 
 CPU = ["--threads", "1", "--quiet", "--device", "cpu"]
 TINY_TOK = ["--set", "ch=8", "--set", "z_channels=4", "--set", "codebook_size=16"]
-TINY_GEN = ["--set", "depth=1", "--set", "width=32", "--set", "num_heads=2"]
+TINY_GEN = ["--set", "depth=1", "--set", "width=32", "--set", "heads=2"]
 N = 40          # steps of every run
 SAVE_EVERY = 5
 KILL_AFTER = 10  # kill once a checkpoint at step >= KILL_AFTER (and < N) is on disk
@@ -129,7 +129,7 @@ def test_generator_resume_after_sigkill_is_bit_identical(tokenizer_dir, tmp_path
 
     ref, res, _ = _kill_and_resume(argv, tmp_path)
     cfg = json.loads((ref / "config.json").read_text())
-    assert cfg["config"]["cond_drop"] > 0 and cfg["meta"]["train_config"]["ema"] > 0
+    assert cfg["config"]["label_drop"] > 0 and cfg["meta"]["train_config"]["ema"] > 0
     state = load_file(str(ref / "train_state.safetensors"))
     assert any(k.startswith("s/ema/") for k in state), "no EMA in the training state"
     _assert_same_run(ref, res)

@@ -12,8 +12,9 @@ import pytest
 import torch
 from helpers import tiny_msvq, tiny_var, tiny_vq
 
-from argen.checkpoint import load_model, load_tensors, load_train_state
+from argen.checkpoint import load_tensors, load_train_state
 from argen.data import load_dataset
+from argen.models import load_model
 from argen.training.ema import EMA
 from argen.training.trainer import GeneratorObjective, TrainConfig, batch_indices, train
 
@@ -114,7 +115,7 @@ def test_training_a_tiny_vq_lowers_the_loss_and_writes_a_checkpoint(digits, tmp_
 def build_var_run():
     """Generator + frozen tokenizer, rebuilt identically for every run."""
     tok = tiny_msvq(seed=1)
-    var = tiny_var(seed=2, randomize=False, num_classes=10, cond_drop=0.1).train()
+    var = tiny_var(seed=2, randomize=False, num_classes=10, label_drop=0.1).train()
     return var, GeneratorObjective(var, tok)
 
 

@@ -9,11 +9,14 @@ import pytest
 import torch
 import torch.nn.functional as F
 from helpers import random_images, random_scales, read_layout, tiny_msvq, tiny_var, tiny_var_config
+from reference import var_uncached
 
-from argen.checkpoint import load_model, save_model
-from argen.generators.var import VAR, var_official
-from argen.sampling.next_scale import NextScaleConfig, sample
-from argen.sampling.processors import guide
+from argen.checkpoint import save_model
+from argen.generators.var import VAR
+from argen.models import load_model
+from argen.presets.var import var_official
+from argen.sampling.guidance import guide
+from argen.sampling.next_scale import VARSamplerConfig, sample
 
 B = 4
 LABELS = torch.tensor([0, 1, 2, 1])
@@ -116,15 +119,15 @@ SAMPLER_CONFIGS = [
 
 @pytest.mark.parametrize("kw", SAMPLER_CONFIGS)
 def test_cached_and_uncached_sampling_agree(model, tok, kw):
-    a = sample(model, tok, LABELS, NextScaleConfig(use_cache=True, **kw), gen(7))
-    b = sample(model, tok, LABELS, NextScaleConfig(use_cache=False, **kw), gen(7))
+    a = sample(model, tok, LABELS, VARSamplerConfig(**kw), gen(7))
+    b = var_uncached(model, tok, LABELS, VARSamplerConfig(**kw), gen(7))
     assert [tuple(t.shape) for t in a] == [(B, 1, 1), (B, 2, 2), (B, 4, 4)]
     assert all(torch.equal(x, y) for x, y in zip(a, b))
 
 
 @pytest.mark.parametrize("kw", [{}, {"cfg": 2.0, "top_p": 0.9}])
 def test_same_seed_same_tokens_different_seed_different(model, tok, kw):
-    cfg = NextScaleConfig(**kw)
+    cfg = VARSamplerConfig(**kw)
     a = sample(model, tok, LABELS, cfg, gen(1))
     b = sample(model, tok, LABELS, cfg, gen(1))
     c = sample(model, tok, LABELS, cfg, gen(2))
@@ -134,7 +137,7 @@ def test_same_seed_same_tokens_different_seed_different(model, tok, kw):
 
 def test_sampling_respects_top_k(model, tok):
     # With top_k=1 the draw is the argmax whatever the seed.
-    cfg = NextScaleConfig(top_k=1)
+    cfg = VARSamplerConfig(top_k=1)
     a = sample(model, tok, LABELS, cfg, gen(1))
     b = sample(model, tok, LABELS, cfg, gen(2))
     assert all(torch.equal(x, y) for x, y in zip(a, b))
@@ -142,7 +145,7 @@ def test_sampling_respects_top_k(model, tok):
 
 @pytest.mark.parametrize("kw", [{"top_k": 1}, {"top_k": 1, "cfg": 3.0}])
 def test_batched_equals_unbatched_greedy(model, tok, kw):
-    cfg = NextScaleConfig(**kw)
+    cfg = VARSamplerConfig(**kw)
     batched = sample(model, tok, LABELS, cfg, gen(0))
     for i in range(B):
         alone = sample(model, tok, LABELS[i:i + 1], cfg, gen(0))
@@ -170,7 +173,7 @@ def reference_greedy(model, tok, labels, w: float, schedule: str = "linear") -> 
 
 @pytest.mark.parametrize("w, schedule", [(0.0, "linear"), (2.0, "linear"), (2.0, "constant")])
 def test_greedy_sampling_matches_a_teacher_forced_reference(model, tok, w, schedule):
-    cfg = NextScaleConfig(top_k=1, cfg=w, cfg_schedule=schedule)
+    cfg = VARSamplerConfig(top_k=1, cfg=w, cfg_schedule=schedule)
     got = sample(model, tok, LABELS, cfg, gen(0))
     ref = reference_greedy(model, tok, LABELS, w, schedule)
     assert all(torch.equal(a, b) for a, b in zip(got, ref))
@@ -200,7 +203,7 @@ def test_cfg_off_never_uses_the_null_class_and_keeps_the_batch(model, tok, monke
     embed, trunk = Spy(model.cond_embed), Spy(model.trunk)
     monkeypatch.setattr(model, "cond_embed", embed)
     monkeypatch.setattr(model, "trunk", trunk)
-    sample(model, tok, LABELS, NextScaleConfig(cfg=0.0), gen(0))
+    sample(model, tok, LABELS, VARSamplerConfig(cfg=0.0), gen(0))
     seen = torch.cat([c[0] for c in embed.calls])
     assert len(embed.calls) >= 1 and not (seen == NULL).any()
     assert len(trunk.calls) == 3 and all(c[0].shape[0] == B and c[1].shape[0] == B for c in trunk.calls)
@@ -210,7 +213,7 @@ def test_cfg_on_doubles_the_batch_with_null_labels_second(model, tok, monkeypatc
     embed, trunk = Spy(model.cond_embed), Spy(model.trunk)
     monkeypatch.setattr(model, "cond_embed", embed)
     monkeypatch.setattr(model, "trunk", trunk)
-    out = sample(model, tok, LABELS, NextScaleConfig(cfg=1.0), gen(0))
+    out = sample(model, tok, LABELS, VARSamplerConfig(cfg=1.0), gen(0))
     labels = torch.cat([c[0] for c in embed.calls])
     assert torch.equal(labels, torch.cat([LABELS, torch.full_like(LABELS, NULL)]))
     assert len(trunk.calls) == 3
@@ -220,7 +223,7 @@ def test_cfg_on_doubles_the_batch_with_null_labels_second(model, tok, monkeypatc
 
 def test_sampling_does_not_change_the_model(model, tok):
     before = {k: v.clone() for k, v in model.state_dict().items()}
-    sample(model, tok, LABELS, NextScaleConfig(cfg=1.0, top_k=3), gen(0))
+    sample(model, tok, LABELS, VARSamplerConfig(cfg=1.0, top_k=3), gen(0))
     after = model.state_dict()
     assert all(torch.equal(before[k], after[k]) for k in before)
     assert not model.training
@@ -232,7 +235,7 @@ def test_sampler_config_validation():
     for bad in ({"temperature": 0.0}, {"top_k": -1}, {"top_p": 0.0}, {"top_p": 1.5}, {"cfg": -1.0},
                 {"cfg_schedule": "cosine"}):
         with pytest.raises(ConfigError):
-            NextScaleConfig(**bad)
+            VARSamplerConfig(**bad)
 
 
 # ------------------------------------------------------------------------------------ training
@@ -255,7 +258,7 @@ def test_loss_is_cross_entropy_of_the_teacher_forced_forward(tok):
 
 def test_loss_backward_reaches_every_parameter(tok):
     """DDP without find_unused_parameters needs a gradient for every trainable parameter."""
-    model = tiny_var(cond_drop=0.1, drop_path=0.1).train()
+    model = tiny_var(label_drop=0.1, drop_path=0.1).train()
     torch.manual_seed(0)
     tokens = VAR.tokens_from_images(tok, random_images(B))
     loss, _ = model.loss(tokens, LABELS)
@@ -268,8 +271,8 @@ def test_loss_backward_reaches_every_parameter(tok):
     assert all(torch.isfinite(p.grad).all() for p in model.parameters())
 
 
-def test_cond_drop_replaces_labels_with_the_null_class_in_training_only(tok, monkeypatch):
-    model = tiny_var(cond_drop=0.5).train()
+def test_label_drop_replaces_labels_with_the_null_class_in_training_only(tok, monkeypatch):
+    model = tiny_var(label_drop=0.5).train()
     embed = Spy(model.cond_embed)
     monkeypatch.setattr(model, "cond_embed", embed)
     tokens = VAR.tokens_from_images(tok, random_images(64))
@@ -288,7 +291,7 @@ def test_cond_drop_replaces_labels_with_the_null_class_in_training_only(tok, mon
 def test_config_validation():
     from argen.errors import ConfigError
 
-    for bad in ({"width": 30, "num_heads": 4}, {"scales": (1, 3, 2)}, {"depth": 0}, {"cond_drop": 1.0},
+    for bad in ({"width": 30, "heads": 4}, {"scales": (1, 3, 2)}, {"depth": 0}, {"label_drop": 1.0},
                 {"num_classes": 0}, {"drop_path": -0.1}):
         with pytest.raises(ConfigError) as e:
             tiny_var_config(**bad)
@@ -328,7 +331,7 @@ def test_checkpoint_round_trip_gives_identical_weights_and_samples(model, tok, t
     assert isinstance(loaded, VAR) and loaded.config == model.config and not loaded.training
     a, b = model.state_dict(), loaded.state_dict()
     assert set(a) == set(b) and all(torch.equal(a[k], b[k]) for k in a)
-    cfg = NextScaleConfig(cfg=1.5, top_k=8)
+    cfg = VARSamplerConfig(cfg=1.5, top_k=8)
     s1 = sample(model, tok, LABELS, cfg, gen(3))
     s2 = sample(loaded, tok, LABELS, cfg, gen(3))
     assert all(torch.equal(x, y) for x, y in zip(s1, s2))

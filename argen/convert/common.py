@@ -1,99 +1,27 @@
-"""Official checkpoints (VAR, MAR, LlamaGen) -> ordinary argen checkpoint folders.
-
-    argen convert --from var --checkpoint var_d16.pth --vae vae_ch160v4096z32.pth --out var-d16
-
-Each family module (``argen.convert.var``, ``.mar``, ``.llamagen``) describes its two official
-files, the generator and the tokenizer, as ``Official`` specs and has
-``convert(checkpoint, vae, out, ema=True) -> dict``, which hands them to ``convert_files``.
-The pieces:
-
-* ``read_official`` reads a ``.pth`` with ``torch.load(weights_only=True)``; the only
-  non-tensor classes it accepts are the ones a family names (MAR's argparse.Namespace).
-  Nothing is ever unpickled blindly.
-* ``pick`` finds the state dict inside the container (EMA first where the file has one).
-* ``Tensors`` hands out official tensors by name and remembers which were used, so a
-  key map that forgets a tensor is an error, not a silently random weight.
-* ``load_strict`` fills an argen model and names every missing, unexpected or misshapen
-  tensor.
-
-Every failure is a ``ConvertError``: one line, exit code 2 from the CLI.
-"""
+"""Shared pieces of the converters: key maps, strict loading, and writing the converted folder."""
 
 from __future__ import annotations
 
-import pickle
 import re
-import zipfile
 from collections.abc import Callable, Iterable
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
 
 import torch
 
-from argen.errors import CheckpointError
+from argen.errors import ConvertError
+from argen.torch_files import pick, read_official
 
-FAMILIES = ("var", "mar", "llamagen")
 IDENTITY = ((r".*", r"\g<0>"),)  # rename rule for models that already use the official names
 # argen-only buffers of a converted codebook tokenizer: usage statistics from zero, the codebook
 # marked as initialised (so fine-tuning never re-runs k-means over a trained codebook), step 0
 CODEBOOK_BUFFERS = (("quantize.usage_SV", 0.0), ("quantize.initialized", 1), ("train_steps", 0))
 
 
-class ConvertError(CheckpointError):
-    """An official checkpoint that is missing, corrupt, of another family or of an unknown layout."""
-
-
 def _names(keys: Iterable[str], limit: int = 4) -> str:
     keys = sorted(keys)
     more = f" (+{len(keys) - limit} more)" if len(keys) > limit else ""
     return ", ".join(keys[:limit]) + more
-
-
-def read_official(path: str | Path, allow: Iterable[type] = ()) -> Any:
-    """``torch.load`` a checkpoint safely: tensors, containers and the ``allow`` classes only."""
-    path = Path(path)
-    if not path.is_file():
-        raise ConvertError(f"{path}: no such file")
-    if path.suffix == ".safetensors":
-        from safetensors import SafetensorError
-        from safetensors.torch import load_file
-
-        try:
-            return load_file(path)
-        except (SafetensorError, OSError) as e:
-            raise ConvertError(f"{path}: not a readable safetensors file ({str(e).splitlines()[0]})") from None
-    allow = list(allow)
-    try:
-        with torch.serialization.safe_globals(allow):
-            # mmap: a multi-GB checkpoint is paged in as tensors are used, not read up front
-            # (only zip-format files can be mapped; older torch.save files are read whole)
-            return torch.load(path, map_location="cpu", weights_only=True, mmap=zipfile.is_zipfile(path))
-    except pickle.UnpicklingError as e:
-        found = re.search(r"Unsupported global: GLOBAL (\S+)", str(e))
-        what = found.group(1) if found else str(e).strip().splitlines()[-1]
-        names = ", ".join(f"{c.__module__}.{c.__qualname__}" for c in allow) or "none"
-        raise ConvertError(f"{path}: holds a {what} object, which argen will not unpickle "
-                           f"(allowed besides tensors: {names})") from None
-    except (RuntimeError, EOFError, zipfile.BadZipFile, ValueError, OSError) as e:
-        first = str(e).strip().splitlines()[0] if str(e).strip() else type(e).__name__
-        raise ConvertError(f"{path}: not a readable PyTorch checkpoint, truncated or corrupt ({first})") from None
-
-
-def pick(obj: Any, path: Path | str, candidates: Iterable[str]) -> tuple[dict[str, torch.Tensor], str]:
-    """The first state dict found at one of the dotted ``candidates`` ("" = the object itself).
-
-    Returns it with the candidate used, e.g. ``"model_ema"``, so the caller can say what it read.
-    """
-    for cand in candidates:
-        node = obj
-        for part in filter(None, cand.split(".")):
-            node = node.get(part) if isinstance(node, dict) else None
-        if isinstance(node, dict) and node and all(isinstance(v, torch.Tensor) for v in node.values()):
-            return dict(node), cand or "(top level)"
-    top = _names(obj) if isinstance(obj, dict) else type(obj).__name__
-    raise ConvertError(f"{path}: no state dict at any of {', '.join(c or '(top level)' for c in candidates)}; "
-                       f"the file holds {top}")
 
 
 def require(sd: dict[str, torch.Tensor], path: Path | str, family: str, keys: Iterable[str]) -> None:
@@ -163,23 +91,6 @@ def load_strict(model: torch.nn.Module, sd: dict[str, torch.Tensor], source: Pat
     return model
 
 
-def available_families() -> list[str]:
-    """The families of ``FAMILIES`` whose converter module is installed."""
-    import importlib.util
-
-    return [f for f in FAMILIES if importlib.util.find_spec(f"argen.convert.{f}") is not None]
-
-
-def converter(family: str) -> Callable[..., dict]:
-    """``convert`` of ``argen.convert.<family>``."""
-    known = available_families()
-    if family not in known:
-        raise ConvertError(f"--from must be one of {', '.join(known) or '(no converter installed)'}, got {family!r}")
-    import importlib
-
-    return importlib.import_module(f"argen.convert.{family}").convert
-
-
 @dataclass(frozen=True)
 class Official:
     """How one kind of official file maps onto an argen model.
@@ -215,12 +126,12 @@ def fuse_qkv(sd: dict[str, torch.Tensor], source: Path | str) -> dict[str, torch
 
 def load_official(path: str | Path, spec: Official) -> tuple[torch.nn.Module, str, str]:
     """The argen model an official file describes: ``(model, preset, where the state dict was)``."""
-    import argen
+    from argen.models import build
 
     path = Path(path)
     sd, where = pick(read_official(path, spec.allow), path, spec.candidates)
     preset = spec.identify(sd, path)
-    model = argen.build(preset, device="meta")  # no memory until load_strict assigns the file's tensors
+    model = build(preset, device="meta")  # no memory until load_strict assigns the file's tensors
     tensors = Tensors(sd, path, spec.ignore)
     mapped = tensors.rename(spec.rules)
     if spec.fuse_qkv:
@@ -242,7 +153,7 @@ def convert_files(out: str | Path, family: str, *, checkpoint: str | Path | None
     that model alone. Both files are read and checked before anything is written.
     """
     from argen.checkpoint import TOKENIZER_DIR, save_model
-    from argen.registry import get_preset
+    from argen.models import get_preset
 
     if checkpoint is None and vae is None:
         raise ConvertError("give --checkpoint (the generator), --vae (the tokenizer) or both")

@@ -20,8 +20,10 @@ from pathlib import Path
 
 import torch
 
-from argen.convert import CODEBOOK_BUFFERS, IDENTITY, ConvertError, Official, convert_files, require
-from argen.generators.raster import LLAMAGEN_SIZES
+from argen.convert.common import CODEBOOK_BUFFERS, IDENTITY, Official, convert_files, require
+from argen.errors import ConvertError
+from argen.presets.raster import LLAMAGEN_SIZES
+from argen.registry import CONVERTERS
 
 VQ_LEVELS = 5  # ch_mult (1, 1, 2, 2, 4)
 VQ_RULES = tuple(
@@ -64,3 +66,6 @@ def convert(checkpoint, vae, out, ema: bool = True) -> dict:
     tokenizer = Official(identify_vae, candidates, rules=VQ_RULES, ignore=(r"quantize\.codebook_used",),
                          allow=(argparse.Namespace,), fuse_qkv=True, fresh=CODEBOOK_BUFFERS)
     return convert_files(out, "llamagen", checkpoint=checkpoint, vae=vae, generator=generator, tokenizer=tokenizer)
+
+
+CONVERTERS.add("llamagen", convert)

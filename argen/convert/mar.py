@@ -19,7 +19,9 @@ from pathlib import Path
 
 import torch
 
-from argen.convert import ConvertError, Official, convert_files, require
+from argen.convert.common import Official, convert_files, require
+from argen.errors import ConvertError
+from argen.registry import CONVERTERS
 
 _SIZES = {12: "mar-b", 16: "mar-l", 20: "mar-h"}
 
@@ -47,3 +49,6 @@ def convert(checkpoint, vae, out, ema: bool = True) -> dict:
     generator = Official(identify, candidates=("model_ema", "model", "") if ema else ("model", ""),
                          allow=(argparse.Namespace,))
     return convert_files(out, "mar", checkpoint=checkpoint, vae=vae, generator=generator, tokenizer=TOKENIZER)
+
+
+CONVERTERS.add("mar", convert)

@@ -19,7 +19,9 @@ from pathlib import Path
 
 import torch
 
-from argen.convert import CODEBOOK_BUFFERS, IDENTITY, ConvertError, Official, convert_files, require
+from argen.convert.common import CODEBOOK_BUFFERS, IDENTITY, Official, convert_files, require
+from argen.errors import ConvertError
+from argen.registry import CONVERTERS
 
 BUFFERS = (r"lvl_1L", r"attn_bias_for_masking", r"blocks\.\d+\.attn\.zero_k_bias")
 
@@ -46,3 +48,6 @@ TOKENIZER = Official(identify_vae, candidates=("",), ignore=(r"quantize\.ema_voc
 def convert(checkpoint, vae, out, ema: bool = True) -> dict:
     # the released VAR files hold one set of weights, so ``ema`` has nothing to choose
     return convert_files(out, "var", checkpoint=checkpoint, vae=vae, generator=GENERATOR, tokenizer=TOKENIZER)
+
+
+CONVERTERS.add("var", convert)

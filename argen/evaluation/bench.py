@@ -7,7 +7,7 @@ Per batch size: the median over ``repeats`` timed runs (after ``warmup`` untimed
 whole sampling call, tokenizer decode included, synchronised on CUDA. Forward passes are counted
 with a hook on the generator's first transformer block over one call (``forward_calls``: a
 KV-cached decode step, a VAR scale, a MaskGIT step, a MAR body pass; a CFG-doubled batch is one
-call) and, for MAR, on its head network (``head_calls``). Every image of the batch rides in each
+call) and on the other modules a generator declares in ``counted`` (MAR: its head network, ``head_calls``). Every image of the batch rides in each
 call, so these are also the passes per image. Peak memory: on CUDA ``torch.cuda.max_memory_allocated`` during
 the call; on CPU the growth of the process's resident set over its value before the call,
 sampled every millisecond by a thread (a lower bound: allocations shorter than that are missed).
@@ -22,7 +22,6 @@ import time
 import torch
 
 PAGE = 4096
-BLOCK_LISTS = ("blocks", "layers", "encoder_blocks")  # where each family keeps its transformer blocks
 
 
 def _rss_bytes() -> int:
@@ -53,16 +52,12 @@ class _PeakRSS:
 
 
 class _Counter:
-    def __init__(self, module: torch.nn.Module | None):
+    def __init__(self, module: torch.nn.Module):
         self.calls = 0
-        self.handle = module.register_forward_hook(self._hook) if module is not None else None
+        self.handle = module.register_forward_hook(self._hook)
 
     def _hook(self, *args):
         self.calls += 1
-
-    def remove(self):
-        if self.handle is not None:
-            self.handle.remove()
 
 
 def _sync(device: torch.device) -> None:
@@ -87,9 +82,7 @@ def bench(pipe_or_path, batch_sizes=(1, 64), repeats: int = 3, warmup: int = 1, 
     pipe = pipe_or_path if isinstance(pipe_or_path, Pipeline) else Pipeline.from_pretrained(pipe_or_path, device)
     device = pipe.device
     gen = pipe.generator
-    meta = getattr(gen, "checkpoint_meta", {}) or {}
-    head = getattr(getattr(gen, "diffloss", None), "net", None)
-    first_block = next(getattr(gen, name)[0] for name in BLOCK_LISTS if hasattr(gen, name))
+    preset = pipe.record.preset if pipe.record is not None else None
     params = sum(p.numel() for p in gen.parameters())
     rows = []
     for bs in batch_sizes:
@@ -100,7 +93,7 @@ def bench(pipe_or_path, batch_sizes=(1, 64), repeats: int = 3, warmup: int = 1, 
 
         for _ in range(warmup):
             run()
-        body, head_counter = _Counter(first_block), _Counter(head)
+        counters = {name: _Counter(module) for name, module in gen.counted_modules().items()}
         try:
             if device.type == "cuda":
                 torch.cuda.reset_peak_memory_stats(device)
@@ -108,18 +101,15 @@ def bench(pipe_or_path, batch_sizes=(1, 64), repeats: int = 3, warmup: int = 1, 
             with _PeakRSS() as rss:
                 times = [_timed(run, device)]
         finally:
-            body.remove()
-            head_counter.remove()
+            for counter in counters.values():
+                counter.handle.remove()
         peak = (torch.cuda.max_memory_allocated(device) - before) if device.type == "cuda" else rss.growth
         times += [_timed(run, device) for _ in range(repeats - 1)]
         t = statistics.median(times)
-        row = {"family": gen.family, "preset": meta.get("preset"), "params": params, "batch_size": bs,
-               "images_per_s": bs / t, "s_per_image": t / bs, "forward_calls": body.calls,
-               "peak_mem_mb": peak / 2**20, "device": str(device),
-               "sampler": pipe.sampler.replace(**sampler_overrides).to_dict()}
-        if head is not None:
-            row["head_calls"] = head_counter.calls
-        rows.append(row)
+        rows.append({"family": gen.family, "preset": preset, "params": params, "batch_size": bs,
+                     "images_per_s": bs / t, "s_per_image": t / bs, **{k: c.calls for k, c in counters.items()},
+                     "peak_mem_mb": peak / 2**20, "device": str(device),
+                     "sampler": pipe.sampler.replace(**sampler_overrides).to_dict()})
     return rows
 
 

@@ -1,6 +1,7 @@
 """Reference classifiers: the judge of class-conditional samples and the feature space of Frechet distances.
 
-No Inception weights can be had offline (see DESIGN.md), so argen trains its own small
+Nothing may be downloaded at run time (the standard FID needs Inception weights the user
+supplies: ``argen.evaluation.inception``), so argen trains its own small
 CNN per data set with the ordinary trainer and ships the checkpoints inside the package
 (``argen/assets/classifier-<data>/``, each well under 1 MB). ``load_reference_classifier``
 loads one; ``Classifier.features`` is its penultimate layer, the space in which argen's
@@ -8,9 +9,7 @@ Frechet distance ("FD-FMNIST", not "FID"), KID and precision / recall are measur
 
 ``class_accuracy`` (the share of generated images that the reference classifier labels
 with the class they were asked for) uses the shipped CNNs: 92.6% on the Fashion-MNIST test
-split, 99.4% (353 / 355) on the digits test split. The RBF support-vector machine on raw
-pixels that judged digits before (99.15%, 352 / 355) stays available as ``fitted_classifier``
-for comparison with numbers reported with it.
+split, 99.4% (353 / 355) on the digits test split.
 """
 
 from __future__ import annotations
@@ -25,9 +24,8 @@ import torch.nn.functional as F
 from torch import nn
 
 from argen.config import Config, check
-from argen.data import load_dataset
 from argen.errors import ArgenError
-from argen.registry import register, register_model
+from argen.registry import register_model
 
 ASSETS = Path(__file__).resolve().parent.parent / "assets"
 # data set name -> shipped checkpoint folder under ASSETS (and the short name in the preset)
@@ -173,22 +171,6 @@ def evaluate_accuracy(model: Classifier, dataset, batch_size: int = 500, device:
 # Training budget: 3000 steps of 128 (6.4 epochs), ~5 min of one CPU core; batch 128 keeps BatchNorm statistics
 # steady. 187k parameters (750 KB). At this budget the net underfits rather than overfits: random flips and
 # dropout 0.3 gave 91.9% test accuracy, shifts alone and dropout 0.1 give 92.6%.
-@register("classifier-fmnist", "classifier", data="fashion-mnist",
-          train=dict(steps=3000, batch_size=128, lr=2e-3, warmup=100, weight_decay=0.05, ema=0.0, save_every=1000),
-          description="reference CNN for 28x28 Fashion-MNIST: judge of samples, feature space of FD-FMNIST")
-def classifier_fmnist() -> ClassifierConfig:
-    return ClassifierConfig(image_channels=1, image_size=28, num_classes=10, widths=(32, 64, 96), convs_per_block=1,
-                            hidden=128, dropout=0.1, shift=2, hflip=False)
-
-
-# 1500 steps of 128 (133 epochs of the 1442 train digits), ~40 s of one CPU core; 100k parameters (400 KB), 99.4%.
-@register("classifier-digits", "classifier", data="digits",
-          train=dict(steps=1500, batch_size=128, lr=2e-3, warmup=100, weight_decay=0.05, ema=0.0, save_every=1500),
-          description="reference CNN for 8x8 digits: judge of samples, feature space of Frechet distances")
-def classifier_digits() -> ClassifierConfig:
-    # 8x8 digits: a 1-pixel shift is already an eighth of the image, and mirrored digits are other symbols
-    return ClassifierConfig(image_channels=1, image_size=8, num_classes=10, widths=(32, 64), convs_per_block=2,
-                            hidden=128, dropout=0.3, shift=1, hflip=False)
 
 
 # ---- shipped reference classifiers --------------------------------------------------------------------
@@ -202,45 +184,30 @@ def _dataset_key(dataset: str) -> str:
 
 @functools.cache
 def _load_reference(key: str, device: str) -> Classifier:
-    from argen import checkpoint as ckpt
+    import argen.checkpoint as ckpt
 
-    model = ckpt.load_model(ASSETS / REFERENCE[key], device)
-    return model.requires_grad_(False).eval()
+    path = ASSETS / REFERENCE[key]
+    with torch.device(device):
+        model = Classifier(ClassifierConfig.from_dict(ckpt.read_record(path).config))
+    return ckpt.load_weights(model, path, device).requires_grad_(False)
 
 
 def load_reference_classifier(dataset: str, device: str | torch.device = "cpu") -> Classifier:
     """The CNN shipped in ``argen/assets`` for ``dataset`` ("fashion-mnist" or "digits"), in eval mode.
 
     Cached per (dataset, device): callers share one instance, so do not train or move it; its
-    recorded test accuracy is ``reference_test_accuracy(model)``."""
+    recorded test accuracy is ``reference_test_accuracy(dataset)``."""
     return _load_reference(_dataset_key(dataset), str(torch.device(device)))
 
 
-def reference_test_accuracy(model: Classifier) -> float:
-    """The test-split accuracy recorded in a checkpoint's ``meta.eval`` by ``argen train classifier``."""
-    return float(model.checkpoint_meta["meta"]["eval"]["test_accuracy"])
+def reference_test_accuracy(dataset: str) -> float:
+    """The test-split accuracy ``argen train classifier`` recorded in the shipped classifier's ``meta.eval``."""
+    import argen.checkpoint as ckpt
+
+    return float(ckpt.read_record(ASSETS / REFERENCE[_dataset_key(dataset)]).meta["eval"]["test_accuracy"])
 
 
 # ---- class accuracy of samples ------------------------------------------------------------------------
-
-def _features(images_u8: np.ndarray) -> np.ndarray:
-    """(N, H, W, C) or (N, C, H, W) uint8 -> (N, H*W*C) floats in [0, 1]."""
-    return images_u8.reshape(len(images_u8), -1).astype(np.float64) / 255.0
-
-
-@functools.cache
-def fitted_classifier(dataset: str = "digits"):
-    """(RBF SVM on raw pixels, its accuracy on the real test split) for the 8x8 digits: the judge that
-    ``class_accuracy`` used for digits before the shipped CNN; fitted once per process (under a second)."""
-    if dataset != "digits":
-        raise ArgenError(f"no SVM reference classifier for dataset {dataset!r}; available: digits")
-    from sklearn.svm import SVC
-
-    train, test = load_dataset(dataset, "train"), load_dataset(dataset, "test")
-    clf = SVC(C=10.0, gamma="scale").fit(_features(train.images.numpy()), train.labels.numpy())
-    acc = float((clf.predict(_features(test.images.numpy())) == test.labels.numpy()).mean())
-    return clf, acc
-
 
 def class_accuracy(images_u8: np.ndarray, labels: np.ndarray, dataset: str = "digits") -> dict[str, float]:
     """Overall and per-class share of samples the reference classifier labels with their requested class.
@@ -254,7 +221,7 @@ def class_accuracy(images_u8: np.ndarray, labels: np.ndarray, dataset: str = "di
     model = load_reference_classifier(key)
     images = torch.from_numpy(np.ascontiguousarray(images_u8)).float() / 127.5 - 1.0
     pred = model.predict(images).numpy()
-    real_acc = reference_test_accuracy(model)
+    real_acc = reference_test_accuracy(dataset)
     labels = np.asarray(labels)
     out = {"class_accuracy": float((pred == labels).mean()), "classifier_test_accuracy": real_acc}
     for c in np.unique(labels):

@@ -5,7 +5,7 @@ shipped in ``argen/assets``) and are named for it: ``FD-fmnist``, never "FID". T
 test split is the reference set; ``real_floor`` gives the same metrics for real test
 images against real train images, the floor every model is compared to.
 
-    metrics = evaluate_checkpoint("runs/var-fmnist", n=1000, seed=0)
+    metrics = evaluate_checkpoint(Pipeline.from_pretrained("runs/var-fmnist"), n=1000, seed=0)
     metrics = evaluate_samples(images_u8, labels, "fashion-mnist")
 """
 
@@ -86,11 +86,11 @@ def inception_fid(images_u8: np.ndarray, dataset: str, weights: str | Path, seed
 
 
 def bits_per_token(pipe, dataset: str, n: int = 1000, batch_size: int = 250) -> float | None:
-    """Exact negative log-likelihood of ``n`` test images' token maps, in bits per token, for the families
-    that define one (raster: product of next-token probabilities; VAR: over every scale's tokens).
-    ``None`` for masked families, whose training objective is not a likelihood."""
+    """Exact negative log-likelihood of ``n`` test images' token maps, in bits per token, for the generators
+    that declare one (``Generator.likelihood``: raster, a product of next-token probabilities; VAR, over
+    every scale's tokens). ``None`` for masked families, whose training objective is not a likelihood."""
     gen, tok = pipe.generator, pipe.tokenizer
-    if gen.family not in ("raster", "var"):
+    if not gen.likelihood:
         return None
     test = load_dataset(dataset, "test")
     n = min(n, len(test))
@@ -106,17 +106,15 @@ def bits_per_token(pipe, dataset: str, n: int = 1000, batch_size: int = 250) -> 
     return total / count / float(np.log(2))
 
 
-def evaluate_checkpoint(path: str | Path, n: int = 1000, seed: int = 0, device: str | torch.device = "cpu",
+def evaluate_checkpoint(pipe, n: int = 1000, seed: int = 0, device: str | torch.device = "cpu",
                         batch_size: int = 250, progress: bool = False, **sampler_overrides):
-    """Sample ``n`` images (classes balanced, seeded) and compute every metric; returns (metrics, images, labels)."""
-    from argen.pipeline import Pipeline, to_uint8
+    """Sample ``n`` images (classes balanced, seeded) from a ``Pipeline`` loaded from a checkpoint folder and
+    compute every metric; returns (metrics, images, labels)."""
+    from argen.images import to_uint8
 
-    pipe = Pipeline.from_pretrained(path, device)
-    meta = pipe.generator.checkpoint_meta.get("meta") or {}
-    dataset = meta.get("data")
+    dataset = pipe.record.meta.get("data") if pipe.record is not None else None
     if dataset not in SHORT:
-        raise ArgenError(f"{path}: trained on {dataset!r}; argen eval has reference classifiers for "
-                         f"{', '.join(SHORT)}")
+        raise ArgenError(f"trained on {dataset!r}; argen eval has reference classifiers for {', '.join(SHORT)}")
     labels = np.arange(n) % pipe.num_classes
     t0 = time.time()
     images = to_uint8(pipe(labels.tolist(), seed=seed, batch_size=batch_size, progress=progress,
@@ -147,10 +145,12 @@ def _nn_pairs(images_u8: np.ndarray, labels: np.ndarray | None, dataset: str, de
 
 def run_eval(out: str | Path, *, checkpoint: str | Path | None = None, samples: str | Path | None = None,
              data: str | None = None, n: int = 1000, seed: int = 0, device: str | torch.device = "cpu",
-             progress: bool = True, inception_weights: str | Path | None = None, **sampler_overrides) -> dict:
+             progress: bool = True, inception_weights: str | Path | None = None, pipe=None,
+             **sampler_overrides) -> dict:
     """Evaluate a generator checkpoint (sampling ``n`` images) or a samples ``.npz``; write ``out/metrics.json``,
-    ``out/report.html`` (and ``out/samples.npz`` when sampling). Returns the metrics."""
-    from argen import checkpoint as ckpt
+    ``out/report.html`` (and ``out/samples.npz`` when sampling). Returns the metrics. ``pipe``: the
+    ``Pipeline`` of ``checkpoint`` when the caller has loaded it already (it is loaded once)."""
+    import argen.checkpoint as ckpt
     from argen.evaluation.report import write_report
 
     out = Path(out)
@@ -158,14 +158,20 @@ def run_eval(out: str | Path, *, checkpoint: str | Path | None = None, samples: 
     device = str(torch.device(device))
     log_rows, title = None, "argen eval"
     if checkpoint is not None:
-        metrics, images, labels = evaluate_checkpoint(checkpoint, n=n, seed=seed, device=device, progress=progress,
-                                                      **sampler_overrides)
+        if pipe is None:
+            from argen.pipeline import Pipeline
+
+            pipe = Pipeline.from_pretrained(checkpoint, device)
+        try:
+            metrics, images, labels = evaluate_checkpoint(pipe, n=n, seed=seed, device=device, progress=progress,
+                                                          **sampler_overrides)
+        except ArgenError as e:
+            raise type(e)(f"{checkpoint}: {e}") from None
         dataset = metrics["dataset"]
         np.savez_compressed(out / "samples.npz", images=images, labels=labels.astype(np.int64))
         log = Path(checkpoint) / "log.jsonl"
         log_rows = [json.loads(r) for r in log.read_text().splitlines() if r.strip()] if log.is_file() else None
-        cfg = ckpt.read_config(checkpoint)
-        title = f"argen eval: {cfg.get('preset') or Path(checkpoint).name}"
+        title = f"argen eval: {pipe.record.preset or Path(checkpoint).name}"
     else:
         if data is None:
             raise ArgenError("--data: evaluating a samples file needs the dataset it imitates (digits, fashion-mnist)")

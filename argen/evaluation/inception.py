@@ -184,7 +184,8 @@ class InceptionV3(nn.Module):
 def load_inception(path: str | Path, device: str | torch.device = "cpu") -> InceptionV3:
     """The FID Inception-v3 with the weights of ``path`` (a torchvision-layout state dict, e.g.
     ``pt_inception-2015-12-05-6726825d.pth``), strictly: every feature tensor must be in the file."""
-    from argen.convert import ConvertError, pick, read_official
+    from argen.errors import ConvertError
+    from argen.torch_files import pick, read_official
 
     try:
         sd, _ = pick(read_official(path), path, ("", "state_dict", "model"))

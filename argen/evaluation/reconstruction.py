@@ -7,12 +7,6 @@ import torch
 from argen.tokenizers.base import usage_stats
 
 
-def psnr(x: torch.Tensor, y: torch.Tensor) -> float:
-    """PSNR in dB of images in [-1, 1] (peak-to-peak 2), averaged over the whole batch."""
-    mse = (x.float() - y.float()).pow(2).mean()
-    return float(10 * torch.log10(4.0 / mse.clamp(min=1e-12)))
-
-
 @torch.no_grad()
 def evaluate_tokenizer(tokenizer, dataset, batch_size: int = 256, device: str | torch.device = "cpu") -> dict[str, float]:
     """PSNR over ``dataset``; for discrete tokenizers also codebook usage and perplexity (per scale too for
@@ -29,7 +23,7 @@ def evaluate_tokenizer(tokenizer, dataset, batch_size: int = 256, device: str | 
         tokens_per_scale.append([t.flatten().cpu() for t in (tokens if isinstance(tokens, list) else [tokens])])
     per_scale = [torch.cat(ts) for ts in zip(*tokens_per_scale)]
     psnr_db = float(10 * torch.log10(torch.tensor(4.0 / max(se / n, 1e-12))))
-    if getattr(tokenizer, "kind", "discrete") == "continuous":
+    if tokenizer.token_spec.kind == "continuous":
         return {"psnr": psnr_db, "token_std": float(per_scale[0].float().std())}
     V = tokenizer.codebook_size
     out = {"psnr": psnr_db, **usage_stats(torch.cat(per_scale), V)}

@@ -25,6 +25,7 @@ from __future__ import annotations
 
 import math
 from dataclasses import dataclass
+from typing import ClassVar
 
 import torch
 import torch.nn.functional as F
@@ -32,26 +33,27 @@ from torch import nn
 
 from argen.config import Config, check
 from argen.errors import ArgenError
-from argen.generators.heads import make_head
-from argen.registry import FMNIST_TRAIN, register, register_model
-
-HEADS = ("diffusion", "flow")
+from argen.generators.base import Generator
+from argen.generators.heads import HEAD_KINDS, make_head
+from argen.registry import register_model
 
 
 @dataclass(frozen=True)
 class MARConfig(Config):
+    RENAMED: ClassVar[dict[str, str]] = {"enc_depth": "depth", "enc_heads": "heads", "label_drop_prob": "label_drop"}
+
     token_dim: int = 16                    # channels of a continuous token (the KL tokenizer's embed_dim)
     grid: tuple[int, int] = (16, 16)       # token map (h, w)
     num_classes: int = 1000                # class id num_classes is the null condition (CFG)
     width: int = 768                       # encoder width
-    enc_depth: int = 12
-    enc_heads: int = 12
-    dec_width: int = 768
-    dec_depth: int = 12
-    dec_heads: int = 12
+    depth: int = 12                        # encoder blocks (official: encoder_depth)
+    heads: int = 12                        # encoder heads (official: encoder_num_heads)
+    dec_width: int | None = None           # decoder width, depth, heads; None: the encoder's (as every official MAR)
+    dec_depth: int | None = None
+    dec_heads: int | None = None
     mlp_ratio: float = 4.0
     buffer_size: int = 64                  # leading tokens that all hold the class embedding
-    label_drop_prob: float = 0.1           # classifier-free guidance: condition replaced by fake_latent
+    label_drop: float = 0.1                # classifier-free guidance: condition replaced by fake_latent
     attn_dropout: float = 0.1
     proj_dropout: float = 0.1
     mask_ratio_min: float = 0.7            # training mask ratio ~ N(1, 0.25) truncated to [min, 1]
@@ -65,23 +67,30 @@ class MARConfig(Config):
 
     def __post_init__(self):
         super().__post_init__()
-        for name in ("token_dim", "num_classes", "width", "enc_depth", "enc_heads", "dec_width", "dec_depth",
-                     "dec_heads", "head_width", "head_depth", "head_batch_mul", "diffusion_train_steps"):
+        for name in ("token_dim", "num_classes", "width", "depth", "heads", "head_width", "head_depth", "head_batch_mul", "diffusion_train_steps"):
             check(getattr(self, name) >= 1, f"{name} must be >= 1, got {getattr(self, name)}")
         check(len(self.grid) == 2 and min(self.grid) >= 1, f"grid must be two positive ints (h, w), got {self.grid}")
-        check(self.width % self.enc_heads == 0, f"width {self.width} must be divisible by enc_heads {self.enc_heads}")
-        check(self.dec_width % self.dec_heads == 0,
-              f"dec_width {self.dec_width} must be divisible by dec_heads {self.dec_heads}")
+        for name in ("dec_width", "dec_depth", "dec_heads"):
+            check(getattr(self, name) is None or getattr(self, name) >= 1,
+                  f"{name} must be None (the encoder's) or >= 1, got {getattr(self, name)}")
+        check(self.width % self.heads == 0, f"width {self.width} must be divisible by heads {self.heads}")
+        dw, _, dh = self.decoder
+        check(dw % dh == 0, f"decoder width {dw} must be divisible by decoder heads {dh}")
         check(self.buffer_size >= 1, f"buffer_size must be >= 1 (the condition lives there), got {self.buffer_size}")
         check(0.0 < self.mask_ratio_min <= 1.0, f"mask_ratio_min must be in (0, 1], got {self.mask_ratio_min}")
-        for name in ("label_drop_prob", "attn_dropout", "proj_dropout"):
+        for name in ("label_drop", "attn_dropout", "proj_dropout"):
             check(0.0 <= getattr(self, name) < 1.0, f"{name} must be in [0, 1), got {getattr(self, name)}")
-        check(self.head in HEADS, f"head must be one of {', '.join(HEADS)}, got {self.head!r}")
+        check(self.head in HEAD_KINDS, f"head must be one of {', '.join(HEAD_KINDS)}, got {self.head!r}")
         check(not (self.learn_sigma and self.head == "flow"), "learn_sigma applies to the diffusion head only")
 
     @property
     def num_tokens(self) -> int:
         return self.grid[0] * self.grid[1]
+
+    @property
+    def decoder(self) -> tuple[int, int, int]:
+        """(width, depth, heads) of the decoder, the encoder's where not set."""
+        return self.dec_width or self.width, self.dec_depth or self.depth, self.dec_heads or self.heads
 
 
 # ---- transformer blocks (timm names: norm1, attn.qkv, attn.proj, norm2, mlp.fc1, mlp.fc2) -------------
@@ -134,32 +143,35 @@ def truncated_mask_ratio(mask_ratio_min: float, generator: torch.Generator | Non
 
 
 @register_model
-class MAR(nn.Module):
+class MAR(Generator):
     config_class = MARConfig
     family = "mar"
+    consumes = "continuous"
+    counted: ClassVar[dict[str, str]] = {"forward_calls": "encoder_blocks.0", "head_calls": "diffloss.net"}
 
     def __init__(self, config: MARConfig):
         super().__init__()
         self.config = c = config
         L = c.buffer_size + c.num_tokens
+        dec_width, dec_depth, dec_heads = c.decoder
         self.class_emb = nn.Embedding(c.num_classes, c.width)
         self.fake_latent = nn.Parameter(torch.zeros(1, c.width))          # the null condition
         self.z_proj = nn.Linear(c.token_dim, c.width)
         self.z_proj_ln = nn.LayerNorm(c.width, eps=1e-6)
         self.encoder_pos_embed_learned = nn.Parameter(torch.zeros(1, L, c.width))
-        self.encoder_blocks = nn.ModuleList(Block(c.width, c.enc_heads, c.mlp_ratio, c.attn_dropout, c.proj_dropout)
-                                            for _ in range(c.enc_depth))
+        self.encoder_blocks = nn.ModuleList(Block(c.width, c.heads, c.mlp_ratio, c.attn_dropout, c.proj_dropout)
+                                            for _ in range(c.depth))
         self.encoder_norm = nn.LayerNorm(c.width, eps=1e-6)
-        self.decoder_embed = nn.Linear(c.width, c.dec_width)
-        self.mask_token = nn.Parameter(torch.zeros(1, 1, c.dec_width))
-        self.decoder_pos_embed_learned = nn.Parameter(torch.zeros(1, L, c.dec_width))
+        self.decoder_embed = nn.Linear(c.width, dec_width)
+        self.mask_token = nn.Parameter(torch.zeros(1, 1, dec_width))
+        self.decoder_pos_embed_learned = nn.Parameter(torch.zeros(1, L, dec_width))
         self.decoder_blocks = nn.ModuleList(
-            Block(c.dec_width, c.dec_heads, c.mlp_ratio, c.attn_dropout, c.proj_dropout) for _ in range(c.dec_depth))
-        self.decoder_norm = nn.LayerNorm(c.dec_width, eps=1e-6)
-        self.diffusion_pos_embed_learned = nn.Parameter(torch.zeros(1, c.num_tokens, c.dec_width))
+            Block(dec_width, dec_heads, c.mlp_ratio, c.attn_dropout, c.proj_dropout) for _ in range(dec_depth))
+        self.decoder_norm = nn.LayerNorm(dec_width, eps=1e-6)
+        self.diffusion_pos_embed_learned = nn.Parameter(torch.zeros(1, c.num_tokens, dec_width))
         head_kw = {"train_steps": c.diffusion_train_steps, "learn_sigma": c.learn_sigma,
                    "clip_x0": c.diffusion_clip_x0 or None} if c.head == "diffusion" else {}
-        self.diffloss = make_head(c.head, c.token_dim, c.dec_width, c.head_width, c.head_depth,
+        self.diffloss = make_head(c.head, c.token_dim, dec_width, c.head_width, c.head_depth,
                                   batch_mul=c.head_batch_mul, **head_kw)
         self.reset_parameters()
 
@@ -210,7 +222,7 @@ class MAR(nn.Module):
         x_BKD = self.decoder_embed(self.encoder_norm(x_BKD))
         # Decoder: put the encoded tokens back, mask_token everywhere else.
         y_BLD = self.mask_token.to(x_BKD.dtype).expand(B, keep_BL.shape[1], -1).clone()
-        y_BLD[keep_BL] = x_BKD.reshape(-1, c.dec_width)
+        y_BLD[keep_BL] = x_BKD.reshape(-1, x_BKD.shape[-1])
         y_BLD = y_BLD + self.decoder_pos_embed_learned
         for block in self.decoder_blocks:
             y_BLD = block(y_BLD)
@@ -221,8 +233,6 @@ class MAR(nn.Module):
 
     def tokens_from_images(self, tokenizer, images: torch.Tensor) -> torch.Tensor:
         """Images -> (B, N, C) tokens drawn from the tokenizer's posterior (MAR trains on draws)."""
-        if getattr(tokenizer, "kind", None) != "continuous":
-            raise ArgenError(f"MAR needs a continuous (KL) tokenizer, got a {type(tokenizer).__name__}")
         with torch.no_grad():
             return tokenizer.encode(images, sample=True).flatten(2).transpose(1, 2)
 
@@ -236,77 +246,10 @@ class MAR(nn.Module):
     def loss(self, tokens_BNC: torch.Tensor, labels_B: torch.Tensor) -> tuple[torch.Tensor, dict[str, float]]:
         c = self.config
         B = tokens_BNC.shape[0]
-        if self.training and c.label_drop_prob > 0:
-            drop_B = torch.rand(B, device=labels_B.device) < c.label_drop_prob
+        if self.training and c.label_drop > 0:
+            drop_B = torch.rand(B, device=labels_B.device) < c.label_drop
             labels_B = labels_B.masked_fill(drop_B, c.num_classes)
         mask_BN = self.random_mask(B, tokens_BNC.device)
         z_BND = self(tokens_BNC, mask_BN, labels_B)
         loss = self.diffloss.loss(tokens_BNC[mask_BN], z_BND[mask_BN])  # masked tokens only
         return loss, {"head_loss": float(loss.detach()), "mask_ratio": float(mask_BN.float().mean())}
-
-
-# ---- presets ----------------------------------------------------------------------------------------
-
-def mar_official(size: str = "B") -> MARConfig:
-    """The official ImageNet 256 px MAR-{B, L, H} on KL-16 (16x16 tokens of 16 channels, learned sigma)."""
-    sizes = {"B": (768, 12, 12, 1024, 6), "L": (1024, 16, 16, 1280, 8), "H": (1280, 20, 16, 1536, 12)}
-    if size not in sizes:
-        raise ValueError(f"size must be one of {sorted(sizes)}, got {size!r}")
-    width, depth, heads, head_width, head_depth = sizes[size]
-    return MARConfig(width=width, enc_depth=depth, enc_heads=heads, dec_width=width, dec_depth=depth,
-                     dec_heads=heads, head_width=head_width, head_depth=head_depth, learn_sigma=True,
-                     diffusion_clip_x0=0.0)
-
-
-def _mar_tiny(grid: tuple[int, int], token_dim: int, width: int, depth: int, head: str, **head_kw) -> MARConfig:
-    return MARConfig(token_dim=token_dim, grid=grid, num_classes=10, width=width, enc_depth=depth, enc_heads=4,
-                     dec_width=width, dec_depth=depth, dec_heads=4, buffer_size=4, attn_dropout=0.1,
-                     proj_dropout=0.1, head=head, **{"head_width": 2 * width, "head_depth": 3, **head_kw})
-
-
-# The head dominates MAR's cost (every masked token x batch_mul noise draws x every head layer), and
-# Fashion-MNIST has 3x the tokens of digits: a narrower head with 2 draws per token keeps a training
-# step within the budget of the other families (by FLOP count ~3.5x cheaper than width 256 x 4 draws).
-_FMNIST_HEAD = {"head_width": 192, "head_batch_mul": 2}
-
-
-_TRAIN_DIGITS = dict(steps=1500, batch_size=64, lr=1e-3, warmup=100, ema=0.998, weight_decay=0.02, grad_clip=3.0)
-_TRAIN_FMNIST = dict(FMNIST_TRAIN, weight_decay=0.02, grad_clip=3.0)  # MAR's recipe: wd 0.02, clip 3
-
-
-@register("mar-digits", "generator", data="digits", train=_TRAIN_DIGITS,
-          sampler=dict(ar_steps=8, head_steps=50, cfg=1.0),
-          description="MAR with a diffusion head for 8x8 digits on kl-digits (grid 4x4, 4 channels): 2+2 x 128")
-def mar_digits() -> MARConfig:
-    return _mar_tiny((4, 4), 4, 128, 2, "diffusion")
-
-
-@register("mar-flow-digits", "generator", data="digits", train=_TRAIN_DIGITS,
-          sampler=dict(ar_steps=8, head_steps=8, cfg=1.0),
-          description="MAR with a flow-matching head for 8x8 digits on kl-digits: 2+2 x 128")
-def mar_flow_digits() -> MARConfig:
-    return _mar_tiny((4, 4), 4, 128, 2, "flow")
-
-
-@register("mar-fmnist", "generator", data="fashion-mnist", train=_TRAIN_FMNIST,
-          sampler=dict(ar_steps=16, head_steps=50, cfg=1.0),
-          description="MAR with a diffusion head for Fashion-MNIST on kl-fmnist (grid 7x7, 8 channels): 2+2 x 128")
-def mar_fmnist() -> MARConfig:
-    return _mar_tiny((7, 7), 8, 128, 2, "diffusion", **_FMNIST_HEAD)
-
-
-@register("mar-flow-fmnist", "generator", data="fashion-mnist", train=_TRAIN_FMNIST,
-          sampler=dict(ar_steps=16, head_steps=8, cfg=1.0),
-          description="MAR with a flow-matching head for Fashion-MNIST on kl-fmnist: 2+2 x 128")
-def mar_flow_fmnist() -> MARConfig:
-    return _mar_tiny((7, 7), 8, 128, 2, "flow", **_FMNIST_HEAD)
-
-
-# The official ImageNet 256 px models, for converted checkpoints (`argen convert --from mar`). Sampler:
-# 100 diffusion steps and MAR's linear cfg (argen's weight w is MAR's scale minus 1: 2.9 / 3.0 / 3.2),
-# with 64 AR steps instead of the paper's 256, a quarter of the time.
-for _size, _scale in (("B", 2.9), ("L", 3.0), ("H", 3.2)):
-    register(f"mar-{_size.lower()}", "generator", data="imagenet",
-             sampler=dict(ar_steps=64, head_steps=100, cfg=_scale - 1.0, cfg_schedule="linear"),
-             description=f"official MAR-{_size} (ImageNet 256 px on KL-16, diffusion head)")(
-        lambda s=_size: mar_official(s))

@@ -20,40 +20,44 @@ from __future__ import annotations
 
 import math
 from dataclasses import dataclass
+from typing import ClassVar
 
 import torch
 import torch.nn.functional as F
 from torch import nn
 
 from argen.config import Config, check
-from argen.registry import FMNIST_TRAIN, register, register_model
-from argen.sampling.schedules import MASK_SCHEDULES, get_schedule
+from argen.generators.base import Generator
+from argen.registry import register_model
+from argen.schedulers.masking import MASK_SCHEDULES, get_schedule
 
 
 @dataclass(frozen=True)
 class MaskGITConfig(Config):
+    RENAMED: ClassVar[dict[str, str]] = {"dim": "width", "num_heads": "heads", "class_dropout_prob": "label_drop"}
+
     vocab_size: int = 1024                 # codebook size V; id V is the [MASK] token
     grid: tuple[int, int] = (16, 16)       # token map (h, w)
     num_classes: int = 1000                # class id num_classes is the null (unconditional) class
-    dim: int = 768
+    width: int = 768
     depth: int = 24
-    num_heads: int = 16
+    heads: int = 16
     mlp_ratio: float = 4.0
     dropout: float = 0.1
-    class_dropout_prob: float = 0.1        # label dropout for classifier-free guidance
+    label_drop: float = 0.1                # label dropout for classifier-free guidance
     label_smoothing: float = 0.1           # as the MaskGIT recipe
     norm_eps: float = 1e-6
     mask_schedule: str = "cosine"          # training mask-ratio distribution: ratio = gamma(u), u ~ U(0, 1)
 
     def __post_init__(self):
         super().__post_init__()
-        for name in ("vocab_size", "num_classes", "dim", "depth", "num_heads"):
+        for name in ("vocab_size", "num_classes", "width", "depth", "heads"):
             check(getattr(self, name) >= 1, f"{name} must be >= 1, got {getattr(self, name)}")
         check(len(self.grid) == 2 and min(self.grid) >= 1, f"grid must be two positive ints (h, w), got {self.grid}")
-        check(self.dim % self.num_heads == 0, f"dim {self.dim} must be divisible by num_heads {self.num_heads}")
+        check(self.width % self.heads == 0, f"width {self.width} must be divisible by heads {self.heads}")
         check(self.mlp_ratio > 0, f"mlp_ratio must be > 0, got {self.mlp_ratio}")
         check(0.0 <= self.dropout < 1.0, f"dropout must be in [0, 1), got {self.dropout}")
-        check(0.0 <= self.class_dropout_prob < 1.0, f"class_dropout_prob must be in [0, 1), got {self.class_dropout_prob}")
+        check(0.0 <= self.label_drop < 1.0, f"label_drop must be in [0, 1), got {self.label_drop}")
         check(0.0 <= self.label_smoothing < 1.0, f"label_smoothing must be in [0, 1), got {self.label_smoothing}")
         check(self.mask_schedule in MASK_SCHEDULES,
               f"mask_schedule must be one of {', '.join(MASK_SCHEDULES)}, got {self.mask_schedule!r}")
@@ -68,9 +72,9 @@ class Attention(nn.Module):
 
     def __init__(self, c: MaskGITConfig):
         super().__init__()
-        self.num_heads, self.head_dim = c.num_heads, c.dim // c.num_heads
-        self.qkv = nn.Linear(c.dim, 3 * c.dim)
-        self.proj = nn.Linear(c.dim, c.dim)
+        self.num_heads, self.head_dim = c.heads, c.width // c.heads
+        self.qkv = nn.Linear(c.width, 3 * c.width)
+        self.proj = nn.Linear(c.width, c.width)
         self.dropout = c.dropout
 
     def forward(self, x_BLC: torch.Tensor) -> torch.Tensor:
@@ -85,11 +89,11 @@ class Block(nn.Module):
 
     def __init__(self, c: MaskGITConfig):
         super().__init__()
-        hidden = round(c.dim * c.mlp_ratio)
-        self.ln1 = nn.LayerNorm(c.dim, eps=c.norm_eps)
+        hidden = round(c.width * c.mlp_ratio)
+        self.ln1 = nn.LayerNorm(c.width, eps=c.norm_eps)
         self.attn = Attention(c)
-        self.ln2 = nn.LayerNorm(c.dim, eps=c.norm_eps)
-        self.mlp = nn.Sequential(nn.Linear(c.dim, hidden), nn.GELU(approximate="tanh"), nn.Linear(hidden, c.dim))
+        self.ln2 = nn.LayerNorm(c.width, eps=c.norm_eps)
+        self.mlp = nn.Sequential(nn.Linear(c.width, hidden), nn.GELU(approximate="tanh"), nn.Linear(hidden, c.width))
         self.drop = nn.Dropout(c.dropout)
 
     def forward(self, x_BLC: torch.Tensor) -> torch.Tensor:
@@ -98,21 +102,23 @@ class Block(nn.Module):
 
 
 @register_model
-class MaskGIT(nn.Module):
+class MaskGIT(Generator):
     config_class = MaskGITConfig
     family = "maskgit"
+    consumes = "discrete"
+    counted: ClassVar[dict[str, str]] = {"forward_calls": "blocks.0"}
 
     def __init__(self, config: MaskGITConfig):
         super().__init__()
         self.config = c = config
         self.mask_token_id = c.vocab_size
-        self.tok_emb = nn.Embedding(c.vocab_size + 1, c.dim)     # + 1: the [MASK] token
-        self.class_emb = nn.Embedding(c.num_classes + 1, c.dim)  # + 1: the null class
-        self.pos_emb = nn.Parameter(torch.zeros(1, 1 + c.num_tokens, c.dim))
+        self.tok_emb = nn.Embedding(c.vocab_size + 1, c.width)     # + 1: the [MASK] token
+        self.class_emb = nn.Embedding(c.num_classes + 1, c.width)  # + 1: the null class
+        self.pos_emb = nn.Parameter(torch.zeros(1, 1 + c.num_tokens, c.width))
         self.drop = nn.Dropout(c.dropout)
         self.blocks = nn.ModuleList(Block(c) for _ in range(c.depth))
-        self.ln_f = nn.LayerNorm(c.dim, eps=c.norm_eps)
-        self.head = nn.Linear(c.dim, c.vocab_size)               # never predicts the mask id
+        self.ln_f = nn.LayerNorm(c.width, eps=c.norm_eps)
+        self.head = nn.Linear(c.width, c.vocab_size)               # never predicts the mask id
         self.reset_parameters()
 
     @torch.no_grad()
@@ -155,8 +161,8 @@ class MaskGIT(nn.Module):
         c = self.config
         idx_BN = tokens["idx_BN"]
         mask_BN = self.draw_mask(*idx_BN.shape, idx_BN.device)
-        if self.training and c.class_dropout_prob > 0:
-            drop_B = torch.rand(labels_B.shape, device=labels_B.device) < c.class_dropout_prob
+        if self.training and c.label_drop > 0:
+            drop_B = torch.rand(labels_B.shape, device=labels_B.device) < c.label_drop
             labels_B = torch.where(drop_B, torch.full_like(labels_B, c.num_classes), labels_B)
         logits_BNV = self(idx_BN.masked_fill(mask_BN, self.mask_token_id), labels_B)
         # Visible tokens are copied from the input; only the masked ones are something to learn.
@@ -166,23 +172,3 @@ class MaskGIT(nn.Module):
             acc = (logits_MV.argmax(-1) == target_M).float().mean()
             nll = F.cross_entropy(logits_MV, target_M) if c.label_smoothing > 0 else loss.detach()
         return loss, {"ce": float(nll), "acc_masked": float(acc), "mask_ratio": float(mask_BN.float().mean())}
-
-
-# ---- presets ----------------------------------------------------------------------------------------
-
-@register("maskgit-digits", "generator", data="digits",
-          train=dict(steps=1000, batch_size=64, lr=1e-3, warmup=100, ema=0.998, weight_decay=0.05),
-          sampler=dict(steps=8, cfg=1.0),
-          description="MaskGIT for 8x8 digits on vq-digits (grid 4x4, 64 codes): depth 4, dim 128")
-def maskgit_digits() -> MaskGITConfig:
-    # Measured (1000 steps, ~4 min on one loaded CPU thread): 100% of 500 samples (cfg 1) and 98.8% (cfg 0)
-    # are labelled with their class by the digits reference classifier, all 50 per class distinct.
-    return MaskGITConfig(vocab_size=64, grid=(4, 4), num_classes=10, dim=128, depth=4, num_heads=4,
-                         dropout=0.1, class_dropout_prob=0.1)
-
-
-@register("maskgit-fmnist", "generator", data="fashion-mnist", train=FMNIST_TRAIN, sampler=dict(steps=12, cfg=1.0),
-          description="MaskGIT for Fashion-MNIST on vq-fmnist (grid 7x7, 256 codes): depth 4, dim 128")
-def maskgit_fmnist() -> MaskGITConfig:
-    return MaskGITConfig(vocab_size=256, grid=(7, 7), num_classes=10, dim=128, depth=4, num_heads=4,
-                         dropout=0.1, class_dropout_prob=0.1)

@@ -18,32 +18,37 @@ The model knows nothing of sampling; ``argen.sampling.autoregressive`` drives it
 from __future__ import annotations
 
 from dataclasses import dataclass
+from typing import ClassVar
 
 import torch
 import torch.nn.functional as F
 from torch import nn
 
 from argen.config import Config, check
+from argen.generators.base import Generator
 from argen.nn.kv_cache import StaticKVCache
 from argen.nn.layers import DropPath
-from argen.registry import FMNIST_TRAIN, register, register_model
+from argen.registry import register_model
 
 
 @dataclass(frozen=True)
 class RasterConfig(Config):
+    RENAMED: ClassVar[dict[str, str]] = {"dim": "width", "n_layer": "depth", "n_head": "heads", "n_kv_head": "kv_heads",
+               "class_dropout_prob": "label_drop"}
+
     vocab_size: int = 16384
     grid: tuple[int, int] = (16, 16)        # token map (h, w); N = h * w tokens per image
     num_classes: int = 1000                 # class id num_classes is the null (unconditional) class
-    dim: int = 768
-    n_layer: int = 12
-    n_head: int = 12
-    n_kv_head: int | None = None            # grouped-query attention; None: n_head (plain multi-head)
+    width: int = 768                        # official name: dim
+    depth: int = 12                         # official name: n_layer
+    heads: int = 12                         # official name: n_head
+    kv_heads: int | None = None             # grouped-query attention (n_kv_head); None: heads (plain multi-head)
     multiple_of: int = 256                  # the SwiGLU width is rounded up to a multiple of this
     ffn_dim_multiplier: float | None = None
     rope_base: float = 10000.0
     norm_eps: float = 1e-5
     cls_token_num: int = 1                  # condition positions in front of the image tokens
-    class_dropout_prob: float = 0.1         # label dropout for classifier-free guidance (training only)
+    label_drop: float = 0.1                 # label dropout for classifier-free guidance (training only)
     token_dropout_p: float = 0.1
     resid_dropout_p: float = 0.1
     ffn_dropout_p: float = 0.1
@@ -54,27 +59,27 @@ class RasterConfig(Config):
     def __post_init__(self):
         super().__post_init__()
         check(len(self.grid) == 2 and min(self.grid) >= 1, f"grid must be (h, w) with h, w >= 1, got {self.grid}")
-        for name in ("vocab_size", "num_classes", "dim", "n_layer", "n_head", "multiple_of", "cls_token_num"):
+        for name in ("vocab_size", "num_classes", "width", "depth", "heads", "multiple_of", "cls_token_num"):
             check(getattr(self, name) >= 1, f"{name} must be >= 1, got {getattr(self, name)}")
-        check(self.dim % self.n_head == 0, f"dim {self.dim} must be divisible by n_head {self.n_head}")
+        check(self.width % self.heads == 0, f"width {self.width} must be divisible by heads {self.heads}")
         check(self.head_dim % 4 == 0,
-              f"head dim dim / n_head = {self.head_dim} must be a multiple of 4 (2D RoPE: row and column pairs)")
-        check(self.n_kv_head is None or (self.n_kv_head >= 1 and self.n_head % self.n_kv_head == 0),
-              f"n_kv_head must be None or divide n_head {self.n_head}, got {self.n_kv_head}")
+              f"head dim width / heads = {self.head_dim} must be a multiple of 4 (2D RoPE: row and column pairs)")
+        check(self.kv_heads is None or (self.kv_heads >= 1 and self.heads % self.kv_heads == 0),
+              f"kv_heads must be None or divide heads {self.heads}, got {self.kv_heads}")
         check(self.ffn_dim_multiplier is None or self.ffn_dim_multiplier > 0,
               f"ffn_dim_multiplier must be None or > 0, got {self.ffn_dim_multiplier}")
         check(self.rope_base > 0 and self.norm_eps > 0, "rope_base and norm_eps must be > 0")
-        for name in ("class_dropout_prob", "token_dropout_p", "resid_dropout_p", "ffn_dropout_p", "drop_path_rate"):
+        for name in ("label_drop", "token_dropout_p", "resid_dropout_p", "ffn_dropout_p", "drop_path_rate"):
             check(0.0 <= getattr(self, name) < 1.0, f"{name} must be in [0, 1), got {getattr(self, name)}")
         check(self.initializer_range >= 0, f"initializer_range must be >= 0, got {self.initializer_range}")
 
     @property
     def head_dim(self) -> int:
-        return self.dim // self.n_head
+        return self.width // self.heads
 
     @property
-    def kv_heads(self) -> int:
-        return self.n_head if self.n_kv_head is None else self.n_kv_head
+    def num_kv_heads(self) -> int:
+        return self.heads if self.kv_heads is None else self.kv_heads
 
     @property
     def seq_len(self) -> int:
@@ -88,7 +93,7 @@ class RasterConfig(Config):
 
     @property
     def ffn_hidden(self) -> int:
-        hidden = int(2 * 4 * self.dim / 3)  # SwiGLU keeps the parameter count of a 4x GELU MLP
+        hidden = int(2 * 4 * self.width / 3)  # SwiGLU keeps the parameter count of a 4x GELU MLP
         if self.ffn_dim_multiplier is not None:
             hidden = int(self.ffn_dim_multiplier * hidden)
         return -(-hidden // self.multiple_of) * self.multiple_of
@@ -139,9 +144,9 @@ class RMSNorm(nn.Module):
 class Attention(nn.Module):
     def __init__(self, c: RasterConfig):
         super().__init__()
-        self.n_head, self.kv_heads, self.head_dim = c.n_head, c.kv_heads, c.head_dim
-        self.wqkv = nn.Linear(c.dim, (c.n_head + 2 * c.kv_heads) * c.head_dim, bias=False)
-        self.wo = nn.Linear(c.dim, c.dim, bias=False)
+        self.n_head, self.kv_heads, self.head_dim = c.heads, c.num_kv_heads, c.head_dim
+        self.wqkv = nn.Linear(c.width, (c.heads + 2 * c.num_kv_heads) * c.head_dim, bias=False)
+        self.wo = nn.Linear(c.width, c.width, bias=False)
         self.resid_dropout = nn.Dropout(c.resid_dropout_p)
 
     def forward(self, x_BLC: torch.Tensor, freqs_LQ2: torch.Tensor, mask: torch.Tensor | None,
@@ -165,9 +170,9 @@ class FeedForward(nn.Module):
 
     def __init__(self, c: RasterConfig):
         super().__init__()
-        self.w1 = nn.Linear(c.dim, c.ffn_hidden, bias=False)
-        self.w3 = nn.Linear(c.dim, c.ffn_hidden, bias=False)
-        self.w2 = nn.Linear(c.ffn_hidden, c.dim, bias=False)
+        self.w1 = nn.Linear(c.width, c.ffn_hidden, bias=False)
+        self.w3 = nn.Linear(c.width, c.ffn_hidden, bias=False)
+        self.w2 = nn.Linear(c.ffn_hidden, c.width, bias=False)
         self.ffn_dropout = nn.Dropout(c.ffn_dropout_p)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
@@ -179,8 +184,8 @@ class TransformerBlock(nn.Module):
         super().__init__()
         self.attention = Attention(c)
         self.feed_forward = FeedForward(c)
-        self.attention_norm = RMSNorm(c.dim, c.norm_eps)
-        self.ffn_norm = RMSNorm(c.dim, c.norm_eps)
+        self.attention_norm = RMSNorm(c.width, c.norm_eps)
+        self.ffn_norm = RMSNorm(c.width, c.norm_eps)
         self.drop_path = DropPath(drop_path)
 
     def forward(self, x_BLC, freqs_LQ2, mask, input_pos=None, cache=None):
@@ -202,20 +207,23 @@ class ClassEmbedder(nn.Module):
 # ---- the model ---------------------------------------------------------------------------------------
 
 @register_model
-class RasterAR(nn.Module):
+class RasterAR(Generator):
     config_class = RasterConfig
     family = "raster"
+    consumes = "discrete"
+    likelihood = True  # loss: exact cross-entropy of every token given its prefix
+    counted: ClassVar[dict[str, str]] = {"forward_calls": "layers.0"}
 
     def __init__(self, config: RasterConfig):
         super().__init__()
         self.config = c = config
-        self.tok_embeddings = nn.Embedding(c.vocab_size, c.dim)
-        self.cls_embedding = ClassEmbedder(c.num_classes, c.dim)
+        self.tok_embeddings = nn.Embedding(c.vocab_size, c.width)
+        self.cls_embedding = ClassEmbedder(c.num_classes, c.width)
         self.tok_dropout = nn.Dropout(c.token_dropout_p)
-        dpr = [c.drop_path_rate * i / max(c.n_layer - 1, 1) for i in range(c.n_layer)]
-        self.layers = nn.ModuleList(TransformerBlock(c, dpr[i]) for i in range(c.n_layer))
-        self.norm = RMSNorm(c.dim, c.norm_eps)
-        self.output = nn.Linear(c.dim, c.vocab_size, bias=False)
+        dpr = [c.drop_path_rate * i / max(c.depth - 1, 1) for i in range(c.depth)]
+        self.layers = nn.ModuleList(TransformerBlock(c, dpr[i]) for i in range(c.depth))
+        self.norm = RMSNorm(c.width, c.norm_eps)
+        self.output = nn.Linear(c.width, c.vocab_size, bias=False)
         # Derived tables, rebuilt from the config: kept out of the state dict (old LlamaGen
         # checkpoints may carry a `freqs_cis`; a converter drops it).
         self.register_buffer("freqs_cis", rope_2d_table(c), persistent=False)
@@ -272,10 +280,6 @@ class RasterAR(nn.Module):
         # Position cls_token_num - 1 (the last condition position) predicts image token 0.
         return self.trunk(x_BLC, input_pos, caches, mask)[:, c.cls_token_num - 1:]
 
-    def prefill(self, labels_B: torch.Tensor, caches: list[StaticKVCache]) -> torch.Tensor:
-        """Write the condition positions to fresh caches: logits of image token 0, (B, 1, V)."""
-        return self(labels_B.new_empty(labels_B.shape[0], 0), labels_B, caches=caches)
-
     def decode_step(self, x_B1: torch.Tensor, input_pos: torch.Tensor, caches: list[StaticKVCache]) -> torch.Tensor:
         """Feed one image token at sequence position ``input_pos`` (shape (1,); image token i sits at
         cls_token_num + i): logits of the next token, (B, 1, V). Static shapes, no host sync:
@@ -285,8 +289,8 @@ class RasterAR(nn.Module):
     def new_caches(self, batch: int, dtype: torch.dtype | None = None, device=None) -> list[StaticKVCache]:
         """One preallocated (batch, kv_heads, max_len, head_dim) K/V cache per layer."""
         c, w = self.config, self.output.weight
-        return [StaticKVCache(batch, c.kv_heads, c.max_len, c.head_dim, dtype or w.dtype, device or w.device)
-                for _ in range(c.n_layer)]
+        return [StaticKVCache(batch, c.num_kv_heads, c.max_len, c.head_dim, dtype or w.dtype, device or w.device)
+                for _ in range(c.depth)]
 
     # ---- training ----------------------------------------------------------------------------------
     @staticmethod
@@ -297,8 +301,8 @@ class RasterAR(nn.Module):
     def loss(self, tokens: dict[str, torch.Tensor], labels_B: torch.Tensor) -> tuple[torch.Tensor, dict[str, float]]:
         """Cross-entropy over all N image tokens; labels drop to the null class while training (for CFG)."""
         c = self.config
-        if self.training and c.class_dropout_prob > 0:
-            drop = torch.rand(labels_B.shape, device=labels_B.device) < c.class_dropout_prob
+        if self.training and c.label_drop > 0:
+            drop = torch.rand(labels_B.shape, device=labels_B.device) < c.label_drop
             labels_B = labels_B.masked_fill(drop, c.num_classes)
         idx_BN = tokens["idx_BN"]
         logits_BNV = self(idx_BN, labels_B)
@@ -306,45 +310,3 @@ class RasterAR(nn.Module):
         with torch.no_grad():
             acc = (logits_BNV.argmax(-1) == idx_BN).float().mean()
         return loss, {"ce": float(loss.detach()), "acc": float(acc)}
-
-
-# ---- presets -----------------------------------------------------------------------------------------
-
-# name -> (n_layer, n_head, dim) of the official class-conditional GPTs (head dim 64, 100 for 3B).
-LLAMAGEN_SIZES = {"B": (12, 12, 768), "L": (24, 16, 1024), "XL": (36, 20, 1280), "XXL": (48, 24, 1536),
-                  "3B": (24, 32, 3200)}
-
-
-def llamagen_config(size: str = "B", grid: tuple[int, int] = (16, 16), **overrides) -> RasterConfig:
-    """The official ImageNet class-conditional GPT-{B, L, XL, XXL, 3B} (16384 codes, 1000 classes)."""
-    if size not in LLAMAGEN_SIZES:
-        raise ValueError(f"size must be one of {sorted(LLAMAGEN_SIZES)}, got {size!r}")
-    n_layer, n_head, dim = LLAMAGEN_SIZES[size]
-    return RasterConfig(**{"grid": grid, "n_layer": n_layer, "n_head": n_head, "dim": dim, **overrides})
-
-
-@register("raster-digits", "generator", data="digits",
-          train=dict(steps=1000, batch_size=64, lr=1e-3, warmup=100, ema=0.998, weight_decay=0.05),
-          sampler=dict(cfg=1.0),
-          description="LlamaGen-style raster AR for 8x8 digits on vq-digits (grid 4x4, 64 codes): dim 128, 4 layers")
-def raster_digits() -> RasterConfig:
-    # 1442 training images of 16 tokens are memorised quickly: with LlamaGen's 0.1 dropouts and 1500
-    # steps 13% of samples copied a training token map (held-out CE 4.3); 0.25 dropouts and 1000
-    # steps copy none (held-out CE 2.8) and the SVM recognises 94% of samples at cfg 1.
-    return RasterConfig(vocab_size=64, grid=(4, 4), num_classes=10, dim=128, n_layer=4, n_head=4, multiple_of=32,
-                        token_dropout_p=0.25, resid_dropout_p=0.25, ffn_dropout_p=0.25, class_dropout_prob=0.1)
-
-
-@register("raster-fmnist", "generator", data="fashion-mnist", train=FMNIST_TRAIN, sampler=dict(cfg=1.0),
-          description="LlamaGen-style raster AR for Fashion-MNIST on vq-fmnist (grid 7x7, 256 codes): dim 128, 4 layers")
-def raster_fmnist() -> RasterConfig:
-    return RasterConfig(vocab_size=256, grid=(7, 7), num_classes=10, dim=128, n_layer=4, n_head=4, multiple_of=32,
-                        token_dropout_p=0.1, resid_dropout_p=0.1, ffn_dropout_p=0.1, class_dropout_prob=0.1)
-
-
-# The official ImageNet class-conditional GPTs at 256 px, for converted checkpoints (`argen convert
-# --from llamagen`); sampler: the official FID guidance (scale s = 2.0 / 1.75 / 1.65, argen's w = s - 1).
-for _size, _scale in (("B", 2.0), ("L", 2.0), ("XL", 1.75), ("XXL", 1.75), ("3B", 1.65)):
-    register(f"llamagen-gpt-{_size.lower()}", "generator", data="imagenet", sampler=dict(cfg=_scale - 1.0),
-             description=f"official LlamaGen GPT-{_size} (ImageNet 256 px, 16x16 tokens of VQ-16)")(
-        lambda s=_size: llamagen_config(s))

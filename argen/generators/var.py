@@ -20,28 +20,32 @@ from __future__ import annotations
 
 import math
 from dataclasses import dataclass
+from typing import ClassVar
 
 import torch
 import torch.nn.functional as F
 from torch import nn
 
 from argen.config import Config, check
+from argen.generators.base import Generator
 from argen.nn.kv_cache import KVCache
 from argen.nn.layers import DropPath
-from argen.registry import FMNIST_TRAIN, register, register_model
+from argen.registry import register_model
 
 
 @dataclass(frozen=True)
 class VARConfig(Config):
+    RENAMED: ClassVar[dict[str, str]] = {"num_heads": "heads", "cond_drop": "label_drop"}
+
     vocab_size: int = 4096
     token_dim: int = 32                    # width of the tokenizer's code vectors (teacher-forcing input)
     scales: tuple[int, ...] = (1, 2, 3, 4, 5, 6, 8, 10, 13, 16)
     depth: int = 16
     width: int = 1024                      # official: 64 * depth
-    num_heads: int = 16                    # official: depth (head dim 64)
+    heads: int = 16                        # official: depth (head dim 64); official name num_heads
     mlp_ratio: float = 4.0
     num_classes: int = 1000                # class id num_classes is the null (unconditional) class
-    cond_drop: float = 0.1                 # label dropout for classifier-free guidance
+    label_drop: float = 0.1                # label dropout for classifier-free guidance (official: cond_drop_rate)
     drop_path: float = 0.0667              # official: 0.1 * depth / 24, linear over blocks
     dropout: float = 0.0
     attn_l2_norm: bool = True
@@ -52,14 +56,14 @@ class VARConfig(Config):
 
     def __post_init__(self):
         super().__post_init__()
-        for name in ("vocab_size", "token_dim", "width", "num_heads"):
+        for name in ("vocab_size", "token_dim", "width", "heads"):
             check(getattr(self, name) >= 1, f"{name} must be >= 1, got {getattr(self, name)}")
-        check(self.width % self.num_heads == 0, f"width {self.width} must be divisible by num_heads {self.num_heads}")
+        check(self.width % self.heads == 0, f"width {self.width} must be divisible by heads {self.heads}")
         check(len(self.scales) >= 1 and all(a < b for a, b in zip(self.scales, self.scales[1:])),
               f"scales must be strictly increasing, got {self.scales}")
         check(self.depth >= 1, f"depth must be >= 1, got {self.depth}")
         check(self.num_classes >= 1, f"num_classes must be >= 1, got {self.num_classes}")
-        check(0.0 <= self.cond_drop < 1.0, f"cond_drop must be in [0, 1), got {self.cond_drop}")
+        check(0.0 <= self.label_drop < 1.0, f"label_drop must be in [0, 1), got {self.label_drop}")
         check(0.0 <= self.drop_path < 1.0, f"drop_path must be in [0, 1), got {self.drop_path}")
 
     @property
@@ -78,7 +82,7 @@ class VARConfig(Config):
 class SelfAttention(nn.Module):
     def __init__(self, c: VARConfig):
         super().__init__()
-        C, H = c.width, c.num_heads
+        C, H = c.width, c.heads
         self.num_heads, self.head_dim = H, C // H
         self.l2_norm = c.attn_l2_norm
         self.mat_qkv = nn.Linear(C, 3 * C, bias=False)
@@ -152,9 +156,12 @@ class AdaLNBeforeHead(nn.Module):
 
 
 @register_model
-class VAR(nn.Module):
+class VAR(Generator):
     config_class = VARConfig
     family = "var"
+    consumes = "multiscale"
+    likelihood = True  # loss: exact cross-entropy of every scale given the coarser ones
+    counted: ClassVar[dict[str, str]] = {"forward_calls": "blocks.0"}
 
     def __init__(self, config: VARConfig):
         super().__init__()
@@ -232,7 +239,7 @@ class VAR(nn.Module):
     def new_caches(self, batch: int, dtype: torch.dtype | None = None, device=None) -> list[KVCache]:
         c = self.config
         p = self.pos_1LC
-        return [KVCache(batch, c.num_heads, c.seq_len, c.width // c.num_heads, dtype or p.dtype, device or p.device)
+        return [KVCache(batch, c.heads, c.seq_len, c.width // c.heads, dtype or p.dtype, device or p.device)
                 for _ in range(c.depth)]
 
     # ---- training ---------------------------------------------------------------------------------
@@ -253,8 +260,8 @@ class VAR(nn.Module):
                 "x_BLCv_wo_first_l": tokenizer.teacher_forcing_input(idx_list)}
 
     def loss(self, tokens: dict[str, torch.Tensor], labels_B: torch.Tensor) -> tuple[torch.Tensor, dict[str, float]]:
-        if self.training and self.config.cond_drop > 0:
-            drop = torch.rand(labels_B.shape, device=labels_B.device) < self.config.cond_drop
+        if self.training and self.config.label_drop > 0:
+            drop = torch.rand(labels_B.shape, device=labels_B.device) < self.config.label_drop
             labels_B = torch.where(drop, torch.full_like(labels_B, self.config.num_classes), labels_B)
         logits = self(labels_B, tokens["x_BLCv_wo_first_l"])
         target = tokens["target_BL"]
@@ -263,35 +270,3 @@ class VAR(nn.Module):
         with torch.no_grad():
             acc_last = (logits[:, b:e].argmax(-1) == target[:, b:e]).float().mean()
         return loss, {"ce": float(loss.detach()), "acc_last_scale": float(acc_last)}
-
-
-# ---- presets ----------------------------------------------------------------------------------------
-
-def var_official(depth: int) -> VARConfig:
-    """The official ImageNet 256 px architecture at a given depth (d16, d20, d24, d30)."""
-    return VARConfig(depth=depth, width=64 * depth, num_heads=depth, drop_path=0.1 * depth / 24)
-
-
-@register("var-digits", "generator", data="digits",
-          train=dict(steps=1000, batch_size=64, lr=1e-3, warmup=100, ema=0.998, weight_decay=0.05),
-          sampler=dict(cfg=1.0),
-          description="VAR for 8x8 digits on msvq-digits (scales 1-2-3-4, 64 codes): depth 4, width 128")
-def var_digits() -> VARConfig:
-    return VARConfig(vocab_size=64, token_dim=16, scales=(1, 2, 3, 4), depth=4, width=128, num_heads=4,
-                     num_classes=10, cond_drop=0.1, drop_path=0.0, aln_gamma_init=0.1)
-
-
-@register("var-fmnist", "generator", data="fashion-mnist", train=FMNIST_TRAIN, sampler=dict(cfg=1.0),
-          description="VAR for Fashion-MNIST on msvq-fmnist (scales 1-2-3-4-5-7, 256 codes): depth 4, width 128")
-def var_fmnist() -> VARConfig:
-    return VARConfig(vocab_size=256, token_dim=32, scales=(1, 2, 3, 4, 5, 7), depth=4, width=128, num_heads=4,
-                     num_classes=10, cond_drop=0.1, drop_path=0.0, aln_gamma_init=0.1)
-
-
-# The official ImageNet 256 px models, for converted checkpoints (`argen convert --from var`); sampler:
-# the official FID settings (cfg 1.5 on a linear ramp over scales, top-k 900, top-p 0.96).
-for _depth in (16, 20, 24, 30):
-    register(f"var-d{_depth}", "generator", data="imagenet",
-             sampler=dict(cfg=1.5, cfg_schedule="linear", top_k=900, top_p=0.96),
-             description=f"official VAR-d{_depth} (ImageNet 256 px, 680 tokens, 4096 codes)")(
-        lambda d=_depth: var_official(d))

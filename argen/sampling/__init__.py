@@ -1,27 +1,11 @@
-"""Samplers: one module per decoding algorithm, each a frozen config plus ``sample(...)``.
+"""The sampling layer: one file per sampler, each a frozen config plus ``sample(...)``, registered by name.
 
-``SAMPLERS`` maps a generator family to its default sampler (module, config class, function);
-modules are imported on first use so that ``import argen`` stays light.
+Importing this package registers every sampler in ``argen.registry.SAMPLERS``; ``sampler_for``
+gives a family's default (or a named) sampler. The shared pieces: ``guidance`` (CFG batch
+doubling, mixing and weight schedules), ``processors`` (temperature, top-k, top-p, the
+categorical draw), ``base`` (the registry entry, the discrete-sampler knobs, input checks)
+and ``head`` (MAR's per-token head sampling).
 """
 
-from __future__ import annotations
-
-import importlib
-
-from argen.errors import ConfigError
-
-SAMPLERS: dict[str, tuple[str, str, str]] = {
-    "var": ("argen.sampling.next_scale", "NextScaleConfig", "sample"),
-    "raster": ("argen.sampling.autoregressive", "RasterSamplerConfig", "sample"),
-    "maskgit": ("argen.sampling.masked", "MaskedSamplerConfig", "sample"),
-    "mar": ("argen.sampling.masked", "ContinuousSamplerConfig", "sample_continuous"),
-}
-
-
-def sampler_for(family: str):
-    """(config class, sample function) of a generator family's sampler."""
-    if family not in SAMPLERS:
-        raise ConfigError(f"no sampler for generator family {family!r}; known: {', '.join(SAMPLERS)}")
-    module, config_name, function = SAMPLERS[family]
-    mod = importlib.import_module(module)
-    return getattr(mod, config_name), getattr(mod, function)
+from argen.sampling import autoregressive, mar, maskgit, next_scale  # noqa: F401  (each registers its sampler)
+from argen.sampling.base import Sampler, register_sampler, sampler_for  # noqa: F401

@@ -18,6 +18,7 @@ from torch import nn
 from argen.config import Config, check
 from argen.tokenizers.losses import ExtraLosses
 from argen.tokenizers.nets import Decoder, Encoder
+from argen.tokens import TokenSpec
 
 RECON_LOSSES = ("l1", "l2")
 
@@ -82,6 +83,22 @@ class CodebookConfig(ConvAEConfig):
         check(self.codebook_size >= 2, f"codebook_size must be >= 2, got {self.codebook_size}")
         check(self.restart_every >= 0, f"restart_every must be >= 0, got {self.restart_every}")
         check(0 < self.usage_decay < 1, f"usage_decay must be in (0, 1), got {self.usage_decay}")
+
+
+class Tokenizer(nn.Module):
+    """What every tokenizer declares: ``token_spec``, the tokens ``encode`` gives and ``decode`` takes.
+
+    Images are (B, C, H, W) in [-1, 1]; training goes through ``loss(batch) -> (loss, metrics)``."""
+
+    config: ConvAEConfig
+
+    @property
+    def token_spec(self) -> TokenSpec:
+        raise NotImplementedError
+
+    @property
+    def grid(self) -> tuple[int, int]:
+        return self.config.grid
 
 
 def build_extra_losses(c: ConvAEConfig) -> ExtraLosses:

@@ -17,8 +17,9 @@ import torch
 from torch import nn
 
 from argen.config import check
-from argen.registry import register, register_model
-from argen.tokenizers.base import ConvAEConfig, build_autoencoder, build_extra_losses, recon_loss
+from argen.registry import register_model
+from argen.tokenizers.base import ConvAEConfig, Tokenizer, build_autoencoder, build_extra_losses, recon_loss
+from argen.tokens import TokenSpec
 
 
 @dataclass(frozen=True)
@@ -37,11 +38,10 @@ class KLConfig(ConvAEConfig):
 
 
 @register_model
-class KLTokenizer(nn.Module):
+class KLTokenizer(Tokenizer):
     """Images (B, C, H, W) in [-1, 1] <-> continuous tokens (B, embed_dim, h, w), already scaled."""
 
     config_class = KLConfig
-    kind = "continuous"
 
     def __init__(self, config: KLConfig):
         super().__init__()
@@ -53,8 +53,8 @@ class KLTokenizer(nn.Module):
         self.post_quant_conv = nn.Conv2d(c.embed_dim, c.z_channels, 1)
 
     @property
-    def grid(self) -> tuple[int, int]:
-        return self.config.grid
+    def token_spec(self) -> TokenSpec:
+        return TokenSpec("continuous", self.grid, token_dim=self.token_dim)
 
     @property
     def token_dim(self) -> int:
@@ -101,31 +101,3 @@ class KLTokenizer(nn.Module):
         means = [self.posterior(dataset.batch(torch.arange(i, min(i + batch_size, n)))[0].to(device))[0]
                  for i in range(0, n, batch_size)]
         return float(1.0 / torch.cat(means).float().std().clamp(min=1e-6))
-
-
-# ---- presets ----------------------------------------------------------------------------------------
-
-@register("kl-digits", "tokenizer", data="digits",
-          train=dict(steps=400, batch_size=128, lr=2e-3, warmup=50, ema=0.0),
-          description="KL autoencoder for 8x8 digits: grid 4x4 of 4-channel continuous tokens")
-def kl_digits() -> KLConfig:
-    return KLConfig(image_channels=1, image_size=8, ch=32, ch_mult=(1, 2), num_res_blocks=1,
-                    z_channels=16, groups=8, embed_dim=4)
-
-
-@register("kl-fmnist", "tokenizer", data="fashion-mnist",
-          train=dict(steps=800, batch_size=64, lr=1e-3, warmup=100, ema=0.0),
-          description="KL autoencoder for 28x28 Fashion-MNIST: grid 7x7 of 8-channel continuous tokens")
-def kl_fmnist() -> KLConfig:
-    return KLConfig(image_channels=1, image_size=28, ch=32, ch_mult=(1, 2, 2), num_res_blocks=1,
-                    z_channels=32, groups=16, embed_dim=8)
-
-
-
-# The official ImageNet tokenizer, for converted checkpoints (`argen convert --from mar --vae ...`).
-@register("mar-kl16", "tokenizer", data="imagenet",
-          description="official MAR KL-16 autoencoder (256 px -> 16x16 tokens of 16 channels, scale 0.2325)")
-def mar_kl16() -> KLConfig:
-    return KLConfig(image_channels=3, image_size=256, ch=128, ch_mult=(1, 1, 2, 2, 4), num_res_blocks=2,
-                    z_channels=16, groups=32, attn=True, decoder_level_attn=False, embed_dim=16,
-                    scale_factor=0.2325)

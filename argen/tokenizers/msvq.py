@@ -29,15 +29,17 @@ import torch.nn.functional as F
 from torch import nn
 
 from argen.config import check
-from argen.registry import register, register_model
+from argen.registry import register_model
 from argen.tokenizers.base import (
     Codebook,
     CodebookConfig,
+    Tokenizer,
     build_autoencoder,
     build_extra_losses,
     recon_loss,
     usage_stats,
 )
+from argen.tokens import TokenSpec
 
 
 @dataclass(frozen=True)
@@ -131,11 +133,10 @@ class MultiScaleQuantizer(Codebook):
 
 
 @register_model
-class MultiScaleVQ(nn.Module):
+class MultiScaleVQ(Tokenizer):
     """Images (B, C, H, W) in [-1, 1] <-> list of K index maps [(B, pn_k, pn_k)]."""
 
     config_class = MSVQConfig
-    kind = "multiscale"
 
     def __init__(self, config: MSVQConfig):
         super().__init__()
@@ -151,8 +152,9 @@ class MultiScaleVQ(nn.Module):
 
     # ---- protocol -------------------------------------------------------------------------------
     @property
-    def grid(self) -> tuple[int, int]:
-        return self.config.grid
+    def token_spec(self) -> TokenSpec:
+        return TokenSpec("multiscale", self.grid, vocab_size=self.codebook_size, token_dim=self.token_dim,
+                         scales=self.scales)
 
     @property
     def scales(self) -> tuple[int, ...]:
@@ -236,31 +238,3 @@ class MultiScaleVQ(nn.Module):
         n = max(x.shape[0] for x in per_scale)
         out = [x[torch.randint(x.shape[0], (n,), device="cpu").to(x.device)] for x in per_scale]
         return torch.cat(out, 0)
-
-
-# ---- presets ----------------------------------------------------------------------------------------
-
-@register("msvq-digits", "tokenizer", data="digits",
-          train=dict(steps=400, batch_size=128, lr=2e-3, warmup=50, ema=0.0),
-          description="VAR multi-scale VQ for 8x8 digits: grid 4x4, scales 1-2-3-4, 64 codes")
-def msvq_digits() -> MSVQConfig:
-    return MSVQConfig(image_channels=1, image_size=8, ch=32, ch_mult=(1, 2), num_res_blocks=1,
-                      z_channels=16, groups=8, codebook_size=64, scales=(1, 2, 3, 4))
-
-
-@register("msvq-fmnist", "tokenizer", data="fashion-mnist",
-          train=dict(steps=2000, batch_size=64, lr=1e-3, warmup=100, ema=0.0),
-          description="VAR multi-scale VQ for 28x28 Fashion-MNIST: grid 7x7, scales 1-2-3-4-5-7, 256 codes")
-def msvq_fmnist() -> MSVQConfig:
-    return MSVQConfig(image_channels=1, image_size=28, ch=32, ch_mult=(1, 2, 2), num_res_blocks=1,
-                      z_channels=32, groups=16, codebook_size=256, scales=(1, 2, 3, 4, 5, 7))
-
-
-# The official ImageNet tokenizer, for converted checkpoints (`argen convert --from var --vae ...`).
-# Its codebook is trained: no k-means initialisation, no dead-code restarts when fine-tuned.
-@register("var-vqvae", "tokenizer", data="imagenet",
-          description="official VAR multi-scale VQVAE (256 px -> 16x16, scales 1..16, 4096 32-d codes)")
-def var_vqvae() -> MSVQConfig:
-    return MSVQConfig(image_channels=3, image_size=256, ch=160, ch_mult=(1, 1, 2, 2, 4), num_res_blocks=2,
-                      z_channels=32, groups=32, attn=True, codebook_size=4096,
-                      scales=(1, 2, 3, 4, 5, 6, 8, 10, 13, 16), kmeans_init=False, restart_every=0)

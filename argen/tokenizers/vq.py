@@ -16,15 +16,17 @@ import torch.nn.functional as F
 from torch import nn
 
 from argen.config import check
-from argen.registry import register, register_model
+from argen.registry import register_model
 from argen.tokenizers.base import (
     Codebook,
     CodebookConfig,
+    Tokenizer,
     build_autoencoder,
     build_extra_losses,
     recon_loss,
     usage_stats,
 )
+from argen.tokens import TokenSpec
 
 
 @dataclass(frozen=True)
@@ -37,11 +39,10 @@ class VQConfig(CodebookConfig):
 
 
 @register_model
-class VQTokenizer(nn.Module):
+class VQTokenizer(Tokenizer):
     """Images (B, C, H, W) in [-1, 1] <-> token map (B, h, w) of codebook indices."""
 
     config_class = VQConfig
-    kind = "discrete"
 
     def __init__(self, config: VQConfig):
         super().__init__()
@@ -54,8 +55,8 @@ class VQTokenizer(nn.Module):
         self.register_buffer("train_steps", torch.zeros((), dtype=torch.long))
 
     @property
-    def grid(self) -> tuple[int, int]:
-        return self.config.grid
+    def token_spec(self) -> TokenSpec:
+        return TokenSpec("discrete", self.grid, vocab_size=self.codebook_size)
 
     @property
     def codebook_size(self) -> int:
@@ -98,29 +99,3 @@ class VQTokenizer(nn.Module):
             if c.restart_every and int(self.train_steps) % c.restart_every == 0:
                 metrics["restarted"] = self.quantize.restart_dead(z_ND.detach(), c.restart_threshold)
         return rl + vq_loss + extra, metrics
-
-
-@register("vq-digits", "tokenizer", data="digits",
-          train=dict(steps=400, batch_size=128, lr=2e-3, warmup=50, ema=0.0),
-          description="single-scale VQ for 8x8 digits: grid 4x4, 64 l2-normalised 8-d codes")
-def vq_digits() -> VQConfig:
-    return VQConfig(image_channels=1, image_size=8, ch=32, ch_mult=(1, 2), num_res_blocks=1,
-                    z_channels=16, groups=8, codebook_size=64, code_dim=8)
-
-
-@register("vq-fmnist", "tokenizer", data="fashion-mnist",
-          train=dict(steps=2000, batch_size=64, lr=1e-3, warmup=100, ema=0.0),
-          description="single-scale VQ for 28x28 Fashion-MNIST: grid 7x7, 256 l2-normalised 8-d codes")
-def vq_fmnist() -> VQConfig:
-    return VQConfig(image_channels=1, image_size=28, ch=32, ch_mult=(1, 2, 2), num_res_blocks=1,
-                    z_channels=32, groups=16, codebook_size=256, code_dim=8)
-
-
-# The official ImageNet tokenizer, for converted checkpoints (`argen convert --from llamagen --vae ...`).
-# Its codebook is trained: no k-means initialisation, no dead-code restarts when fine-tuned.
-@register("llamagen-vq16", "tokenizer", data="imagenet",
-          description="official LlamaGen VQ-16 (256 px -> 16x16, 16384 l2-normalised 8-d codes)")
-def llamagen_vq16() -> VQConfig:
-    return VQConfig(image_channels=3, image_size=256, ch=128, ch_mult=(1, 1, 2, 2, 4), num_res_blocks=2,
-                    z_channels=256, groups=32, attn=True, codebook_size=16384, code_dim=8,
-                    kmeans_init=False, restart_every=0)

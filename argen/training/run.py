@@ -10,13 +10,15 @@ from pathlib import Path
 
 import torch
 
-from argen import checkpoint as ckpt
+import argen.checkpoint as ckpt
 from argen.data import load_dataset
 from argen.errors import ArgenError
 from argen.evaluation.classifier import evaluate_accuracy
 from argen.evaluation.reconstruction import evaluate_tokenizer
-from argen.pipeline import copy_tokenizer
+from argen.models import load_checkpoint
 from argen.registry import get_preset, model_for_config
+from argen.tokenizers.base import Tokenizer
+from argen.tokens import check_kind
 from argen.training import dist
 from argen.training.trainer import GeneratorObjective, TrainConfig, train
 
@@ -41,26 +43,14 @@ def train_preset(kind: str, preset_name: str, out: str | Path, *, data: str | No
     if kind == "generator":
         if tokenizer_dir is None:
             raise ArgenError("--tokenizer: a generator needs a tokenizer checkpoint folder")
-        tokenizer = ckpt.load_model(tokenizer_dir, device)
-        if not hasattr(tokenizer, "grid") or not hasattr(tokenizer, "kind"):
-            raise ArgenError(f"--tokenizer: {tokenizer_dir} holds a {type(tokenizer).__name__}, not a tokenizer")
-        continuous_config = hasattr(config, "token_dim") and not hasattr(config, "vocab_size")
-        if continuous_config != (tokenizer.kind == "continuous"):
-            want = "a continuous (KL) tokenizer, e.g. kl-digits" if continuous_config else \
-                "a discrete (VQ) tokenizer, e.g. vq-digits"
-            raise ArgenError(f"--tokenizer: {preset_name} needs {want}; {tokenizer_dir} holds a "
-                             f"{type(tokenizer).__name__}")
-        if hasattr(config, "scales") and not hasattr(tokenizer, "scales"):
-            raise ArgenError(f"--tokenizer: {preset_name} needs a multi-scale tokenizer (e.g. msvq-digits), "
-                             f"{tokenizer_dir} holds a {type(tokenizer).__name__}")
-        if not hasattr(config, "scales") and hasattr(tokenizer, "scales"):
-            raise ArgenError(f"--tokenizer: {preset_name} needs a single-scale tokenizer (e.g. vq-digits), "
-                             f"{tokenizer_dir} holds a {type(tokenizer).__name__}")
-        # The generator's token shapes come from its tokenizer, its classes from the data.
-        links = {"vocab_size": getattr(tokenizer, "codebook_size", None), "grid": tuple(tokenizer.grid),
-                 "token_dim": getattr(tokenizer, "token_dim", None), "scales": getattr(tokenizer, "scales", None),
-                 "num_classes": train_set.num_classes}
-        config = config.replace(**{k: v for k, v in links.items() if hasattr(config, k) and v is not None})
+        tokenizer, record = load_checkpoint(tokenizer_dir, device)
+        if not isinstance(tokenizer, Tokenizer):
+            raise ArgenError(f"--tokenizer: {tokenizer_dir} holds a {record.cls}, not a tokenizer")
+        # The generator's token shapes come from its tokenizer's declared spec, its classes from the data.
+        spec = tokenizer.token_spec
+        check_kind(spec, model_for_config(config).consumes, f"--tokenizer {tokenizer_dir} ({record.cls})",
+                   f"preset {preset_name}")
+        config = config.replace(**spec.link_fields(), num_classes=train_set.num_classes)
     else:
         config = config.replace(image_channels=train_set.channels, image_size=train_set.image_size[0])
         if kind == "classifier":
@@ -73,7 +63,7 @@ def train_preset(kind: str, preset_name: str, out: str | Path, *, data: str | No
     if kind == "generator":
         objective = GeneratorObjective(model, tokenizer)
         if dist.is_main():
-            copy_tokenizer(tokenizer_dir, out)
+            ckpt.copy_tokenizer(tokenizer_dir, out)
     meta = {"command": command, "data": data, "data_path": data_path, "classes": list(train_set.classes)}
     if preset.sampler:
         meta["sampler"] = preset.sampler
@@ -81,24 +71,20 @@ def train_preset(kind: str, preset_name: str, out: str | Path, *, data: str | No
     metrics = train(model, train_set, cfg, out, objective=objective, device=device, resume=resume,
                     preset=preset_name, meta=meta, quiet=quiet)
     result = {"train_seconds": round(time.time() - t0, 1), **{f"train_{k}": v for k, v in metrics.items()}}
-    if kind == "tokenizer" and dist.is_main():
-        test_set = load_dataset(data, "test", data_path)
-        best = ckpt.load_model(out, device)
-        if hasattr(best, "fit_scale_factor"):  # continuous tokenizers: unit-variance tokens for generators
-            scale = best.fit_scale_factor(train_set, device=device)
-            best.config = best.config.replace(scale_factor=scale)
-            cfg_json = ckpt.read_config(out)
-            cfg_json["config"]["scale_factor"] = scale
-            ckpt.write_json(Path(out) / ckpt.CONFIG, cfg_json)
-            result["scale_factor"] = scale
-        result.update({f"test_{k}": v for k, v in evaluate_tokenizer(best, test_set, device=device).items()})
-    if kind == "classifier" and dist.is_main():
-        best = ckpt.load_model(out, device)
-        result["test_accuracy"] = evaluate_accuracy(best, load_dataset(data, "test", data_path), device=device)
     if dist.is_main():
-        cfg_json = ckpt.read_config(out)
-        cfg_json["meta"]["eval"] = result
-        ckpt.write_json(Path(out) / ckpt.CONFIG, cfg_json)
+        record = ckpt.read_record(out)
+        best = load_checkpoint(out, device)[0] if kind != "generator" else None
+        if kind == "tokenizer":
+            test_set = load_dataset(data, "test", data_path)
+            if hasattr(best, "fit_scale_factor"):  # continuous tokenizers: unit-variance tokens for generators
+                scale = best.fit_scale_factor(train_set, device=device)
+                best.config = best.config.replace(scale_factor=scale)
+                record = ckpt.record_of(best, preset=record.preset, meta=record.meta)
+                result["scale_factor"] = scale
+            result.update({f"test_{k}": v for k, v in evaluate_tokenizer(best, test_set, device=device).items()})
+        if kind == "classifier":
+            result["test_accuracy"] = evaluate_accuracy(best, load_dataset(data, "test", data_path), device=device)
+        ckpt.write_record(out, record.replace_meta(eval=result))  # config.json: one write after training
         ckpt.write_json(Path(out) / "metrics.json", result)
     dist.barrier()
     return result

@@ -27,7 +27,7 @@ import torch
 from torch import nn
 from tqdm import tqdm
 
-from argen import checkpoint as ckpt
+import argen.checkpoint as ckpt
 from argen.config import Config, check
 from argen.errors import ArgenError
 from argen.training import dist

@@ -31,7 +31,7 @@ import torch
 import argen
 from argen.cli import main as argen_main
 from argen.convert.var import convert
-from argen.sampling.next_scale import NextScaleConfig
+from argen.sampling.next_scale import VARSamplerConfig
 from argen.sampling.next_scale import sample as next_scale
 
 SCALES = (1, 2, 3, 4, 5, 6, 8, 10, 13, 16)
@@ -108,7 +108,7 @@ def main() -> int:
                            "--threads", str(args.threads)]) == 0
         got_u8 = np.load(out.with_suffix(".npz"))["images"]
         with torch.no_grad():  # the tokens behind those images: the same sampler the CLI ran
-            tokens = next_scale(ours, tok, labels, NextScaleConfig(cfg=1.5, top_k=1))
+            tokens = next_scale(ours, tok, labels, VARSamplerConfig(cfg=1.5, top_k=1))
         same = torch.cat([(r[:, :, 0] == o.flatten(1)).flatten() for r, o in zip(drawn, tokens)]).float().mean()
         pix = np.abs(ref_u8.astype(int) - got_u8.astype(int)).max()
         ok &= bool(same == 1) and pix <= 1

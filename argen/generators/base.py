@@ -1,0 +1,39 @@
+"""What every generator declares: its family, the tokens it consumes, and its capabilities.
+
+A generator is an ``nn.Module`` that maps (condition, tokens so far) to logits or hidden
+states and knows nothing of sampling loops, tokenizers or files. Its class declares:
+
+* ``family``: the name its samplers register under (``argen.registry.SAMPLERS``);
+* ``consumes``: the kind of tokens it is built on (``argen.tokens.TOKEN_KINDS``); its
+  ``token_spec`` follows from its config;
+* ``likelihood``: whether ``loss`` returns an exact negative log-likelihood per token as
+  ``metrics["ce"]`` (nats), which ``argen eval`` reports as bits per token;
+* ``editing``: whether its sampler takes ``known`` tokens (``Pipeline.edit``);
+* ``counted``: the submodules whose calls count as forward passes (``argen bench``):
+  ``forward_calls`` is a module that runs once per network pass over the batch.
+"""
+
+from __future__ import annotations
+
+from typing import ClassVar
+
+from torch import nn
+
+from argen.tokens import TokenSpec
+
+
+class Generator(nn.Module):
+    family: ClassVar[str]
+    consumes: ClassVar[str]
+    config_class: ClassVar[type]
+    likelihood: ClassVar[bool] = False
+    editing: ClassVar[bool] = True
+    counted: ClassVar[dict[str, str]] = {}
+
+    @property
+    def token_spec(self) -> TokenSpec:
+        return TokenSpec.of_config(self.consumes, self.config)
+
+    def counted_modules(self) -> dict[str, nn.Module]:
+        """``counted`` resolved to submodules: {"forward_calls": module, ...}."""
+        return {name: self.get_submodule(path) for name, path in self.counted.items()}

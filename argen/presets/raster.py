@@ -1,0 +1,46 @@
+"""Raster (LlamaGen) presets: tiny ones for digits and Fashion-MNIST, and the official ImageNet GPT-B .. 3B."""
+
+from __future__ import annotations
+
+from argen.generators.raster import RasterConfig
+from argen.presets.budgets import FMNIST_TRAIN
+from argen.registry import preset
+
+# name -> (depth, heads, width) of the official class-conditional GPTs (head dim 64, 100 for 3B).
+LLAMAGEN_SIZES = {"B": (12, 12, 768), "L": (24, 16, 1024), "XL": (36, 20, 1280), "XXL": (48, 24, 1536),
+                  "3B": (24, 32, 3200)}
+
+
+def llamagen_config(size: str = "B", grid: tuple[int, int] = (16, 16), **overrides) -> RasterConfig:
+    """The official ImageNet class-conditional GPT-{B, L, XL, XXL, 3B} (16384 codes, 1000 classes)."""
+    if size not in LLAMAGEN_SIZES:
+        raise ValueError(f"size must be one of {sorted(LLAMAGEN_SIZES)}, got {size!r}")
+    depth, heads, width = LLAMAGEN_SIZES[size]
+    return RasterConfig(**{"grid": grid, "depth": depth, "heads": heads, "width": width, **overrides})
+
+
+@preset("raster-digits", "generator", data="digits",
+        train=dict(steps=1000, batch_size=64, lr=1e-3, warmup=100, ema=0.998, weight_decay=0.05),
+        sampler=dict(cfg=1.0),
+        description="LlamaGen-style raster AR for 8x8 digits on vq-digits (grid 4x4, 64 codes): dim 128, 4 layers")
+def raster_digits() -> RasterConfig:
+    # 1442 training images of 16 tokens are memorised quickly: with LlamaGen's 0.1 dropouts and 1500
+    # steps 13% of samples copied a training token map (held-out CE 4.3); 0.25 dropouts and 1000
+    # steps copy none (held-out CE 2.8) and the SVM recognises 94% of samples at cfg 1.
+    return RasterConfig(vocab_size=64, grid=(4, 4), num_classes=10, width=128, depth=4, heads=4, multiple_of=32,
+                        token_dropout_p=0.25, resid_dropout_p=0.25, ffn_dropout_p=0.25, label_drop=0.1)
+
+
+@preset("raster-fmnist", "generator", data="fashion-mnist", train=FMNIST_TRAIN, sampler=dict(cfg=1.0),
+        description="LlamaGen-style raster AR for Fashion-MNIST on vq-fmnist (grid 7x7, 256 codes): dim 128, 4 layers")
+def raster_fmnist() -> RasterConfig:
+    return RasterConfig(vocab_size=256, grid=(7, 7), num_classes=10, width=128, depth=4, heads=4, multiple_of=32,
+                        token_dropout_p=0.1, resid_dropout_p=0.1, ffn_dropout_p=0.1, label_drop=0.1)
+
+
+# The official ImageNet class-conditional GPTs at 256 px, for converted checkpoints (`argen convert
+# --from llamagen`); sampler: the official FID guidance (scale s = 2.0 / 1.75 / 1.65, argen's w = s - 1).
+for _size, _scale in (("B", 2.0), ("L", 2.0), ("XL", 1.75), ("XXL", 1.75), ("3B", 1.65)):
+    preset(f"llamagen-gpt-{_size.lower()}", "generator", data="imagenet", sampler=dict(cfg=_scale - 1.0),
+             description=f"official LlamaGen GPT-{_size} (ImageNet 256 px, 16x16 tokens of VQ-16)")(
+        lambda s=_size: llamagen_config(s))

@@ -1,0 +1,91 @@
+"""What every sampler shares: its registry entry, the knobs of discrete sampling, and input checks.
+
+A sampler is a function ``sample(model, tokenizer, labels_B, config, generator, known=None)``
+plus its frozen config class, registered by name for a generator family::
+
+    @register_sampler("raster", family="raster", config=RasterSamplerConfig)
+    def sample(model, tokenizer, labels_B, config, generator=None, known=None): ...
+
+The first sampler registered for a family is its default (what ``Pipeline`` uses); the
+accelerated samplers of a family register under their own names beside it.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from dataclasses import dataclass
+
+import torch
+
+from argen.config import check
+from argen.errors import ArgenError
+from argen.registry import SAMPLERS
+from argen.sampling.guidance import GuidanceConfig
+from argen.sampling.processors import Processor, build_processors
+from argen.tokens import check_fit
+
+
+@dataclass(frozen=True)
+class Sampler:
+    name: str
+    family: str                 # the generator family it samples (``Generator.family``)
+    config_class: type          # its frozen config; a checkpoint's ``meta.sampler`` holds its fields
+    sample: Callable[..., object]
+
+
+_DEFAULTS: dict[str, str] = {}  # family -> name of its default sampler
+
+
+def register_sampler(name: str, *, family: str, config: type):
+    """Decorator: register ``sample`` under ``name`` for generators of ``family``."""
+
+    def deco(fn: Callable[..., object]) -> Callable[..., object]:
+        SAMPLERS.add(name, Sampler(name, family, config, fn))
+        _DEFAULTS.setdefault(family, name)
+        return fn
+
+    return deco
+
+
+def sampler_for(family: str, name: str | None = None) -> Sampler:
+    """The sampler ``name`` (default: the family's default), checked to sample ``family``."""
+    if name is None:
+        if family not in _DEFAULTS:
+            raise ArgenError(f"no sampler for generator family {family!r}; known: {', '.join(sorted(_DEFAULTS))}")
+        name = _DEFAULTS[family]
+    sampler = SAMPLERS.get(name, "--sampler")
+    if sampler.family != family:
+        raise ArgenError(f"--sampler {name} samples {sampler.family} models, not {family} models")
+    return sampler
+
+
+@dataclass(frozen=True)
+class DiscreteSamplerConfig(GuidanceConfig):
+    """Guidance plus the logit processors of samplers that draw discrete tokens."""
+
+    temperature: float = 1.0
+    top_k: int = 0                  # 0: off
+    top_p: float = 1.0              # 1.0: off
+
+    def __post_init__(self):
+        super().__post_init__()
+        check(self.temperature > 0, f"temperature must be > 0, got {self.temperature}")
+        check(self.top_k >= 0, f"top_k must be >= 0 (0 = off), got {self.top_k}")
+        check(0 < self.top_p <= 1, f"top_p must be in (0, 1], got {self.top_p}")
+
+    def processors(self) -> list[Processor]:
+        """Temperature, then top-k, then top-p (the order of VAR, LlamaGen and transformers)."""
+        return build_processors(self.temperature, self.top_k, self.top_p)
+
+
+def check_inputs(model, tokenizer, labels_B: torch.Tensor) -> None:
+    """One-line errors for the arguments every sampler takes (a host sync or two, before any loop)."""
+    c = model.config
+    if labels_B.ndim != 1 or labels_B.dtype != torch.long:
+        raise ArgenError(f"labels_B must be a 1-d long tensor of class ids, got {tuple(labels_B.shape)} "
+                         f"{labels_B.dtype}")
+    if labels_B.numel() and not bool(((labels_B >= 0) & (labels_B <= c.num_classes)).all()):
+        raise ArgenError(f"labels_B must be class ids in [0, {c.num_classes}] ({c.num_classes} = unconditional)")
+    if tokenizer is not None:
+        check_fit(tokenizer.token_spec, model.token_spec, f"tokenizer {type(tokenizer).__name__}",
+                  f"generator {type(model).__name__}")
