@@ -5,30 +5,30 @@ from __future__ import annotations
 import json
 
 import pytest
-from helpers import TINY_SCALES, tiny_maskgit, tiny_msvq, tiny_raster, tiny_var, tiny_vq
-from test_mar import tiny_kl, tiny_mar
+import torch
+from helpers import tiny_maskgit, tiny_vq
+from test_contracts import FAMILIES, pipeline
 
 from argen.cli import main
-from argen.evaluation.bench import bench, format_table
+from argen.evaluation.bench import _PeakRSS, bench, format_table
 from argen.pipeline import Pipeline
 
-CASES = {  # family -> (pipeline, sampler settings, expected forward calls per sampling call, head calls)
-    "var": (lambda: Pipeline(tiny_msvq(), tiny_var(), {"cfg": 1.0}), len(TINY_SCALES), None),
-    "raster": (lambda: Pipeline(tiny_vq(), tiny_raster(), {"cfg": 1.0}), 16, None),  # prefill + 15 decode steps
-    "maskgit": (lambda: Pipeline(tiny_vq(), tiny_maskgit(), {"steps": 5, "cfg": 1.0}), 5, None),
-    "mar": (lambda: Pipeline(tiny_kl(), tiny_mar(), {"ar_steps": 4, "head_steps": 3, "cfg": 1.0}), 4, 12),
-}
 
-
-@pytest.mark.parametrize("family", CASES)
+@pytest.mark.parametrize("family", FAMILIES)
 def test_forward_passes_per_image_and_fields(family):
-    make, calls, head_calls = CASES[family]
-    rows = bench(make(), batch_sizes=(1, 3), repeats=1, warmup=0)
+    rows = bench(pipeline(family), batch_sizes=(1, 3), repeats=1, warmup=0)
     assert [r["batch_size"] for r in rows] == [1, 3]
-    for r in rows:
-        assert r["family"] == family and r["forward_calls"] == calls and r.get("head_calls") == head_calls
-        assert r["images_per_s"] > 0 and r["s_per_image"] > 0 and r["peak_mem_mb"] >= 0 and r["params"] > 0
+    for r in rows:  # every image of the batch rides in each call: the same counts at batch 1 and 3
+        assert r["family"] == family and {k: r.get(k) for k in FAMILIES[family].cost} == FAMILIES[family].cost
+        assert r["images_per_s"] > 0 and r["s_per_image"] > 0 and r["params"] > 0
     assert f"| {family} |" in format_table(rows)
+
+
+def test_peak_memory_sees_an_allocation_inside_the_block():
+    with _PeakRSS() as rss:
+        x = torch.ones(16 * 2**20)  # 64 MB, touched
+        del x
+    assert rss.growth >= 48 * 2**20
 
 
 def test_cli_bench_prints_a_table_and_writes_json(tmp_path, capsys):
