@@ -1,7 +1,13 @@
 """Official transformers and tokenizers -> argen: exact parameter counts, key maps against the official layouts,
-synthetic round trips through `argen convert`, and one-line errors with exit code 2."""
+synthetic round trips through `argen convert`, and one-line errors with exit code 2.
+
+The full official sizes are checked without memory, on the meta device: parameter counts, and every
+tensor's name and shape against the layout files. The round trips through the converters run on
+reduced sizes of the same layouts (``SMALL_FIELDS``: the same module trees, so the same tensor names, at
+small widths), which the converters build through a monkeypatched ``argen.build``."""
 
 import argparse
+import functools
 import json
 from pathlib import Path
 
@@ -10,6 +16,7 @@ import torch
 from helpers import read_layout
 
 import argen
+from argen.checkpoint import read_record
 from argen.cli import main
 from argen.pipeline import Pipeline
 from argen.registry import get_preset
@@ -39,6 +46,8 @@ PARAMS = {
     "llamagen-gpt-3b": 3_096_659_200,   # 3097M
 }
 
+# official buffers (by last name part) that argen recomputes: VAR's level ids and masks
+DERIVED = ("lvl_1L", "attn_bias_for_masking", "zero_k_bias")
 # family, smallest preset, layout file, container the official code saves
 CASES = [
     ("var", "var-d16", "var-d16.tsv", lambda sd: sd),
@@ -48,20 +57,100 @@ CASES = [
 ]
 
 
+# The official presets at reduced sizes of the same layout: depths, levels, blocks and attention as
+# officially (the same tensor names, and ``identify`` still tells the sizes apart by depth), small
+# widths. LlamaGen's GPT keeps its 16384-code vocabulary and VQ-16 its 16384 x 8 codebook (what the
+# converter checks), MAR's KL-16 its 16 latent channels. A tuple key names one config field by its
+# current name and its name before argen's config renames (``width``, ``heads`` in every family).
+SMALL_FIELDS = {
+    "var-d16": {"width": 32, ("heads", "num_heads"): 2, "vocab_size": 64, "num_classes": 10},
+    "mar-b": {"width": 32, ("heads", "enc_heads"): 2, "dec_width": 32, "dec_heads": 2, "head_width": 32,
+              "num_classes": 10, "buffer_size": 4},
+    "llamagen-gpt-b": {("width", "dim"): 32, ("heads", "n_head"): 2, "multiple_of": 16, "num_classes": 10},
+    "var-vqvae": {"ch": 8, "groups": 4, "codebook_size": 64},
+    "mar-kl16": {"ch": 8, "groups": 4},
+    "llamagen-vq16": {"ch": 8, "groups": 4, "z_channels": 8},
+}
+
+
+# argen's own statistics of a converted codebook tokenizer, and the value each starts from
+FRESH = {"quantize.usage_SV": 0, "quantize.initialized": 1, "train_steps": 0}
+
+
+@functools.cache
+def small_overrides(preset: str) -> dict:
+    """``SMALL_FIELDS[preset]`` as ``build`` overrides, each under the name the preset's config has."""
+    have = argen.build(preset, device="meta").config.to_dict()
+    out = {}
+    for names, value in SMALL_FIELDS[preset].items():
+        [name] = [n for n in ((names,) if isinstance(names, str) else names) if n in have]  # exactly one
+        out[name] = value
+    return out
+
+
+def build_small(preset: str) -> torch.nn.Module:
+    """The preset at its ``SMALL_FIELDS`` size, on the meta device."""
+    return argen.build(preset, device="meta", **small_overrides(preset))
+
+
+@pytest.fixture
+def small(monkeypatch):
+    """Convert at the ``SMALL_FIELDS`` sizes: ``build`` (through which the converters build the preset
+    ``identify`` picked: ``argen.build`` and the ``argen.models.build`` behind it, where that module
+    exists) applies them, and LlamaGen's size table knows GPT-B by its small width (``identify``
+    matches layers and width). Applying the overrides twice changes nothing."""
+    import importlib
+
+    from argen.convert import llamagen
+
+    overrides = {preset: small_overrides(preset) for preset in SMALL_FIELDS}  # before build is patched
+    for name in ("argen", "argen.models"):
+        try:
+            module = importlib.import_module(name)
+        except ImportError:
+            continue
+        monkeypatch.setattr(module, "build", lambda preset, device="cpu", _build=module.build, **kw:
+                            _build(preset, device, **{**overrides.get(preset, {}), **kw}))
+    n_layer, heads, _ = llamagen.LLAMAGEN_SIZES["B"]
+    width = build_small("llamagen-gpt-b").state_dict()["tok_embeddings.weight"].shape[1]
+    monkeypatch.setattr(llamagen, "LLAMAGEN_SIZES", {"B": (n_layer, heads, width)})
+
+
 @pytest.mark.parametrize("preset", sorted(PARAMS))
 def test_official_presets_have_the_official_parameter_counts(preset):
     model = argen.build(preset, device="meta")
     assert sum(p.numel() for p in model.parameters()) == PARAMS[preset]
     assert argen.list_presets("generator").count(preset) == 1
-    config_cls, _ = sampler_for(model.family)
-    assert config_cls.from_dict(get_preset(preset).sampler).cfg > 0  # the official guidance, a valid config
+    assert sampler_for(model.family).config_class.from_dict(get_preset(preset).sampler).cfg > 0  # the official guidance, a valid config
+
+
+def official_shapes(family: str, model: torch.nn.Module, tokenizer: bool) -> dict[str, tuple[int, ...]]:
+    """Official tensor name -> shape for every tensor of the argen ``model``, by the hand-written maps:
+    the identity for the transformers, ``official_sources`` for the tokenizers (a fused ``qkv`` is
+    three official tensors, a third of its output channels each)."""
+    out = {}
+    for key, t in model.state_dict().items():
+        if tokenizer and key in FRESH:
+            continue
+        sources = official_sources(family, key) if tokenizer else [key]
+        for s in sources:
+            assert s not in out, s
+            out[s] = (t.shape[0] // len(sources), *t.shape[1:])
+    return out
 
 
 def official_state_dict(layout: str) -> dict[str, torch.Tensor]:
-    """A synthetic official state dict: every tensor of the layout, filled with its own index
-    (float16 to keep it small), so a tensor that lands in the wrong place shows."""
-    return {name: torch.full(shape, float(i % 2048), dtype=torch.float16 if dtype == "torch.float32" else None)
-            for i, (name, (shape, dtype)) in enumerate(read_layout(LAYOUTS / layout).items())}
+    """A synthetic official state dict at the ``SMALL_FIELDS`` size of the layout's preset: every tensor of
+    the layout (its name and dtype; its shape at the small size), filled with its own index (float16
+    to keep it small), so a tensor that lands in the wrong place shows. Buffers argen does not have
+    keep the layout's shape."""
+    family, preset, tokenizer = {c[2]: (c[0], c[1], c in TOKENIZER_CASES) for c in CASES + TOKENIZER_CASES}[layout]
+    shapes = official_shapes(family, build_small(preset), tokenizer)
+    out = {}
+    for i, (name, (shape, dtype)) in enumerate(read_layout(LAYOUTS / layout).items()):
+        shape = shapes.get(name, shape)
+        out[name] = torch.full(shape, float(i % 2048), dtype=torch.float16 if dtype == "torch.float32" else None)
+    return out
 
 
 def convert_synthetic(tmp_path, family: str, flag: str, layout: str, container):
@@ -75,13 +164,13 @@ def convert_synthetic(tmp_path, family: str, flag: str, layout: str, container):
 
 
 @pytest.mark.parametrize("family,preset,layout,container", CASES, ids=[c[0] for c in CASES])
-def test_round_trip_of_a_synthetic_official_checkpoint(family, preset, layout, container, tmp_path):
+def test_round_trip_of_a_synthetic_official_checkpoint(family, preset, layout, container, small, tmp_path):
     sd, model = convert_synthetic(tmp_path, family, "--checkpoint", layout, container)
-    assert model.checkpoint_meta["preset"] == preset
-    assert model.checkpoint_meta["meta"]["converted_from"] == family
+    record = read_record(tmp_path / "out")
+    assert record.preset == preset and record.meta["converted_from"] == family
     ours = model.state_dict()
     derived = {k for k in sd if k not in ours}  # buffers argen recomputes (VAR's masks and level ids)
-    assert all(k.rsplit(".", 1)[-1] in ("lvl_1L", "attn_bias_for_masking", "zero_k_bias") for k in derived)
+    assert all(k.rsplit(".", 1)[-1] in DERIVED for k in derived)
     assert set(ours) == set(sd) - derived
     wrong = [k for k in ours if not torch.equal(ours[k], sd[k].to(ours[k].dtype))]
     assert wrong == []
@@ -94,7 +183,7 @@ def _run(capsys, *argv) -> str:
     return err
 
 
-def test_converter_errors_are_one_line_with_exit_code_2(tmp_path, capsys):
+def test_converter_errors_are_one_line_with_exit_code_2(small, tmp_path, capsys):
     sd = official_state_dict("llamagen-gpt-b.tsv")
     out = str(tmp_path / "out")
 
@@ -128,7 +217,7 @@ def test_converter_errors_are_one_line_with_exit_code_2(tmp_path, capsys):
     assert not (tmp_path / "out").exists()  # nothing half-written
 
 
-def test_ema_weights_are_chosen_where_the_file_has_them(tmp_path):
+def test_ema_weights_are_chosen_where_the_file_has_them(small, tmp_path):
     sd = official_state_dict("llamagen-gpt-b.tsv")
     raw = {k: torch.zeros_like(v) for k, v in sd.items()}
     torch.save({"model": raw, "ema": sd}, tmp_path / "both.pth")
@@ -182,15 +271,14 @@ def test_official_tokenizer_presets_have_the_official_parameter_counts(preset):
 
 
 @pytest.mark.parametrize("family,preset,layout,container,dropped", TOKENIZER_CASES, ids=[c[0] for c in TOKENIZER_CASES])
-def test_round_trip_of_a_synthetic_official_tokenizer(family, preset, layout, container, dropped, tmp_path):
+def test_round_trip_of_a_synthetic_official_tokenizer(family, preset, layout, container, dropped, small, tmp_path):
     sd, model = convert_synthetic(tmp_path, family, "--vae", layout, container)
-    assert model.checkpoint_meta["preset"] == preset
+    assert read_record(tmp_path / "out").preset == preset
     ours = model.state_dict()
-    fresh = {"quantize.usage_SV": 0, "quantize.initialized": 1, "train_steps": 0}  # argen's own statistics
     used = set()
     for key, t in ours.items():
-        if key in fresh:
-            assert torch.all(t == fresh[key]), key
+        if key in FRESH:
+            assert torch.all(t == FRESH[key]), key
             continue
         sources = official_sources(family, key)
         used.update(sources)
@@ -198,7 +286,29 @@ def test_round_trip_of_a_synthetic_official_tokenizer(family, preset, layout, co
     assert used == set(sd) - dropped  # every official tensor placed once, nothing else left behind
 
 
-def test_generator_and_tokenizer_convert_into_one_sampling_folder(tmp_path):
+LAYOUT_CASES = [(family, preset, layout, False, DERIVED) for family, preset, layout, _ in CASES] + [
+    (family, preset, layout, True, dropped) for family, preset, layout, _, dropped in TOKENIZER_CASES]
+
+
+@pytest.mark.parametrize("family,preset,layout,tokenizer,left", LAYOUT_CASES,
+                         ids=[f"{c[0]}-{'tokenizer' if c[3] else 'generator'}" for c in LAYOUT_CASES])
+def test_full_size_presets_match_their_official_layouts_tensor_for_tensor(family, preset, layout, tokenizer, left):
+    """The official sizes, which the round trips do not build: every argen tensor of the full-size
+    preset (on the meta device) has its official counterpart(s) by the hand-written map, of exactly
+    the layout's shape, and every official tensor is used but the buffers argen derives or drops."""
+    shapes = official_shapes(family, argen.build(preset, device="meta"), tokenizer)
+    official = {name: shape for name, (shape, _) in read_layout(LAYOUTS / layout).items()}
+    assert set(shapes) <= set(official), sorted(set(shapes) - set(official))[:5]
+    wrong = [f"{k}: {shapes[k]} vs official {official[k]}" for k in shapes if shapes[k] != official[k]]
+    assert wrong == []
+    rest = set(official) - set(shapes)
+    if tokenizer:
+        assert rest == left
+    else:
+        assert all(k.rsplit(".", 1)[-1] in left for k in rest), sorted(rest)[:5]
+
+
+def test_generator_and_tokenizer_convert_into_one_sampling_folder(small, tmp_path):
     torch.save({"model": official_state_dict("llamagen-gpt-b.tsv")}, tmp_path / "gpt.pt")
     torch.save({"model": official_state_dict("llamagen-vq16.tsv")}, tmp_path / "vq.pt")
     assert main(["convert", "--from", "llamagen", "--checkpoint", str(tmp_path / "gpt.pt"),
@@ -206,12 +316,12 @@ def test_generator_and_tokenizer_convert_into_one_sampling_folder(tmp_path):
     cfg = json.loads((tmp_path / "out" / "config.json").read_text())
     assert cfg["preset"] == "llamagen-gpt-b" and cfg["meta"]["sampler"] == get_preset("llamagen-gpt-b").sampler
     pipe = Pipeline.from_pretrained(tmp_path / "out")  # what `argen sample --checkpoint` opens
-    assert pipe.tokenizer.checkpoint_meta["preset"] == "llamagen-vq16"
+    assert read_record(tmp_path / "out" / "tokenizer").preset == "llamagen-vq16"
     assert pipe.tokenizer.codebook_size == pipe.generator.config.vocab_size
     assert pipe.tokenizer.grid == (16, 16)
 
 
-def test_tokenizer_errors_are_one_line_with_exit_code_2(tmp_path, capsys):
+def test_tokenizer_errors_are_one_line_with_exit_code_2(small, tmp_path, capsys):
     out = str(tmp_path / "out")
     err = _run(capsys, "--from", "var", "--out", out)
     assert "give --checkpoint" in err and "--vae" in err

@@ -1,5 +1,9 @@
 """The standard-FID Inception-v3: architecture (random weights; the real file is never downloaded),
-strict loading of a user's weights file, and `argen eval --inception-weights`."""
+strict loading of a user's weights file, and `argen eval --inception-weights`.
+
+The full network at its 299 px input is run by the strict-loading test; the others keep CPU time
+down: the grey/colour test resizes to Inception-v3's smallest input (75 px), and the CLI test, which
+checks the plumbing, loads a one-conv stand-in with the same loader."""
 
 import json
 
@@ -9,7 +13,8 @@ import torch
 
 from argen.cli import main
 from argen.errors import ArgenError
-from argen.evaluation.inception import FEATURE_DIM, InceptionV3, load_inception
+from argen.evaluation import inception
+from argen.evaluation.inception import FEATURE_DIM, BasicConv2d, InceptionV3, load_inception
 
 # torchvision's inception_v3 has 27,161,264 parameters; without AuxLogits (3,326,696) and the
 # 1000-way fc (2,049,000) the feature extractor keeps 21,785,568, in 94 conv + BN units.
@@ -44,11 +49,18 @@ def test_architecture_matches_torchvision_counts(net):
     assert [net.Mixed_7b.max_pool, net.Mixed_7c.max_pool] == [False, True]
 
 
-def test_features_of_grey_and_colour_images(net):
+def test_features_of_grey_and_colour_images(net, monkeypatch, one_thread):
+    monkeypatch.setattr(inception, "INPUT_SIZE", 75)  # the least torchvision's Inception-v3 takes: 16x cheaper
+    seen = []
+    hook = net.Conv2d_1a_3x3.register_forward_pre_hook(lambda _, args: seen.append(tuple(args[0].shape)))
     grey = torch.cat([torch.full((1, 1, 28, 28), -1.0), torch.rand(1, 1, 28, 28)])  # black, bright noise
-    with torch.inference_mode():
-        f_grey = net.features(grey)
-        f_rgb = net.features(grey.expand(-1, 3, -1, -1))
+    try:
+        with torch.inference_mode():
+            f_grey = net.features(grey)
+            f_rgb = net.features(grey.expand(-1, 3, -1, -1))
+    finally:
+        hook.remove()
+    assert seen == [(2, 3, 75, 75)] * 2  # grey repeated to three channels, resized to the input size
     assert f_grey.shape == (2, FEATURE_DIM)
     assert (f_grey >= 0).all()  # a mean of ReLU outputs
     torch.testing.assert_close(f_grey, f_rgb)
@@ -75,7 +87,32 @@ def test_wrong_weights_files_are_one_line_errors(net, tmp_path):
         load_inception(tmp_path / "nope.pth")
 
 
-def test_eval_cli_adds_the_standard_fid(weights_file, tmp_path, capsys):
+class StandIn(torch.nn.Module):
+    """The FID network's interface at a fraction of its cost, for the CLI test (which checks the
+    plumbing: the flag, the strict loader, features of samples and real images, the metric): one
+    torchvision-named conv + BN unit, 16-d pooled features; counts the images it sees."""
+
+    def __init__(self):
+        super().__init__()
+        self.Conv2d_1a_3x3 = BasicConv2d(3, 16, kernel_size=3, stride=2)
+        self.images = 0
+
+    def features(self, x_BCHW: torch.Tensor) -> torch.Tensor:
+        self.images += len(x_BCHW)
+        return self.Conv2d_1a_3x3(x_BCHW.expand(-1, 3, -1, -1)).mean((2, 3))
+
+    forward = features
+
+
+def test_eval_cli_adds_the_standard_fid(tmp_path, capsys, monkeypatch):
+    built = []  # what load_inception builds (and fills from the file)
+    monkeypatch.setattr(inception, "InceptionV3", lambda: built.append(StandIn()) or built[-1])
+    torch.manual_seed(0)
+    # as pytorch-fid's file: torchvision names, a 1008-way fc, no BN step counters, legacy format
+    sd = {k: v for k, v in StandIn().state_dict().items() if not k.endswith("num_batches_tracked")}
+    sd["fc.weight"], sd["fc.bias"] = torch.randn(1008, 16), torch.zeros(1008)
+    weights_file = tmp_path / "pt_inception.pth"
+    torch.save(sd, weights_file, _use_new_zipfile_serialization=False)
     rng = np.random.default_rng(0)
     images = rng.integers(0, 256, size=(6, 8, 8, 1), dtype=np.uint8)
     np.savez(tmp_path / "s.npz", images=images, labels=np.arange(6) % 10)
@@ -85,6 +122,9 @@ def test_eval_cli_adds_the_standard_fid(weights_file, tmp_path, capsys):
     metrics = json.loads((tmp_path / "ev" / "metrics.json").read_text())
     assert metrics["FID_n_real"] == 6
     assert np.isfinite(metrics["FID"]) and metrics["FID"] > 0  # noise vs digits: far apart
+    [loaded] = built  # the loader's network, filled from the file, saw the 6 samples and 6 real images
+    assert loaded.images == 12
+    assert torch.equal(loaded.Conv2d_1a_3x3.conv.weight, sd["Conv2d_1a_3x3.conv.weight"])
 
     code = main(["eval", "--samples", str(tmp_path / "s.npz"), "--data", "digits", "--inception-weights",
                  str(tmp_path / "nope.pth"), "--out", str(tmp_path / "ev2"), "--quiet", "--device", "cpu"])
