@@ -53,7 +53,6 @@ class Config:
     RENAMED: ClassVar[dict[str, str]] = {}
     DROPPED: ClassVar[dict[str, Any]] = {}  # removed fields -> the one value old files may still hold
 
-
     def __post_init__(self):
         hints = typing.get_type_hints(type(self))
         for f in dataclasses.fields(self):

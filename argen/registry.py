@@ -97,7 +97,7 @@ def list_presets(kind: str | None = None) -> list[str]:
 
 
 def get_preset(name: str, kind: str | None = None) -> Preset:
-    p = PRESETS._entries.get(name)
+    p = PRESETS.get(name) if name in PRESETS else None
     if p is None or (kind is not None and p.kind != kind):
         raise ConfigError(f"unknown {kind or 'model'} preset {name!r}; available: {', '.join(list_presets(kind))}")
     return p

@@ -73,4 +73,4 @@ def check_kind(tokenizer_spec: TokenSpec, consumes: str, tokenizer: str = "token
     """Before a generator is built on a tokenizer: the kinds must agree (the rest is linked from the spec)."""
     if tokenizer_spec.kind != consumes:
         raise TokenMismatchError(f"{tokenizer} ({tokenizer_spec.describe()}) does not fit {generator} "
-                                 f"(which takes {consumes} tokens)")
+                                 f"(which takes {consumes.replace('multiscale', 'multi-scale')} tokens)")

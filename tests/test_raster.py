@@ -407,6 +407,13 @@ def test_the_processed_targets_differ_from_the_plain_model(toy):
 # ------------------------------------------------------------------------------------ errors
 
 
+def test_sampler_settings_saved_with_use_cache_still_load():
+    # use_cache was removed (the uncached reference lives in tests/reference.py): True loads, False is refused
+    assert RasterSamplerConfig.from_dict({"use_cache": True, "cfg": 1.0}) == RasterSamplerConfig(cfg=1.0)
+    with pytest.raises(ConfigError, match="'use_cache' was removed; only use_cache=True is left"):
+        RasterSamplerConfig.from_dict({"use_cache": False})
+
+
 def test_sampler_config_validation():
     for bad in ({"temperature": 0.0}, {"top_k": -1}, {"top_p": 0.0}, {"top_p": 1.5}, {"cfg": -1.0},
                 {"cfg_interval": (0.5, 0.2)}, {"cfg_interval": (0.0, 1.5)}, {"cfg_interval": (0.0,)},

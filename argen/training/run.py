@@ -48,7 +48,7 @@ def train_preset(kind: str, preset_name: str, out: str | Path, *, data: str | No
             raise ArgenError(f"--tokenizer: {tokenizer_dir} holds a {record.cls}, not a tokenizer")
         # The generator's token shapes come from its tokenizer's declared spec, its classes from the data.
         spec = tokenizer.token_spec
-        check_kind(spec, model_for_config(config).consumes, f"--tokenizer {tokenizer_dir} ({record.cls})",
+        check_kind(spec, model_for_config(config).consumes, f"--tokenizer {tokenizer_dir}: {record.cls}",
                    f"preset {preset_name}")
         config = config.replace(**spec.link_fields(), num_classes=train_set.num_classes)
     else:
