@@ -22,8 +22,9 @@ $(STAMP): pyproject.toml
 demo: venv
 	$(VENV)/bin/argen demo --out argen-demo
 
+# --dist loadfile: a file's module fixtures (trained tiny models, the hostile-input driver) run once
 test: venv
-	OMP_NUM_THREADS=1 $(PY) -m pytest -n 2 tests
+	OMP_NUM_THREADS=1 $(PY) -m pytest -n 2 --dist loadfile tests
 
 # Fashion-MNIST from Debian's dataset-fashion-mnist package (installs into
 # /usr/share/datasets/fashion-mnist/). Never fails the build: without apt it says what to do.

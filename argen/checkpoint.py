@@ -14,7 +14,11 @@ into place, so a crash leaves either the old file or the new one, never half.
 
 from __future__ import annotations
 
+import contextlib
+import fcntl
 import json
+import logging
+import math
 import os
 import shutil
 import tempfile
@@ -33,6 +37,12 @@ CONFIG = "config.json"
 WEIGHTS = "model.safetensors"
 TRAIN_STATE = "train_state.safetensors"
 TOKENIZER_DIR = "tokenizer"
+LOG = "log.jsonl"
+METRICS = "metrics.json"
+LOCK = ".lock"
+RUN_FILES = (CONFIG, WEIGHTS, TRAIN_STATE, LOG, METRICS, TOKENIZER_DIR)  # what one training run writes
+
+log = logging.getLogger(__name__)
 
 
 def _umask() -> int:
@@ -45,23 +55,41 @@ _UMASK = _umask()
 
 
 def _atomic_write(path: Path, write) -> None:
-    """Call ``write(tmp_path)`` then rename onto ``path`` (same folder, so the rename is atomic)."""
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
-    os.close(fd)
+    """Call ``write(tmp_path)`` then rename onto ``path`` (same folder, so the rename is atomic).
+
+    The temporary name is unique (mkstemp), so two processes never write the same one; on any
+    failure (a full disk included) it is removed and ``path`` keeps its old bytes."""
+    tmp = None
     try:
+        path.parent.mkdir(parents=True, exist_ok=True)
+        fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
+        os.close(fd)
         write(tmp)
         os.chmod(tmp, 0o666 & ~_UMASK)  # mkstemp makes 0600 files; checkpoints are meant to be shared
         os.replace(tmp, path)
+    except (OSError, SafetensorError) as e:
+        reason = e.strerror if isinstance(e, OSError) and e.strerror else str(e).splitlines()[0]
+        raise CheckpointError(f"cannot write {path}: {reason} (the previous file, if any, is kept)") from None
     finally:
-        if os.path.exists(tmp):
+        if tmp is not None and os.path.exists(tmp):
             os.unlink(tmp)
+
+
+def _strict(obj: Any) -> Any:
+    """``obj`` with NaN and infinities as None: JSON files stay strict JSON (json.dump would write NaN)."""
+    if isinstance(obj, float) and not math.isfinite(obj):
+        return None
+    if isinstance(obj, dict):
+        return {k: _strict(v) for k, v in obj.items()}
+    if isinstance(obj, (list, tuple)):
+        return [_strict(v) for v in obj]
+    return obj
 
 
 def write_json(path: str | Path, obj: Any) -> None:
     def write(tmp):
         with open(tmp, "w") as f:
-            json.dump(obj, f, indent=2, sort_keys=True)
+            json.dump(_strict(obj), f, indent=2, sort_keys=True, allow_nan=False)
             f.write("\n")
 
     _atomic_write(Path(path), write)
@@ -120,19 +148,33 @@ class CheckpointRecord:
         return CheckpointRecord(self.cls, self.config, self.preset, {**self.meta, **updates}, self.argen_version)
 
 
+MAX_CONFIG_BYTES = 16 * 2**20  # a config.json is a few kB; a larger one is not a checkpoint's
+
+
 def read_config(ckpt_dir: str | Path) -> dict[str, Any]:
     """The parsed ``config.json`` of a checkpoint folder, with one-line errors for the usual mistakes."""
     d = Path(ckpt_dir)
+    path = d / CONFIG
     if not d.exists():
         raise CheckpointError(f"checkpoint not found: {d}")
-    if not (d / CONFIG).is_file():
+    if not path.is_file():
         raise CheckpointError(f"not an argen checkpoint (no {CONFIG}): {d}")
+    if path.stat().st_size > MAX_CONFIG_BYTES:
+        raise CheckpointError(f"corrupt {path}: {path.stat().st_size:,} bytes, more than a config.json's "
+                              f"limit of {MAX_CONFIG_BYTES:,}")
     try:
-        cfg = json.loads((d / CONFIG).read_text())
-    except (json.JSONDecodeError, UnicodeDecodeError) as e:
-        raise CheckpointError(f"corrupt {d / CONFIG}: {e}") from None
-    if not isinstance(cfg, dict) or "class" not in cfg or not isinstance(cfg.get("config"), dict):
-        raise CheckpointError(f"corrupt {d / CONFIG}: expected a 'class' name and a 'config' object")
+        cfg = json.loads(path.read_text())
+    except RecursionError:  # json nests by recursion: 200,000 brackets deep would overflow the stack
+        raise CheckpointError(f"corrupt {path}: nested too deeply") from None
+    except (ValueError, UnicodeDecodeError) as e:  # ValueError: bad JSON, or an integer of over 4,300 digits
+        why = "an integer of over 4,300 digits" if "integer string conversion" in str(e) else str(e).splitlines()[0]
+        raise CheckpointError(f"corrupt {path}: {why[:200]}") from None
+    if not isinstance(cfg, dict) or not isinstance(cfg.get("class"), str) or not isinstance(cfg.get("config"), dict):
+        raise CheckpointError(f"corrupt {path}: expected a 'class' name and a 'config' object")
+    for key, kind in (("meta", dict), ("preset", str), ("argen_version", str)):
+        if cfg.get(key) is not None and not isinstance(cfg[key], kind):
+            raise CheckpointError(f"corrupt {path}: '{key}' must be {'an object' if kind is dict else 'a string'}, "
+                                  f"got {type(cfg[key]).__name__}")
     return cfg
 
 
@@ -161,9 +203,19 @@ def save_model(ckpt_dir: str | Path, model: torch.nn.Module, *, preset: str | No
 
 
 def load_weights(model: torch.nn.Module, ckpt_dir: str | Path, device: str | torch.device = "cpu") -> torch.nn.Module:
-    """Fill ``model`` from ``ckpt_dir/model.safetensors`` (strict: every tensor must match by name and shape)."""
+    """Fill ``model`` from ``ckpt_dir/model.safetensors`` (strict: every tensor must match by name and shape).
+
+    The file's header is checked first: names, shapes and kinds of dtype (a float16 file fills a float32
+    model; int32 where float32 is expected does not). On the meta device that check is all (``argen info``);
+    otherwise every floating tensor must be finite: NaN weights would only give NaN images later."""
     path = Path(ckpt_dir) / WEIGHTS
+    _check_header(model, path)
+    if torch.device(device).type == "meta":
+        return model.eval()
     state = load_tensors(path, device)
+    for k, v in state.items():
+        if v.is_floating_point() and not torch.isfinite(v).all():
+            raise CheckpointError(f"weights in {path}: tensor {k} holds NaN or infinite values")
     try:
         model.load_state_dict(state, strict=True)
     except RuntimeError as e:
@@ -173,16 +225,145 @@ def load_weights(model: torch.nn.Module, ckpt_dir: str | Path, device: str | tor
     return model.eval()
 
 
+def _check_header(model: torch.nn.Module, path: Path) -> None:
+    """Names, shapes and dtypes of the file's tensors against ``model``'s, from the header alone."""
+    from safetensors import safe_open
+
+    if not path.is_file():
+        raise CheckpointError(f"missing weights file {path}")
+    try:
+        with safe_open(str(path), framework="pt") as f:
+            keys = f.keys()  # a safe_open handle is not iterable itself
+            header = {k: (tuple(f.get_slice(k).get_shape()), f.get_slice(k).get_dtype()) for k in keys}
+    except (SafetensorError, OSError, ValueError) as e:
+        raise CheckpointError(f"corrupt weights file {path}: {str(e).splitlines()[0]}") from None
+    own = model.state_dict()
+    fit = f"weights in {path} do not fit {type(model).__name__}"
+    missing, unexpected = sorted(own.keys() - header.keys()), sorted(header.keys() - own.keys())
+    if missing or unexpected:
+        named = [f"{what} {len(keys)} tensor(s): {', '.join(keys[:3])}" for what, keys in
+                 (("missing", missing), ("unexpected", unexpected)) if keys]
+        raise CheckpointError(f"{fit}: {'; '.join(named)}")
+    for k, t in own.items():
+        shape, dtype = header[k]
+        if shape != tuple(t.shape):
+            raise CheckpointError(f"{fit}: size mismatch for {k}: {list(shape)} in the file, "
+                                  f"{list(t.shape)} in the model its config describes")
+        # safetensors names dtypes F16, F32, BF16, F64, I32, ...: any float fills a float, else the same dtype
+        if not (t.is_floating_point() and dtype in ("F16", "BF16", "F32", "F64")) and dtype != _SAFE_DTYPES.get(t.dtype):
+            raise CheckpointError(f"{fit}: {k} is {dtype}, the model keeps {str(t.dtype).removeprefix('torch.')}")
+
+
+_SAFE_DTYPES = {torch.float32: "F32", torch.float16: "F16", torch.bfloat16: "BF16", torch.float64: "F64",
+                torch.int64: "I64", torch.int32: "I32", torch.int16: "I16", torch.int8: "I8", torch.uint8: "U8",
+                torch.bool: "BOOL"}
+
+
 def copy_tokenizer(tokenizer_dir: str | Path, generator_dir: str | Path) -> None:
     """Copy a tokenizer checkpoint (config + weights only) into ``generator_dir/tokenizer``."""
     src, dst = Path(tokenizer_dir), Path(generator_dir) / TOKENIZER_DIR
     if src.resolve() == dst.resolve():
         return
-    dst.mkdir(parents=True, exist_ok=True)
     for name in (CONFIG, WEIGHTS):
-        tmp = dst / f".{name}.copy"
-        shutil.copyfile(src / name, tmp)
-        tmp.replace(dst / name)
+        _atomic_write(dst / name, lambda tmp, name=name: shutil.copyfile(src / name, tmp))
+
+
+# ---- the output folder of a training run ---------------------------------------------------------
+
+def append_log(path: str | Path, row: dict) -> None:
+    """Append one row to a ``log.jsonl`` (strict JSON; a failed write is a one-line CheckpointError)."""
+    path = Path(path)
+    try:
+        path.parent.mkdir(parents=True, exist_ok=True)
+        with open(path, "a") as f:
+            f.write(json.dumps(_strict(row), allow_nan=False) + "\n")
+    except OSError as e:
+        raise CheckpointError(f"cannot write {path}: {e.strerror or e}") from None
+
+
+def read_log(path: str | Path) -> list[dict]:
+    """The rows of a ``log.jsonl``. A torn last line (a run killed or a disk full mid-append) is dropped
+    with a warning; a broken line before it means the file is corrupt."""
+    path = Path(path)
+    try:
+        lines = [line for line in path.read_text().splitlines() if line.strip()]
+    except (OSError, UnicodeDecodeError) as e:
+        raise CheckpointError(f"cannot read {path}: {e}") from None
+    rows = []
+    for i, line in enumerate(lines):
+        try:
+            row = json.loads(line)
+            if not isinstance(row, dict) or not isinstance(row.get("step"), int):
+                raise TypeError("not a row with an integer 'step'")
+        except (ValueError, TypeError) as e:  # JSONDecodeError is a ValueError
+            if i == len(lines) - 1:
+                log.warning("%s: dropping a torn last line (%s)", path, str(e).splitlines()[0])
+                break
+            raise CheckpointError(f"corrupt {path}: line {i + 1}: {str(e).splitlines()[0]}") from None
+        rows.append(row)
+    return rows
+
+
+def truncate_log(path: str | Path, step: int) -> None:
+    """Keep the rows up to ``step``: a resumed run drops what a killed run logged after its last checkpoint."""
+    path = Path(path)
+    if path.exists():
+        rows = [r for r in read_log(path) if r["step"] <= step]
+        _atomic_write(path, lambda tmp: Path(tmp).write_text("".join(json.dumps(r) + "\n" for r in rows)))
+
+
+def check_run_folder(out: str | Path, *, resume: bool, overwrite: bool) -> list[Path]:
+    """Refuse to train into ``out`` when that would lose work or write outside it; returns the files of
+    the old run that ``overwrite`` will remove (``clear_run``, once the folder is locked).
+
+    A file of the run that is a symlink leading out of ``out`` would be written through (the log is
+    appended to, the tokenizer copy fills the folder it points to). A folder that holds another run
+    needs ``resume`` (continue it) or ``overwrite`` (replace it). Reads only."""
+    out = Path(out)
+    if resume and overwrite:
+        raise CheckpointError("--resume and --overwrite exclude each other: continue the run or replace it")
+    if not out.exists() and not out.is_symlink():
+        return []
+    if not out.is_dir():
+        raise CheckpointError(f"--out {out}: not a folder")
+    root = out.resolve()
+    found = [out / n for n in RUN_FILES if (out / n).exists() or (out / n).is_symlink()]
+    for p in found + [p for p in (out / TOKENIZER_DIR).glob("*") if p.is_symlink()]:
+        if p.is_symlink() and not p.resolve().is_relative_to(root):
+            raise CheckpointError(f"--out {out}: {p.relative_to(out)} is a symlink to {p.resolve()}, outside the "
+                                  "output folder; refusing to write through it")
+    if found and not (resume or overwrite):
+        raise CheckpointError(f"--out {out} already holds a training run ({found[0].name}); pass --resume to "
+                              "continue it or --overwrite to replace it")
+    return [] if resume else found
+
+
+def clear_run(files: list[Path]) -> None:
+    """``--overwrite``: remove the old run's files (never anything else of the folder), symlinks themselves."""
+    for p in files:
+        if p.is_dir() and not p.is_symlink():
+            shutil.rmtree(p)
+        elif p.exists() or p.is_symlink():
+            p.unlink()
+
+
+@contextlib.contextmanager
+def lock_folder(out: str | Path):
+    """Hold ``out/.lock`` (an exclusive flock) while training: a second training into ``out`` fails at once.
+
+    The lock goes with the process (killed or not), so a stale lock file never blocks a later run."""
+    out = Path(out)
+    out.mkdir(parents=True, exist_ok=True)
+    with open(out / LOCK, "a") as f:
+        try:
+            fcntl.flock(f, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except BlockingIOError:
+            raise CheckpointError(f"--out {out}: another training is writing to this folder "
+                                  f"(it holds {out / LOCK})") from None
+        try:
+            yield
+        finally:
+            fcntl.flock(f, fcntl.LOCK_UN)
 
 
 # ---- training state: flat tensors + JSON, no pickle ------------------------------------------------

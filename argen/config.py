@@ -10,15 +10,29 @@ from __future__ import annotations
 
 import dataclasses
 import json
+import math
 import types
 import typing
-from typing import Any, ClassVar, TypeVar
-
-from typing_extensions import Self
+from typing import TYPE_CHECKING, Any, ClassVar, TypeVar
 
 from argen.errors import ConfigError
 
+if TYPE_CHECKING:  # for type checkers only: typing.Self is Python 3.11+, and typing_extensions no dependency
+    from typing_extensions import Self
+
 C = TypeVar("C", bound="Config")
+
+MAX_INT = 2**63 - 1  # every int field fits an int64 (a 5,000-digit integer is no size of anything)
+
+
+def _bad_number(value: Any) -> str | None:
+    """What is wrong with a number (or a tuple of them) that passed the type check: NaN, inf, too large."""
+    for v in value if isinstance(value, tuple) else (value,):
+        if isinstance(v, float) and not math.isfinite(v):
+            return "a finite number"
+        if isinstance(v, int) and not isinstance(v, bool) and abs(v) > MAX_INT:
+            return f"an integer of at most {MAX_INT} in size"
+    return None
 
 
 def _type_ok(value: Any, hint: Any) -> bool:
@@ -52,6 +66,7 @@ class Config:
 
     RENAMED: ClassVar[dict[str, str]] = {}
     DROPPED: ClassVar[dict[str, Any]] = {}  # removed fields -> the one value old files may still hold
+    ADDED: ClassVar[dict[str, Any]] = {}    # fields added later -> the behaviour of files written before them
 
     def __post_init__(self):
         hints = typing.get_type_hints(type(self))
@@ -61,7 +76,10 @@ class Config:
                 v = tuple(v)
                 object.__setattr__(self, f.name, v)
             if not _type_ok(v, hints[f.name]):
-                raise ConfigError(f"{type(self).__name__}.{f.name} must be {_type_name(hints[f.name])}, got {v!r}")
+                raise ConfigError(f"{type(self).__name__}.{f.name} must be {_type_name(hints[f.name])}, got {_short(v)}")
+            bad = _bad_number(v)
+            if bad:
+                raise ConfigError(f"{type(self).__name__}.{f.name} must be {bad}, got {_short(v)}")
 
     def to_dict(self) -> dict[str, Any]:
         return dataclasses.asdict(self)
@@ -84,12 +102,19 @@ class Config:
         return out
 
     @classmethod
-    def from_dict(cls, d: dict[str, Any]) -> Self:
+    def from_dict(cls, d: dict[str, Any], complete: bool = False) -> Self:
+        """The config of ``d``; ``complete``: every field must be there (a saved checkpoint states all
+        of them, so a missing one means a damaged file, not "the default"), old names and ``ADDED`` aside."""
         d = cls._upgrade(d)
         names = {f.name for f in dataclasses.fields(cls)}
         unknown = sorted(set(d) - names)
         if unknown:
             raise ConfigError(f"{cls.__name__}: unknown field(s) {unknown}; allowed: {sorted(names)}")
+        if complete:
+            d = {**cls.ADDED, **d}
+            missing = sorted(names - set(d))
+            if missing:
+                raise ConfigError(f"{cls.__name__}: missing field(s) {missing}; a saved config states every field")
         return cls(**d)  # lists from JSON become tuples in __post_init__
 
     def replace(self, **overrides: Any) -> Self:
@@ -100,6 +125,15 @@ class Config:
         if unknown:
             raise ConfigError(f"{type(self).__name__}: unknown field(s) {unknown}; allowed: {sorted(names)}")
         return dataclasses.replace(self, **overrides)
+
+
+def _short(value: Any, limit: int = 60) -> str:
+    """``repr`` cut to one short line (a value from a hostile file may be megabytes long)."""
+    try:
+        text = repr(value)
+    except ValueError:  # an int too long to print in decimal
+        return f"an integer of {value.bit_length()} bits"
+    return text if len(text) <= limit else text[:limit] + "..."
 
 
 def _type_name(hint: Any) -> str:

@@ -44,8 +44,10 @@ def run_demo(out: str | Path = "argen-demo", device: str | torch.device = "cpu",
             result = ckpt.read_config(d)["meta"]["eval"]
         else:
             over = {"seed": seed, **({"steps": steps[kind]} if steps[kind] else {})}
-            result = train_preset(kind, preset, str(d), tokenizer_dir=str(out / "tokenizer"), train_overrides=over,
-                                 device=device, quiet=quiet, command=f"argen demo --out {out}")
+            # the demo's folders are its own: an unfinished or differently sized run is trained again
+            tok = str(out / "tokenizer") if kind == "generator" else None
+            result = train_preset(kind, preset, str(d), tokenizer_dir=tok, train_overrides=over, device=device,
+                                 overwrite=True, quiet=quiet, command=f"argen demo --out {out}")
         metrics[kind] = result
 
     pipe = Pipeline.from_pretrained(out / "generator", device)

@@ -11,6 +11,7 @@ alone is enough to sample.
 from __future__ import annotations
 
 import contextlib
+import operator
 from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
@@ -92,10 +93,17 @@ class Pipeline:
         else:
             ckpt.save_model(path / ckpt.TOKENIZER_DIR, self.tokenizer)
 
-    def check_labels(self, labels: Sequence[int]) -> None:
-        bad = [x for x in labels if not 0 <= int(x) < self.num_classes]
-        if bad:
-            raise ArgenError(f"--labels: {bad[0]} is out of range; this model has classes 0..{self.num_classes - 1}")
+    def check_labels(self, labels: Sequence[int], name: str = "--labels") -> None:
+        """Class ids: integers (1.7 is no class: int() would quietly make it 1), at least one, all in range."""
+        if len(labels) == 0:
+            raise ArgenError(f"{name}: give at least one class id")
+        for x in labels:
+            try:
+                i = operator.index(x)  # ints, numpy and 0-d torch integers; not floats, strings or None
+            except TypeError:
+                raise ArgenError(f"{name}: class ids must be integers, got {x!r}") from None
+            if not 0 <= i < self.num_classes:
+                raise ArgenError(f"{name}: {i} is out of range; this model has classes 0..{self.num_classes - 1}")
 
     # no_grad, not inference_mode: only outside inference mode does autocast keep the bf16 copy of
     # each weight for the whole call (inside it, every matmul casts its weight again)
@@ -104,6 +112,12 @@ class Pipeline:
                  **sampler_overrides) -> torch.Tensor:
         """Sample one image per label: (N, C, H, W) in [-1, 1]. Same seed, same images."""
         self.check_labels(labels)
+        try:
+            ok = operator.index(batch_size) >= 1
+        except TypeError:
+            ok = False
+        if not ok:
+            raise ArgenError(f"batch_size must be an integer >= 1, got {batch_size!r}")
         config = self.sampler.replace(**sampler_overrides)
         labels_t = torch.as_tensor(list(labels), dtype=torch.long, device=self.device)
         gen = torch.Generator(device=self.device).manual_seed(seed)

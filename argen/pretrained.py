@@ -29,10 +29,10 @@ def list_models() -> list[str]:
 
 def model_path(name: str) -> Path:
     """The folder of shipped model ``name``; a one-line error lists the names otherwise."""
-    path = MODELS_DIR / name
-    if not (path / ckpt.CONFIG).is_file():
+    # a name, never a path: "../x" or "/abs/dir" would reach folders outside the shipped models
+    if name not in list_models():
         raise ArgenError(f"--model: unknown model {name!r}; shipped: {', '.join(list_models()) or 'none'}")
-    return path
+    return MODELS_DIR / name
 
 
 def _export_folder(src: Path, dst: Path, meta_update: dict | None = None) -> None:

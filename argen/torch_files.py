@@ -8,7 +8,9 @@ The converters and ``argen eval --inception-weights`` both read through here.
 from __future__ import annotations
 
 import pickle
+import pickletools
 import re
+import warnings
 import zipfile
 from collections.abc import Iterable
 from pathlib import Path
@@ -40,19 +42,53 @@ def read_official(path: str | Path, allow: Iterable[type] = ()) -> Any:
             raise ConvertError(f"{path}: not a readable safetensors file ({str(e).splitlines()[0]})") from None
     allow = list(allow)
     try:
-        with torch.serialization.safe_globals(allow):
+        with torch.serialization.safe_globals(allow), warnings.catch_warnings():
+            # torch warns about any pickle protocol but 2 before it refuses or reads the file: the error
+            # (or nothing) is what the user needs, on one line
+            warnings.simplefilter("ignore")
             # mmap: a multi-GB checkpoint is paged in as tensors are used, not read up front
             # (only zip-format files can be mapped; older torch.save files are read whole)
             return torch.load(path, map_location="cpu", weights_only=True, mmap=zipfile.is_zipfile(path))
     except pickle.UnpicklingError as e:
-        found = re.search(r"Unsupported global: GLOBAL (\S+)", str(e))
-        what = found.group(1) if found else str(e).strip().splitlines()[-1]
         names = ", ".join(f"{c.__module__}.{c.__qualname__}" for c in allow) or "none"
-        raise ConvertError(f"{path}: holds a {what} object, which argen will not unpickle "
-                           f"(allowed besides tensors: {names})") from None
+        # torch's wording: "Unsupported global: GLOBAL a.B ..." or "... unsupported GLOBAL a.b whose module ..."
+        found = re.search(r"GLOBAL ([\w.]+)", str(e))
+        what = found.group(1) if found else _first_foreign_global(path, allow)
+        if what:
+            raise ConvertError(f"{path}: holds a {what} object, which argen will not unpickle "
+                               f"(allowed besides tensors: {names})") from None
+        raise ConvertError(f"{path}: not a PyTorch checkpoint argen can read safely ({_detail(e)})") from None
     except (RuntimeError, EOFError, zipfile.BadZipFile, ValueError, OSError) as e:
-        first = str(e).strip().splitlines()[0] if str(e).strip() else type(e).__name__
+        first = str(e).strip().splitlines()[0][:200] if str(e).strip() else type(e).__name__
         raise ConvertError(f"{path}: not a readable PyTorch checkpoint, truncated or corrupt ({first})") from None
+    except Exception:  # noqa: BLE001  the unpickler raises whatever a stream of garbage bytes leads it to
+        raise ConvertError(f"{path}: not a PyTorch checkpoint (its bytes are no pickle torch.load reads)") from None
+
+
+def _first_foreign_global(path: Path, allow: list[type]) -> str | None:
+    """The first class a plain pickle file names that is neither torch's nor allowed, read without
+    unpickling anything (torch refuses pickle protocols above 2 before it reaches the class)."""
+    ok = {f"{c.__module__}.{c.__qualname__}" for c in allow}
+    strings: list[str] = []
+    try:
+        with open(path, "rb") as f:
+            for op, arg, _ in pickletools.genops(f):
+                if isinstance(arg, str) and "UNICODE" in op.name:
+                    strings = [*strings[-1:], arg]
+                name = arg.replace(" ", ".") if op.name == "GLOBAL" else (
+                    ".".join(strings) if op.name == "STACK_GLOBAL" and len(strings) == 2 else None)
+                if name and name not in ok and not name.startswith(("torch.", "collections.OrderedDict")):
+                    return name
+    except Exception:  # noqa: BLE001  not a plain pickle: there is no class to name
+        return None
+    return None
+
+
+def _detail(e: Exception) -> str:
+    """The line of torch's long weights-only message that says what was refused."""
+    boiler = ("Weights only load failed", "Please file an issue", "Check the documentation", "In PyTorch")
+    lines = [x.strip() for x in str(e).splitlines() if x.strip() and not x.strip().startswith(boiler)]
+    return lines[0][:200] if lines else "refused by the weights-only unpickler"
 
 
 def pick(obj: Any, path: Path | str, candidates: Iterable[str]) -> tuple[dict[str, torch.Tensor], str]:

@@ -37,7 +37,9 @@ def test_cli_bench_prints_a_table_and_writes_json(tmp_path, capsys):
                  "--json", str(tmp_path / "b.json"), "--device", "cpu"]) == 0
     out = capsys.readouterr().out
     assert "| maskgit |" in out and len(json.loads((tmp_path / "b.json").read_text())) == 2
-    assert main(["bench", "--checkpoint", str(tmp_path / "g"), "--batch-sizes", "1,x"]) == 2
+    with pytest.raises(SystemExit) as e:  # refused by the parser, before anything is loaded
+        main(["bench", "--checkpoint", str(tmp_path / "g"), "--batch-sizes", "1,x"])
+    assert e.value.code == 2
     assert "--batch-sizes" in capsys.readouterr().err
     assert main(["bench", "--checkpoint", str(tmp_path / "g"), "--ar-steps", "3"]) == 2
     assert "--ar-steps does not apply to maskgit" in capsys.readouterr().err

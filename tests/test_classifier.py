@@ -134,7 +134,8 @@ def test_train_classifier_cli_records_test_accuracy(tmp_path):
     assert cfg["class"] == "Classifier" and cfg["preset"] == "classifier-digits"  # picked from --data
     assert cfg["config"]["widths"] == [8, 16] and cfg["config"]["num_classes"] == 10
     acc = cfg["meta"]["eval"]["test_accuracy"]
-    assert 0.0 <= acc <= 1.0 and json.loads((out / "metrics.json").read_text())["test_accuracy"] == acc
+    assert acc == evaluate_accuracy(load_model(out), load_dataset("digits", "test"))  # recomputed independently
+    assert json.loads((out / "metrics.json").read_text())["test_accuracy"] == acc
 
 
 @pytest.mark.parametrize("argv, message", [

@@ -18,6 +18,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 import torch
+from hostile import Case, run_cases
 from PIL import Image
 
 from argen.cli import main
@@ -189,51 +190,9 @@ def test_console_script_help_in_a_real_process():
 
 # ---- bad input ----------------------------------------------------------------------------------------
 #
-# Every case runs in its own process. Paying ~2 s of `import torch` per case would make this file
-# slow on a busy 2-core machine, so a driver process imports argen once and forks one child per
-# case (a real process: its own exit code, its stderr on a file descriptor). A few cases also run
-# as a plain `python -m argen` to cover what happens before and during the imports.
-
-_FORK_DRIVER = r"""
-import json, os, runpy, sys, traceback
-# import once what the commands import lazily; each case then runs in a forked child
-import torch  # noqa: F401
-import argen.checkpoint, argen.cli, argen.data, argen.device, argen.pipeline, argen.training.run  # noqa: E401,F401
-from argen.models import list_presets
-
-list_presets()
-
-results = {}
-for name, argv, err_path in json.loads(sys.argv[1]):
-    pid = os.fork()
-    if pid == 0:
-        out = os.open(os.devnull, os.O_WRONLY)
-        err = os.open(err_path, os.O_WRONLY | os.O_CREAT | os.O_TRUNC)
-        os.dup2(out, 1)
-        os.dup2(err, 2)
-        sys.argv = ["argen", *argv]
-        code = 0
-        try:
-            runpy.run_module("argen", run_name="__main__", alter_sys=True)  # = python -m argen
-        except SystemExit as e:  # what the interpreter does with it
-            if e.code is None:
-                code = 0
-            elif isinstance(e.code, int):
-                code = e.code
-            else:
-                print(e.code, file=sys.stderr)
-                code = 1
-        except BaseException:
-            traceback.print_exc()
-            code = 1
-        sys.stdout.flush()
-        sys.stderr.flush()
-        os._exit(code)
-    _, status = os.waitpid(pid, 0)
-    results[name] = os.waitstatus_to_exitcode(status)
-print(json.dumps(results))
-"""
-
+# Every case runs in its own process, forked from a driver that imports argen once (tests/hostile.py,
+# the harness of the hostile-input table). A few cases also run as a plain `python -m argen` to cover
+# what happens before and during the imports.
 
 # id -> (argv, words the one-line message must contain: case-insensitive regexes)
 def _bad_cases(t: dict[str, Path]) -> dict[str, tuple[list[str], list[str]]]:
@@ -337,16 +296,8 @@ def bad_results(bad_setup) -> dict[str, tuple[int, str, list[str]]]:
     if not hasattr(os, "fork"):
         pytest.skip("needs os.fork")
     t, cases = bad_setup
-    errs = t["root"] / "stderr"
-    errs.mkdir()
-    driver = errs / "driver.py"
-    driver.write_text(_FORK_DRIVER)
-    spec = [[k, argv, str(errs / f"{k}.txt")] for k, (argv, _) in cases.items()]
-    r = subprocess.run([sys.executable, str(driver), json.dumps(spec)], check=False, capture_output=True, text=True, env=_env(),
-                       cwd=t["root"], timeout=600)
-    assert r.returncode == 0, r.stderr
-    codes = json.loads(r.stdout.strip().splitlines()[-1])
-    return {k: (codes[k], (errs / f"{k}.txt").read_text(), cases[k][1]) for k in cases}
+    ran = run_cases([Case(k, argv) for k, (argv, _) in cases.items()], {}, t["root"] / "stderr")
+    return {k: (*ran[k], cases[k][1]) for k in cases}
 
 
 @pytest.fixture(scope="module")
@@ -390,3 +341,33 @@ def test_bad_input_writes_nothing(bad_results, trained):
     assert not list(root.glob("unused-out*"))
     assert sorted(p.name for p in (root / "bad" / "fresh").iterdir()) == []
     assert (root / "bad" / "afile").read_text() == "not a folder"
+
+
+def test_threads_default_to_omp_num_threads(monkeypatch):
+    from argen.cli import _setup, build_parser
+
+    args = build_parser().parse_args(["sample", "--checkpoint", "x", "--out", "y", "--quiet", "--device", "cpu"])
+    before = torch.get_num_threads()
+    try:
+        for omp, want in (("2", 2), ("1", 1), ("junk", max(1, os.cpu_count() or 1))):
+            monkeypatch.setenv("OMP_NUM_THREADS", omp)
+            _setup(args)
+            assert torch.get_num_threads() == min(want, 4 * (os.cpu_count() or 1))
+    finally:
+        torch.set_num_threads(before)
+
+
+@pytest.mark.parametrize("argv, words", [
+    (["sample", "--seed", str(2**63)], "--seed"), (["sample", "--threads", "0"], "--threads"),
+    (["sample", "--temperature", "-inf"], "--temperature"), (["sample", "--top-p", "nan"], "--top-p"),
+    (["edit", "--n", "100001"], "--n"), (["eval", "--n", "5"], "--n"), (["sample", "--out", "."], "--out"),
+])
+def test_numbers_and_paths_are_checked_by_the_parser(argv, words, capsys):
+    base = {"sample": ["--checkpoint", "x", "--out", "y"], "edit": ["--checkpoint", "x", "--image", "i", "--label",
+                                                                     "0", "--out", "y"],
+            "eval": ["--checkpoint", "x", "--out", "y"]}[argv[0]]
+    with pytest.raises(SystemExit) as e:
+        main([argv[0], *base, *argv[1:]])
+    assert e.value.code == 2
+    err = capsys.readouterr().err
+    assert len(err.splitlines()) == 1 and words in err

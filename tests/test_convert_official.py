@@ -321,6 +321,36 @@ def test_generator_and_tokenizer_convert_into_one_sampling_folder(small, tmp_pat
     assert pipe.tokenizer.grid == (16, 16)
 
 
+def test_a_full_disk_leaves_no_half_written_folder(small, tmp_path, capsys, monkeypatch):
+    """The generator is written, the tokenizer's weights fail (ENOSPC): nothing at --out, no temporary
+    folder beside it; then an --out that holds a checkpoint is refused, an empty one is filled."""
+    import errno
+
+    import argen.checkpoint
+
+    torch.save({"model": official_state_dict("llamagen-gpt-b.tsv")}, tmp_path / "gpt.pt")
+    torch.save({"model": official_state_dict("llamagen-vq16.tsv")}, tmp_path / "vq.pt")
+    argv = ["--from", "llamagen", "--checkpoint", str(tmp_path / "gpt.pt"), "--vae", str(tmp_path / "vq.pt"),
+            "--out", str(tmp_path / "out")]
+    save = argen.checkpoint.save_tensors
+
+    def full_disk(path, tensors, metadata=None):
+        if Path(path).parent.name == "tokenizer":
+            raise OSError(errno.ENOSPC, "No space left on device")
+        save(path, tensors, metadata)
+
+    monkeypatch.setattr(argen.checkpoint, "save_tensors", full_disk)
+    assert "No space left" in _run(capsys, *argv)
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["gpt.pt", "vq.pt"]
+    monkeypatch.setattr(argen.checkpoint, "save_tensors", save)
+    (tmp_path / "out").mkdir()  # an empty --out is fine
+    assert main(["convert", *argv, "--quiet", "--device", "cpu"]) == 0
+    assert (tmp_path / "out" / "tokenizer" / "model.safetensors").is_file()
+    before = sorted(p.name for p in (tmp_path / "out").iterdir())
+    assert "remove it or choose another --out" in _run(capsys, *argv)
+    assert sorted(p.name for p in (tmp_path / "out").iterdir()) == before
+
+
 def test_tokenizer_errors_are_one_line_with_exit_code_2(small, tmp_path, capsys):
     out = str(tmp_path / "out")
     err = _run(capsys, "--from", "var", "--out", out)

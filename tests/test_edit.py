@@ -77,3 +77,18 @@ def test_cli_edit_needs_a_mask_or_keep_scales(tmp_path, capsys):
     data = np.load(tmp_path / "e.npz")
     assert data["images"].shape == (2, 8, 8, 1) and data["labels"].tolist() == [1, 1]
     assert main([*base, "--keep-scales", "1", "--label", "7"]) == 2  # tiny model has 3 classes
+
+
+def test_an_image_too_large_is_refused_before_decoding(tmp_path):
+    import struct
+    import zlib
+
+    def chunk(kind, data):
+        return struct.pack(">I", len(data)) + kind + data + struct.pack(">I", zlib.crc32(kind + data))
+
+    for side in (9000, 20000):  # past argen's bound only; past PIL's own bomb limit too
+        bomb = tmp_path / f"bomb{side}.png"
+        bomb.write_bytes(b"\x89PNG\r\n\x1a\n" + chunk(b"IHDR", struct.pack(">IIBBBBB", side, side, 1, 0, 0, 0, 0))
+                         + chunk(b"IDAT", zlib.compress(b"\0" * 100)) + chunk(b"IEND", b""))
+        with pytest.raises(ArgenError, match="too large"):
+            load_image(bomb, 1, (8, 8))

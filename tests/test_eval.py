@@ -79,3 +79,17 @@ def test_cli_eval_of_a_samples_file_and_its_errors(tmp_path, capsys):
     assert main(["eval", "--samples", str(tmp_path / "s.npz"), "--out", str(tmp_path / "e2")]) == 2
     assert "--data" in capsys.readouterr().err
     assert main(["eval", "--samples", str(tmp_path / "missing.npz"), "--data", "digits", "--out", str(tmp_path)]) == 2
+
+
+def test_the_cli_knows_how_many_samples_the_metrics_need():
+    import argen.cli
+    from argen.errors import ArgenError
+    from argen.evaluation.evaluate import MIN_SAMPLES, check_samples
+
+    assert argen.cli.MIN_EVAL_SAMPLES == MIN_SAMPLES
+    images = np.zeros((MIN_SAMPLES, 8, 8, 1), dtype=np.uint8)
+    check_samples(images, np.arange(MIN_SAMPLES), "digits")
+    with pytest.raises(ArgenError, match="at least"):
+        check_samples(images[:-1], None, "digits")
+    with pytest.raises(ArgenError, match="10 is out of range"):
+        check_samples(images, np.arange(MIN_SAMPLES) + 5, "digits")

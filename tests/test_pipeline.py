@@ -72,3 +72,41 @@ def test_bf16_precision_samples_under_autocast_for_every_family(name):
 def test_unknown_precision_is_refused_by_name():
     with pytest.raises(ArgenError, match="--precision must be one of fp32, bf16"):
         Pipeline(tiny_msvq(), tiny_var(), precision="fp16")
+
+
+@pytest.mark.parametrize("labels, words", [([1.7], "integers"), (["3"], "integers"), ([], "at least one"),
+                                           ([0, 10], "out of range")])
+def test_labels_must_be_class_ids(labels, words):
+    pipe = Pipeline(tiny_msvq(), tiny_var())
+    with pytest.raises(ArgenError, match=words):
+        pipe(labels)
+
+
+@pytest.mark.parametrize("batch_size", [0, -1, 1.5, None])
+def test_batch_size_must_be_a_positive_integer(batch_size):
+    with pytest.raises(ArgenError, match="batch_size"):
+        Pipeline(tiny_msvq(), tiny_var())([0], batch_size=batch_size)
+
+
+@pytest.mark.parametrize("field", ["cfg", "temperature", "top_p"])
+def test_sampler_settings_must_be_finite(field):
+    for bad in (float("inf"), float("nan")):
+        with pytest.raises(ArgenError, match=field):
+            Pipeline(tiny_msvq(), tiny_var(), {field: bad})
+
+
+def test_save_samples_writes_both_files_or_neither(tmp_path):
+    import numpy as np
+
+    images = torch.zeros(2, 1, 8, 8)
+    (tmp_path / "x.png").mkdir()
+    (tmp_path / "x.npz").write_bytes(b"old")
+    with pytest.raises(ArgenError, match="x.png"):
+        save_samples(images, [0, 1], tmp_path / "x", nrow=2)
+    assert (tmp_path / "x.npz").read_bytes() == b"old"
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["x.npz", "x.png"]  # no temporary file left
+    # temporary names are unique: the old fixed ones taken (by another process) do not matter
+    (tmp_path / ".y.tmp.npz").mkdir()
+    (tmp_path / ".y.png.tmp").mkdir()
+    npz, png = save_samples(images, [0, 1], tmp_path / "y", nrow=2)
+    assert np.load(npz)["labels"].tolist() == [0, 1] and png.stat().st_size > 0

@@ -78,7 +78,8 @@ def test_train_config_validation():
     from argen.errors import ConfigError
 
     for bad in ({"steps": 0}, {"batch_size": 0}, {"lr": 0.0}, {"ema": 1.0}, {"warmup": -1},
-                {"save_every": 0}):
+                {"save_every": 0}, {"lr": math.inf}, {"lr": math.nan}, {"ema": math.nan}, {"beta2": math.inf},
+                {"grad_clip": math.inf}, {"weight_decay": math.nan}):
         with pytest.raises(ConfigError):
             TrainConfig(**bad)
 
@@ -262,3 +263,64 @@ def test_resume_after_ctrl_c_is_bit_identical(digits, tmp_path, where):
     var, obj = build_var_run()
     train(var, digits, var_cfg(6), tmp_path / "split", objective=obj, resume=True, quiet=True)
     assert_same_tensors(tmp_path / "straight" / "model.safetensors", tmp_path / "split" / "model.safetensors")
+
+
+# ------------------------------------------------------------------------------------ safety
+
+
+def test_divergence_stops_at_once_and_keeps_the_last_good_checkpoint(digits, tmp_path):
+    from argen.errors import ArgenError
+
+    tok = tiny_vq().train()
+    train(tok, digits, TrainConfig(steps=2, batch_size=16, lr=1e-3, warmup=0, seed=0), tmp_path, quiet=True)
+    before = {p.name: p.read_bytes() for p in tmp_path.iterdir()}
+    # lr 1e9: the first step blows the weights up; nothing of it may reach the folder
+    with pytest.raises(ArgenError, match="diverged at step"):
+        train(tok, digits, TrainConfig(steps=20, batch_size=16, lr=1e9, warmup=0, seed=0), tmp_path,
+              resume=True, quiet=True)
+    assert {p.name: p.read_bytes() for p in tmp_path.iterdir()} == before
+
+
+def test_resume_with_a_foreign_train_state_is_one_line(digits, tmp_path):
+    from argen.errors import CheckpointError
+
+    train(tiny_vq().train(), digits, TrainConfig(steps=1, batch_size=16, seed=0), tmp_path, quiet=True)
+    with pytest.raises(CheckpointError, match="--resume: .*does not fit") as e:
+        train(tiny_msvq().train(), digits, TrainConfig(steps=2, batch_size=16, seed=0), tmp_path, resume=True,
+              quiet=True)
+    assert "\n" not in str(e.value)
+
+
+CLI_TOK = ["train", "tokenizer", "--preset", "msvq-digits", "--steps", "1", "--batch-size", "8", "--set", "ch=8",
+           "--set", "z_channels=4", "--set", "codebook_size=16", "--threads", "1", "--quiet", "--device", "cpu"]
+
+
+def test_a_second_training_into_a_locked_folder_fails_at_once(tmp_path, capsys):
+    import fcntl
+
+    from argen.cli import main
+
+    out = tmp_path / "run"
+    out.mkdir()
+    with open(out / ".lock", "a") as f:  # another training holds the folder (flock: per open file, so in-process works)
+        fcntl.flock(f, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        assert main([*CLI_TOK, "--out", str(out)]) == 2
+    err = capsys.readouterr().err.strip().splitlines()
+    assert len(err) == 1 and "another training" in err[0]
+    assert sorted(p.name for p in out.iterdir()) == [".lock"]  # nothing written
+    assert main([*CLI_TOK, "--out", str(out)]) == 0  # the lock went with its holder
+
+
+def test_overwrite_replaces_the_old_run(tmp_path):
+    from argen.cli import main
+
+    out = tmp_path / "run"
+    assert main([*CLI_TOK, "--out", str(out)]) == 0
+    (out / "log.jsonl").write_text('{"step": 99, "loss": 1.0}\n')  # a row of the old run
+    (out / "notes.txt").write_text("mine")
+    assert main([*CLI_TOK, "--steps", "2", "--out", str(out)]) == 2  # refused without a flag
+    assert main([*CLI_TOK, "--steps", "2", "--overwrite", "--out", str(out)]) == 0
+    assert [r["step"] for r in read_log(out / "log.jsonl")] == [2]
+    assert (out / "notes.txt").read_text() == "mine"
+    metrics = (out / "metrics.json").read_text()
+    assert "NaN" not in metrics and "Infinity" not in metrics

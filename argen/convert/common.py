@@ -2,12 +2,16 @@
 
 from __future__ import annotations
 
+import os
 import re
+import shutil
+import tempfile
 from collections.abc import Callable, Iterable
 from dataclasses import dataclass
 from pathlib import Path
 
 import torch
+from safetensors import SafetensorError
 
 from argen.errors import ConvertError
 from argen.torch_files import pick, read_official
@@ -157,6 +161,9 @@ def convert_files(out: str | Path, family: str, *, checkpoint: str | Path | None
 
     if checkpoint is None and vae is None:
         raise ConvertError("give --checkpoint (the generator), --vae (the tokenizer) or both")
+    out = Path(out)
+    if out.exists() and not (out.is_dir() and not any(out.iterdir())):
+        raise ConvertError(f"--out {out} already exists and is not empty; remove it or choose another --out")
     summary, parts = {}, []
     for role, path, spec in (("generator", checkpoint, generator), ("tokenizer", vae, tokenizer)):
         if path is None:
@@ -166,10 +173,30 @@ def convert_files(out: str | Path, family: str, *, checkpoint: str | Path | None
         n = sum(p.numel() for p in model.parameters())
         summary[role] = f"{preset}, {n:,} parameters, read from {Path(path).name}:{where}"
         parts.append((role, model, preset, path))
-    for role, model, preset, path in parts:
-        meta = {"converted_from": family, "source": str(path)}
-        if role == "generator":
-            meta["sampler"] = get_preset(preset).sampler
-        save_model(Path(out) / TOKENIZER_DIR if role == "tokenizer" and checkpoint is not None else out,
-                   model, preset=preset, meta=meta)
+    # the folder is written as a unit: into a hidden folder beside --out, renamed into place when every
+    # file is there, so a full disk or a kill leaves no generator without its tokenizer
+    out.parent.mkdir(parents=True, exist_ok=True)
+    tmp = Path(tempfile.mkdtemp(dir=out.parent, prefix=f".{out.name}.", suffix=".tmp"))
+    try:
+        for role, model, preset, path in parts:
+            meta = {"converted_from": family, "source": str(path)}
+            if role == "generator":
+                meta["sampler"] = get_preset(preset).sampler
+            save_model(tmp / TOKENIZER_DIR if role == "tokenizer" and checkpoint is not None else tmp,
+                       model, preset=preset, meta=meta)
+        os.chmod(tmp, 0o777 & ~_umask())  # mkdtemp makes a private folder; checkpoints are meant to be shared
+        if out.exists():
+            out.rmdir()  # empty (checked above); rename cannot replace a folder on every system
+        os.rename(tmp, out)
+    except (OSError, SafetensorError) as e:  # safetensors reports a full disk as its own error
+        why = e.strerror if isinstance(e, OSError) and e.strerror else str(e).splitlines()[0]
+        raise ConvertError(f"--out {out}: could not write the converted checkpoint ({why})") from None
+    finally:
+        shutil.rmtree(tmp, ignore_errors=True)
     return summary
+
+
+def _umask() -> int:
+    mask = os.umask(0)
+    os.umask(mask)
+    return mask

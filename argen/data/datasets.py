@@ -335,6 +335,9 @@ def _load_folder(
 ) -> tuple[torch.Tensor, torch.Tensor, tuple[str, ...]]:
     from PIL import Image, UnidentifiedImageError
 
+    from argen.errors import ArgenError
+    from argen.images import open_image
+
     if path is None:
         raise DataError(
             "folder: the folder data set needs --data-path DIR (one sub-folder per class)"
@@ -364,8 +367,10 @@ def _load_folder(
             if (split == "train" and is_test) or (split == "test" and not is_test):
                 continue
             try:
-                with Image.open(file) as im:
+                with open_image(file) as im:  # refuses decompression bombs before decoding them
                     rgb = im.convert("RGB")
+            except ArgenError as exc:
+                raise DataError(f"folder: {exc}") from None
             except (OSError, UnidentifiedImageError, ValueError) as exc:
                 raise DataError(f"folder: cannot read image {file}: {exc}") from None
             if rgb.size != (image_size, image_size):

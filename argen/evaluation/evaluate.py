@@ -12,7 +12,6 @@ images against real train images, the floor every model is compared to.
 from __future__ import annotations
 
 import functools
-import json
 import time
 from pathlib import Path
 
@@ -25,6 +24,8 @@ from argen.evaluation.classifier import class_accuracy, load_reference_classifie
 from argen.evaluation.metrics import features_of, frechet_distance_from_features, inception_score, kid, prdc, probs_of
 
 SHORT = {"fashion-mnist": "fmnist", "digits": "digits"}
+# precision / recall / density / coverage use k = 5 nearest neighbours: a set needs k + 1 samples
+MIN_SAMPLES = 6
 
 
 def short_name(dataset: str) -> str:
@@ -69,14 +70,15 @@ def real_floor(dataset: str, n: int | None = None, seed: int = 0, device: str | 
     return _feature_metrics(train_f, _real_features(dataset, "test", device), short_name(dataset), seed)
 
 
-def inception_fid(images_u8: np.ndarray, dataset: str, weights: str | Path, seed: int = 0,
+def inception_fid(images_u8: np.ndarray, dataset: str, weights: str | Path | torch.nn.Module, seed: int = 0,
                   device: str | torch.device = "cpu", progress: bool = False) -> dict[str, float]:
     """The standard FID: Inception-v3 pool features of the samples against as many real test images
-    (a seeded random subset), with the user's Inception weights file. Expensive on a CPU (299 px)."""
+    (a seeded random subset), with the user's Inception weights file (or the network loaded from it).
+    Expensive on a CPU (299 px)."""
     from argen.evaluation.inception import load_inception
 
     device = str(torch.device(device))
-    net = load_inception(weights, device)
+    net = weights if isinstance(weights, torch.nn.Module) else load_inception(weights, device)
     real = load_dataset(dataset, "test").images
     pick = torch.randperm(len(real), generator=torch.Generator().manual_seed(seed))[:len(images_u8)]
     # batch 50: a 299 px batch of 500 would need several GB of activations
@@ -115,6 +117,8 @@ def evaluate_checkpoint(pipe, n: int = 1000, seed: int = 0, device: str | torch.
     dataset = pipe.record.meta.get("data") if pipe.record is not None else None
     if dataset not in SHORT:
         raise ArgenError(f"trained on {dataset!r}; argen eval has reference classifiers for {', '.join(SHORT)}")
+    if n < MIN_SAMPLES:
+        raise ArgenError(f"--n must be >= {MIN_SAMPLES} (what the metrics need), got {n}")
     labels = np.arange(n) % pipe.num_classes
     t0 = time.time()
     images = to_uint8(pipe(labels.tolist(), seed=seed, batch_size=batch_size, progress=progress,
@@ -143,6 +147,25 @@ def _nn_pairs(images_u8: np.ndarray, labels: np.ndarray | None, dataset: str, de
     return images_u8[pick], neighbours, dist.numpy(), float(test_dist.median())
 
 
+def check_samples(images_u8: np.ndarray, labels: np.ndarray | None, dataset: str, name: str = "") -> None:
+    """One-line errors for a samples file the metrics cannot judge: too few images, labels that are not
+    one class id of ``dataset`` per image (a label 99 would score a silent 0 % accuracy)."""
+    where = f"--samples {name}: " if name else "samples: "
+    if len(images_u8) < MIN_SAMPLES:
+        raise ArgenError(f"{where}{len(images_u8)} images; the metrics need at least {MIN_SAMPLES}")
+    if labels is None:
+        return
+    num_classes = len(load_dataset(dataset, "test").classes)
+    if labels.ndim != 1 or len(labels) != len(images_u8):
+        raise ArgenError(f"{where}labels must be one class id per image: {len(images_u8)} images, labels of "
+                         f"shape {labels.shape}")
+    if labels.dtype.kind not in "iu":
+        raise ArgenError(f"{where}labels must be integer class ids, got {labels.dtype}")
+    bad = labels[(labels < 0) | (labels >= num_classes)]
+    if len(bad):
+        raise ArgenError(f"{where}label {bad[0]} is out of range; {dataset} has classes 0..{num_classes - 1}")
+
+
 def run_eval(out: str | Path, *, checkpoint: str | Path | None = None, samples: str | Path | None = None,
              data: str | None = None, n: int = 1000, seed: int = 0, device: str | torch.device = "cpu",
              progress: bool = True, inception_weights: str | Path | None = None, pipe=None,
@@ -154,9 +177,14 @@ def run_eval(out: str | Path, *, checkpoint: str | Path | None = None, samples: 
     from argen.evaluation.report import write_report
 
     out = Path(out)
-    out.mkdir(parents=True, exist_ok=True)
     device = str(torch.device(device))
-    log_rows, title = None, "argen eval"
+    log_rows, title, sampled = None, "argen eval", False
+    # every input is checked (and the Inception file loaded) before sampling; nothing is written until the end
+    inception = None
+    if inception_weights is not None:
+        from argen.evaluation.inception import load_inception
+
+        inception = load_inception(inception_weights, device)
     if checkpoint is not None:
         if pipe is None:
             from argen.pipeline import Pipeline
@@ -167,10 +195,9 @@ def run_eval(out: str | Path, *, checkpoint: str | Path | None = None, samples: 
                                                           **sampler_overrides)
         except ArgenError as e:
             raise type(e)(f"{checkpoint}: {e}") from None
-        dataset = metrics["dataset"]
-        np.savez_compressed(out / "samples.npz", images=images, labels=labels.astype(np.int64))
+        dataset, sampled = metrics["dataset"], True
         log = Path(checkpoint) / "log.jsonl"
-        log_rows = [json.loads(r) for r in log.read_text().splitlines() if r.strip()] if log.is_file() else None
+        log_rows = ckpt.read_log(log) if log.is_file() else None
         title = f"argen eval: {pipe.record.preset or Path(checkpoint).name}"
     else:
         if data is None:
@@ -183,13 +210,17 @@ def run_eval(out: str | Path, *, checkpoint: str | Path | None = None, samples: 
         if images.dtype != np.uint8 or images.ndim != 4:
             raise ArgenError(f"--samples: expected uint8 images (N, H, W, C) as `argen sample` writes, got "
                              f"{images.dtype} {images.shape}")
+        check_samples(images, labels, data, samples)
         dataset = data
         metrics = evaluate_samples(images, labels, dataset, seed=seed, device=device, progress=progress)
         metrics["dataset"] = dataset
         title = f"argen eval: {Path(samples).name}"
     metrics["floor"] = real_floor(dataset, n=len(images), seed=seed, device=device)
-    if inception_weights is not None:
-        metrics.update(inception_fid(images, dataset, inception_weights, seed=seed, device=device, progress=progress))
+    if inception is not None:
+        metrics.update(inception_fid(images, dataset, inception, seed=seed, device=device, progress=progress))
+    out.mkdir(parents=True, exist_ok=True)
+    if sampled:
+        np.savez_compressed(out / "samples.npz", images=images, labels=labels.astype(np.int64))
     ckpt.write_json(out / "metrics.json", metrics)
     classes = list(load_dataset(dataset, "test").classes)
     write_report(out / "report.html", metrics, images, labels, classes,

@@ -67,7 +67,8 @@ class MARConfig(Config):
 
     def __post_init__(self):
         super().__post_init__()
-        for name in ("token_dim", "num_classes", "width", "depth", "heads", "head_width", "head_depth", "head_batch_mul", "diffusion_train_steps"):
+        for name in ("token_dim", "num_classes", "width", "depth", "heads", "head_width", "head_depth",
+                     "head_batch_mul", "diffusion_train_steps"):
             check(getattr(self, name) >= 1, f"{name} must be >= 1, got {getattr(self, name)}")
         check(len(self.grid) == 2 and min(self.grid) >= 1, f"grid must be two positive ints (h, w), got {self.grid}")
         for name in ("dec_width", "dec_depth", "dec_heads"):
@@ -80,6 +81,7 @@ class MARConfig(Config):
         check(0.0 < self.mask_ratio_min <= 1.0, f"mask_ratio_min must be in (0, 1], got {self.mask_ratio_min}")
         for name in ("label_drop", "attn_dropout", "proj_dropout"):
             check(0.0 <= getattr(self, name) < 1.0, f"{name} must be in [0, 1), got {getattr(self, name)}")
+        check(self.mlp_ratio > 0, f"mlp_ratio must be > 0, got {self.mlp_ratio}")
         check(self.head in HEAD_KINDS, f"head must be one of {', '.join(HEAD_KINDS)}, got {self.head!r}")
         check(not (self.learn_sigma and self.head == "flow"), "learn_sigma applies to the diffusion head only")
 

@@ -65,6 +65,9 @@ class VARConfig(Config):
         check(self.num_classes >= 1, f"num_classes must be >= 1, got {self.num_classes}")
         check(0.0 <= self.label_drop < 1.0, f"label_drop must be in [0, 1), got {self.label_drop}")
         check(0.0 <= self.drop_path < 1.0, f"drop_path must be in [0, 1), got {self.drop_path}")
+        check(0.0 <= self.dropout < 1.0, f"dropout must be in [0, 1), got {self.dropout}")
+        check(self.mlp_ratio > 0, f"mlp_ratio must be > 0, got {self.mlp_ratio}")
+        check(self.norm_eps > 0, f"norm_eps must be > 0, got {self.norm_eps}")
 
     @property
     def seq_len(self) -> int:

@@ -13,8 +13,8 @@ def mar_official(size: str = "B") -> MARConfig:
     if size not in sizes:
         raise ValueError(f"size must be one of {sorted(sizes)}, got {size!r}")
     width, depth, heads, head_width, head_depth = sizes[size]
-    return MARConfig(width=width, depth=depth, heads=heads, head_width=head_width, head_depth=head_depth, learn_sigma=True,
-                     diffusion_clip_x0=0.0)
+    return MARConfig(width=width, depth=depth, heads=heads, head_width=head_width, head_depth=head_depth,
+                     learn_sigma=True, diffusion_clip_x0=0.0)
 
 
 def _mar_tiny(grid: tuple[int, int], token_dim: int, width: int, depth: int, head: str, **head_kw) -> MARConfig:

@@ -12,6 +12,7 @@ accelerated samplers of a family register under their own names beside it.
 
 from __future__ import annotations
 
+import math
 from collections.abc import Callable
 from dataclasses import dataclass
 
@@ -69,7 +70,8 @@ class DiscreteSamplerConfig(GuidanceConfig):
 
     def __post_init__(self):
         super().__post_init__()
-        check(self.temperature > 0, f"temperature must be > 0, got {self.temperature}")
+        check(math.isfinite(self.temperature) and self.temperature > 0,
+              f"temperature must be a finite number > 0, got {self.temperature}")
         check(self.top_k >= 0, f"top_k must be >= 0 (0 = off), got {self.top_k}")
         check(0 < self.top_p <= 1, f"top_p must be in (0, 1], got {self.top_p}")
 

@@ -13,6 +13,7 @@ LlamaGen's ``cfg_interval``).
 
 from __future__ import annotations
 
+import math
 from dataclasses import dataclass
 
 import torch
@@ -32,7 +33,7 @@ class GuidanceConfig(Config):
 
     def __post_init__(self):
         super().__post_init__()
-        check(self.cfg >= 0, f"cfg must be >= 0 (0 = off), got {self.cfg}")
+        check(math.isfinite(self.cfg) and self.cfg >= 0, f"cfg must be a finite number >= 0 (0 = off), got {self.cfg}")
         check(self.cfg_schedule in CFG_SCHEDULES,
               f"cfg_schedule must be one of {', '.join(CFG_SCHEDULES)}, got {self.cfg_schedule!r}")
         check(len(self.cfg_interval) == 2 and 0 <= self.cfg_interval[0] <= self.cfg_interval[1] <= 1,

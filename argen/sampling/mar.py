@@ -11,6 +11,7 @@ over a random order of each image's unknown positions.
 
 from __future__ import annotations
 
+import math
 from dataclasses import dataclass
 
 import torch
@@ -39,7 +40,8 @@ class MARSamplerConfig(GuidanceConfig):
         check(self.head_steps >= 1, f"head_steps must be >= 1, got {self.head_steps}")
         check(self.schedule in MASK_SCHEDULES,
               f"schedule must be one of {', '.join(MASK_SCHEDULES)}, got {self.schedule!r}")
-        check(self.temperature > 0, f"temperature must be > 0, got {self.temperature}")
+        check(math.isfinite(self.temperature) and self.temperature > 0,
+              f"temperature must be a finite number > 0, got {self.temperature}")
         check(self.solver in SOLVERS, f"solver must be one of {', '.join(SOLVERS)}, got {self.solver!r}")
 
 

@@ -9,6 +9,7 @@ Tokenizer protocol (images are float tensors in [-1, 1], shape (B, C, H, W)):
 from __future__ import annotations
 
 from dataclasses import dataclass
+from typing import Any, ClassVar
 
 import torch
 import torch.distributed as dist
@@ -26,6 +27,9 @@ RECON_LOSSES = ("l1", "l2")
 @dataclass(frozen=True)
 class ConvAEConfig(Config):
     """Fields of the conv encoder/decoder and its losses, shared by every tokenizer."""
+
+    # checkpoints saved before decoder_level_attn existed had the attending lowest level
+    ADDED: ClassVar[dict[str, Any]] = {"decoder_level_attn": True}
 
     image_channels: int = 1
     image_size: int = 8

@@ -50,3 +50,12 @@ def barrier() -> None:
 def shutdown() -> None:
     if is_dist():
         dist.destroy_process_group()
+
+
+def all_true(flag: bool) -> bool:
+    """``flag`` and-ed over every rank (so that a decision to stop is the same everywhere)."""
+    if not is_dist():
+        return flag
+    t = torch.tensor([float(flag)], device="cuda" if dist.get_backend() == "nccl" else "cpu")
+    dist.all_reduce(t, op=dist.ReduceOp.MIN)
+    return bool(t.item())

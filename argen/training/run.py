@@ -5,6 +5,7 @@ The library function behind ``argen train`` and ``argen demo``.
 
 from __future__ import annotations
 
+import contextlib
 import time
 from pathlib import Path
 
@@ -12,7 +13,7 @@ import torch
 
 import argen.checkpoint as ckpt
 from argen.data import load_dataset
-from argen.errors import ArgenError
+from argen.errors import ArgenError, CheckpointError, DataError
 from argen.evaluation.classifier import evaluate_accuracy
 from argen.evaluation.reconstruction import evaluate_tokenizer
 from argen.models import load_checkpoint
@@ -26,18 +27,29 @@ from argen.training.trainer import GeneratorObjective, TrainConfig, train
 def train_preset(kind: str, preset_name: str, out: str | Path, *, data: str | None = None,
                  data_path: str | None = None, tokenizer_dir: str | Path | None = None,
                  train_overrides: dict | None = None, model_overrides: dict | None = None,
-                 device: str | torch.device = "cpu", resume: bool = False, quiet: bool = False,
-                 command: str | None = None) -> dict:
+                 device: str | torch.device = "cpu", resume: bool = False, overwrite: bool = False,
+                 quiet: bool = False, command: str | None = None) -> dict:
     """Train preset ``preset_name`` of ``kind`` into ``out``; returns (and saves) its metrics.
 
     A generator reads its token shapes from ``tokenizer_dir`` (copied into ``out/tokenizer``)
     and its number of classes from the data; a tokenizer takes channels and size from the data,
     a classifier also its number of classes, and records its test-split accuracy in ``meta.eval``.
+
+    Everything that can be refused is checked before the first step: both data splits, the
+    tokenizer against the data, a resumed run against this one, the output folder (``resume``
+    continues the run in it, ``overwrite`` replaces it; otherwise it must hold no run).
     """
     preset = get_preset(preset_name, kind)
     device = dist.init(torch.device(device))
     data = data or preset.data
+    tokenizer_home = Path(tokenizer_dir).resolve() if kind == "generator" and tokenizer_dir is not None else None
+    if tokenizer_home is not None and Path(out).resolve().is_relative_to(tokenizer_home):
+        raise ArgenError(f"--out {out} is (inside) the --tokenizer folder {tokenizer_dir}: it would overwrite "
+                         "the tokenizer; choose another --out")
+    clear = ckpt.check_run_folder(out, resume=resume, overwrite=overwrite) if dist.is_main() else []
     train_set = load_dataset(data, "train", data_path)
+    # The held-out split is evaluated after training: a missing or broken one must fail now, not then.
+    test_set = load_dataset(data, "test", data_path)
     config = preset.make_config().replace(**(model_overrides or {}))
     objective, tokenizer = None, None
     if kind == "generator":
@@ -50,6 +62,7 @@ def train_preset(kind: str, preset_name: str, out: str | Path, *, data: str | No
         spec = tokenizer.token_spec
         check_kind(spec, model_for_config(config).consumes, f"--tokenizer {tokenizer_dir}: {record.cls}",
                    f"preset {preset_name}")
+        _check_data_fits(tokenizer.config, train_set, data, tokenizer_dir)
         config = config.replace(**spec.link_fields(), num_classes=train_set.num_classes)
     else:
         config = config.replace(image_channels=train_set.channels, image_size=train_set.image_size[0])
@@ -60,22 +73,30 @@ def train_preset(kind: str, preset_name: str, out: str | Path, *, data: str | No
         cfg = cfg.replace(save_every=min(cfg.save_every, cfg.steps))
     torch.manual_seed(cfg.seed)  # same seed, same initial weights (on every rank)
     model = model_for_config(config)(config)
-    if kind == "generator":
-        objective = GeneratorObjective(model, tokenizer)
-        if dist.is_main():
-            ckpt.copy_tokenizer(tokenizer_dir, out)
+    if resume:
+        _check_same_run(out, model)
     meta = {"command": command, "data": data, "data_path": data_path, "classes": list(train_set.classes)}
     if preset.sampler:
         meta["sampler"] = preset.sampler
-    t0 = time.time()
-    metrics = train(model, train_set, cfg, out, objective=objective, device=device, resume=resume,
-                    preset=preset_name, meta=meta, quiet=quiet)
+    with ckpt.lock_folder(out) if dist.is_main() else contextlib.nullcontext():
+        ckpt.clear_run(clear)  # --overwrite: only now that no other training can be writing here
+        if kind == "generator":
+            objective = GeneratorObjective(model, tokenizer)
+            if dist.is_main():
+                ckpt.copy_tokenizer(tokenizer_dir, out)
+        t0 = time.time()
+        metrics = train(model, train_set, cfg, out, objective=objective, device=device, resume=resume,
+                        preset=preset_name, meta=meta, quiet=quiet)
+        return _evaluate(kind, out, data, train_set, test_set, metrics, t0, device)
+
+
+def _evaluate(kind, out, data, train_set, test_set, metrics, t0, device) -> dict:
+    """The held-out evaluation after training, written once into config.json and metrics.json."""
     result = {"train_seconds": round(time.time() - t0, 1), **{f"train_{k}": v for k, v in metrics.items()}}
     if dist.is_main():
         record = ckpt.read_record(out)
         best = load_checkpoint(out, device)[0] if kind != "generator" else None
         if kind == "tokenizer":
-            test_set = load_dataset(data, "test", data_path)
             if hasattr(best, "fit_scale_factor"):  # continuous tokenizers: unit-variance tokens for generators
                 scale = best.fit_scale_factor(train_set, device=device)
                 best.config = best.config.replace(scale_factor=scale)
@@ -83,8 +104,36 @@ def train_preset(kind: str, preset_name: str, out: str | Path, *, data: str | No
                 result["scale_factor"] = scale
             result.update({f"test_{k}": v for k, v in evaluate_tokenizer(best, test_set, device=device).items()})
         if kind == "classifier":
-            result["test_accuracy"] = evaluate_accuracy(best, load_dataset(data, "test", data_path), device=device)
+            result["test_accuracy"] = evaluate_accuracy(best, test_set, device=device)
         ckpt.write_record(out, record.replace_meta(eval=result))  # config.json: one write after training
         ckpt.write_json(Path(out) / "metrics.json", result)
     dist.barrier()
     return result
+
+
+def _check_data_fits(tok_config, train_set, data: str, tokenizer_dir) -> None:
+    """A generator trains on tokens of its data's images: they must be the images the tokenizer was made for."""
+    c, (h, w) = train_set.channels, train_set.image_size
+    tc, ts = tok_config.image_channels, tok_config.image_size
+    if (c, h, w) != (tc, ts, ts):
+        raise DataError(f"--data {data}: its images are {c} channel(s) of {h}x{w}, but the tokenizer "
+                        f"{tokenizer_dir} takes {tc} channel(s) of {ts}x{ts}; train a tokenizer on this data")
+
+
+def _check_same_run(out, model) -> None:
+    """``--resume`` continues the run in ``out``: same model class and config (fields that training itself
+    fills in afterwards, like a continuous tokenizer's ``scale_factor``, aside)."""
+    record = ckpt.read_record(out)
+    new = model.config.to_dict()
+    if record.cls != type(model).__name__:
+        raise CheckpointError(f"--resume: {out} holds a {record.cls}, not a {type(model).__name__}; "
+                              "resume with the preset it was trained with, or choose another --out")
+    try:
+        old = type(model.config).from_dict(record.config).to_dict()
+    except ArgenError as e:
+        raise CheckpointError(f"--resume: the config in {out} does not load: {e}") from None
+    differ = sorted(k for k in new if k != "scale_factor" and old.get(k) != new[k])
+    if differ:
+        k = differ[0]
+        raise CheckpointError(f"--resume: {out} was trained with {k}={old.get(k)!r}, this run has {k}={new[k]!r}; "
+                              "resume with the same preset and --set values, or choose another --out")

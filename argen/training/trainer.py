@@ -14,7 +14,6 @@ from its last checkpoint ends bit-identical to an uninterrupted one.
 from __future__ import annotations
 
 import contextlib
-import json
 import logging
 import math
 import signal
@@ -29,7 +28,7 @@ from tqdm import tqdm
 
 import argen.checkpoint as ckpt
 from argen.config import Config, check
-from argen.errors import ArgenError
+from argen.errors import ArgenError, CheckpointError
 from argen.training import dist
 from argen.training.ema import EMA
 
@@ -55,6 +54,10 @@ class TrainConfig(Config):
 
     def __post_init__(self):
         super().__post_init__()
+        for name in ("lr", "min_lr_ratio", "weight_decay", "beta1", "beta2", "grad_clip", "ema"):
+            value = getattr(self, name)  # inf passes "> 0" and poisons every weight at the first step
+            check(isinstance(value, (int, float)) and math.isfinite(value),
+                  f"{name} must be a finite number, got {value}")
         check(self.steps >= 1, f"steps must be >= 1, got {self.steps}")
         check(self.batch_size >= 1, f"batch_size must be >= 1, got {self.batch_size}")
         check(self.lr > 0, f"lr must be > 0, got {self.lr}")
@@ -153,16 +156,23 @@ def train(model: nn.Module, dataset, cfg: TrainConfig, out_dir: str | Path, *, o
     step, seconds_before = 0, 0.0  # seconds_before: wall time of earlier runs of this training (resume)
     if resume:
         state = ckpt.load_train_state(out)
-        model.load_state_dict(state["model"])
-        opt_state = state["optimizer"]
-        opt_state["state"] = {int(k): v for k, v in opt_state["state"].items()}  # JSON made the keys strings
-        opt.load_state_dict(opt_state)
-        if ema is not None:
-            ema.state = {k: v.to(device) for k, v in state["ema"].items()}
-        step = int(state["step"])
-        seconds_before = float(state.get("train_seconds", 0.0))
-        _set_rng_state(state["rng"])
-        _truncate_log(out / "log.jsonl", step)
+        try:  # a train state of another model, or a file edited by hand: one line, before any step
+            model.load_state_dict(state["model"])
+            opt_state = state["optimizer"]
+            opt_state["state"] = {int(k): v for k, v in opt_state["state"].items()}  # JSON made the keys strings
+            opt.load_state_dict(opt_state)
+            if ema is not None:
+                ema.state = {k: state["ema"][k].to(device) for k in ema.state}
+            step = int(state["step"])
+            seconds_before = float(state.get("train_seconds", 0.0))
+            _set_rng_state(state["rng"])
+        except (RuntimeError, ValueError, KeyError, TypeError, AttributeError) as e:
+            lines = [x.strip() for x in str(e).splitlines() if x.strip()] or [type(e).__name__]
+            detail = lines[1] if len(lines) > 1 and lines[0].startswith("Error(s) in loading") else lines[0]
+            raise CheckpointError(f"--resume: the training state in {out} does not fit this model and "
+                                  f"training config: {detail}") from None
+        if dist.is_main():
+            ckpt.truncate_log(out / ckpt.LOG, step)
         if dist.is_main() and not quiet:
             log.info("resumed from %s at step %d", out, step)
 
@@ -174,6 +184,7 @@ def train(model: nn.Module, dataset, cfg: TrainConfig, out_dir: str | Path, *, o
     meta = dict(meta or {}, train_config=cfg.to_dict(), dataset=getattr(dataset, "name", None))
 
     def save(step_done: int, metrics: dict) -> None:
+        _stop_if_not_finite(model, step_done, out)  # on every rank: the weights are the same everywhere
         if not dist.is_main():
             return
         weights = ema.state if ema is not None else model.state_dict()
@@ -205,6 +216,8 @@ def train(model: nn.Module, dataset, cfg: TrainConfig, out_dir: str | Path, *, o
             if cfg.grad_clip > 0:
                 metrics["grad_norm"] = float(torch.nn.utils.clip_grad_norm_(model.parameters(), cfg.grad_clip))
             opt.step()
+            if not dist.all_true(bool(torch.isfinite(loss.detach()).all())):  # every rank stops together
+                _diverged(step + 1, f"the loss is {float(loss.detach())}", out)
             if ema is not None:
                 ema.update(model, step)
             step += 1
@@ -214,7 +227,7 @@ def train(model: nn.Module, dataset, cfg: TrainConfig, out_dir: str | Path, *, o
                 ips = seen / (time.perf_counter() - t0)
                 bar.set_postfix(loss=f"{metrics['loss']:.4f}", img_s=f"{ips:.0f}")
                 if dist.is_main():
-                    _append_log(out / "log.jsonl", {"step": step, **metrics, "img_per_s": ips})
+                    ckpt.append_log(out / ckpt.LOG, {"step": step, **metrics, "img_per_s": ips})
             bar.update(1)
             if step % cfg.save_every == 0 or step == cfg.steps or stop.requested:
                 save(step, metrics)
@@ -254,14 +267,16 @@ def _stop_at_step_boundary():
         signal.signal(signal.SIGINT, previous)
 
 
-def _append_log(path: Path, row: dict) -> None:
-    path.parent.mkdir(parents=True, exist_ok=True)
-    with open(path, "a") as f:
-        f.write(json.dumps(row) + "\n")
+def _diverged(step: int, what: str, out: Path) -> None:
+    raise ArgenError(f"training diverged at step {step}: {what}; nothing was saved from it, the last good "
+                     f"checkpoint in {out} (if any) is kept (try a lower --lr or check --set values)")
 
 
-def _truncate_log(path: Path, step: int) -> None:
-    """Drop log rows a killed run wrote after its last checkpoint, so the resumed log has no duplicates."""
-    if path.exists():
-        rows = [r for r in path.read_text().splitlines() if r.strip() and json.loads(r)["step"] <= step]
-        path.write_text("".join(r + "\n" for r in rows))
+def _stop_if_not_finite(model: nn.Module, step: int, out: Path) -> None:
+    """Before a save: weights that are not finite would replace the last good checkpoint with one that only
+    ever gives NaN. A non-finite loss stops training at its step already; this catches weights that an
+    update made non-finite on the step before a save. Parameters only: buffers may hold -inf on purpose
+    (attention masks)."""
+    params = list(model.parameters())
+    if params and not bool(torch.stack([p.detach().isfinite().all() for p in params]).all()):
+        _diverged(step, "the weights are no longer finite", out)
