@@ -86,11 +86,14 @@ def _strict(obj: Any) -> Any:
     return obj
 
 
+def json_text(obj: Any) -> str:
+    """``obj`` as argen writes JSON files: indented, sorted, strict (NaN and infinities as null)."""
+    return json.dumps(_strict(obj), indent=2, sort_keys=True, allow_nan=False) + "\n"
+
+
 def write_json(path: str | Path, obj: Any) -> None:
     def write(tmp):
-        with open(tmp, "w") as f:
-            json.dump(_strict(obj), f, indent=2, sort_keys=True, allow_nan=False)
-            f.write("\n")
+        Path(tmp).write_text(json_text(obj))
 
     _atomic_write(Path(path), write)
 

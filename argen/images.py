@@ -83,7 +83,7 @@ def grid_image(images_u8: np.ndarray, nrow: int, scale: int = 1, pad: int = 1):
     return Image.fromarray(grid[..., 0] if c == 1 else grid)
 
 
-def _write_all(files: dict[Path, Callable]) -> None:
+def write_files(files: dict[Path, Callable]) -> None:
     """Write every ``path: write(file object)`` or none: each to a unique temporary name in its folder
     (two processes writing the same --out never share one), then all renamed into place. Temporary
     files are removed on any failure (a full disk, a folder in the way)."""
@@ -112,7 +112,7 @@ def _write_all(files: dict[Path, Callable]) -> None:
 def save_grid(images_u8: np.ndarray, path: str | Path, nrow: int, scale: int = 1, pad: int = 1) -> None:
     """Write (N, H, W, C) uint8 images as a PNG grid with ``nrow`` images per row, upscaled by ``scale``."""
     img = grid_image(images_u8, nrow, scale, pad)
-    _write_all({Path(path): lambda f: img.save(f, format="PNG")})
+    write_files({Path(path): lambda f: img.save(f, format="PNG")})
 
 
 def save_samples(images: torch.Tensor, labels: Sequence[int], out: str | Path, nrow: int) -> tuple[Path, Path]:
@@ -122,6 +122,6 @@ def save_samples(images: torch.Tensor, labels: Sequence[int], out: str | Path, n
     u8 = to_uint8(images)
     npz, png = stem.with_name(stem.name + ".npz"), stem.with_name(stem.name + ".png")
     grid = grid_image(u8, nrow=nrow, scale=max(1, 64 // u8.shape[1]))
-    _write_all({npz: lambda f: np.savez(f, images=u8, labels=np.asarray(labels, dtype=np.int64)),
+    write_files({npz: lambda f: np.savez(f, images=u8, labels=np.asarray(labels, dtype=np.int64)),
                 png: lambda f: grid.save(f, format="PNG")})
     return npz, png

@@ -174,7 +174,8 @@ def run_eval(out: str | Path, *, checkpoint: str | Path | None = None, samples: 
     ``out/report.html`` (and ``out/samples.npz`` when sampling). Returns the metrics. ``pipe``: the
     ``Pipeline`` of ``checkpoint`` when the caller has loaded it already (it is loaded once)."""
     import argen.checkpoint as ckpt
-    from argen.evaluation.report import write_report
+    from argen.evaluation.report import render_report
+    from argen.images import write_files
 
     out = Path(out)
     device = str(torch.device(device))
@@ -218,11 +219,11 @@ def run_eval(out: str | Path, *, checkpoint: str | Path | None = None, samples: 
     metrics["floor"] = real_floor(dataset, n=len(images), seed=seed, device=device)
     if inception is not None:
         metrics.update(inception_fid(images, dataset, inception, seed=seed, device=device, progress=progress))
-    out.mkdir(parents=True, exist_ok=True)
-    if sampled:
-        np.savez_compressed(out / "samples.npz", images=images, labels=labels.astype(np.int64))
-    ckpt.write_json(out / "metrics.json", metrics)
     classes = list(load_dataset(dataset, "test").classes)
-    write_report(out / "report.html", metrics, images, labels, classes,
-                 _nn_pairs(images, labels, dataset, device), log_rows, title)
+    html = render_report(metrics, images, labels, classes, _nn_pairs(images, labels, dataset, device), log_rows, title)
+    files = {out / "metrics.json": lambda f: f.write(ckpt.json_text(metrics).encode()),
+             out / "report.html": lambda f: f.write(html.encode())}
+    if sampled:
+        files[out / "samples.npz"] = lambda f: np.savez_compressed(f, images=images, labels=labels.astype(np.int64))
+    write_files(files)  # all three or none (a full disk keeps an earlier evaluation whole)
     return metrics

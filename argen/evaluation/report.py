@@ -13,7 +13,6 @@ import base64
 import html
 import io
 import json
-from pathlib import Path
 
 import numpy as np
 import torch
@@ -59,10 +58,11 @@ def nearest_neighbours(fake_f: torch.Tensor, train_f: torch.Tensor, chunk: int =
     return torch.cat(d), torch.cat(i)
 
 
-def write_report(path: str | Path, metrics: dict, images_u8: np.ndarray, labels: np.ndarray | None,
-                 classes: list[str], nn_pairs: tuple[np.ndarray, np.ndarray, np.ndarray, float] | None = None,
-                 log_rows: list[dict] | None = None, title: str = "argen eval") -> Path:
-    """Write the report; ``nn_pairs = (samples_u8, their nearest train images_u8, distances, test median)``."""
+def render_report(metrics: dict, images_u8: np.ndarray, labels: np.ndarray | None,
+                  classes: list[str], nn_pairs: tuple[np.ndarray, np.ndarray, np.ndarray, float] | None = None,
+                  log_rows: list[dict] | None = None, title: str = "argen eval") -> str:
+    """The report as one self-contained HTML page; ``nn_pairs = (samples_u8, their nearest train images_u8,
+    distances, test median)``."""
     scale = max(1, 64 // images_u8.shape[1])
     style = ("<style>body{font-family:sans-serif;max-width:1100px;margin:auto}td,th{padding:2px 8px;"
              "text-align:right}img{image-rendering:pixelated}</style>")
@@ -97,6 +97,4 @@ def write_report(path: str | Path, metrics: dict, images_u8: np.ndarray, labels:
         for key in ("loss", "ce", "head_loss", "rec", "lr"):
             rows = [r for r in log_rows if key in r]
             parts.append(_svg_curve([r["step"] for r in rows], [r[key] for r in rows], key))
-    path = Path(path)
-    path.write_text("\n".join(parts) + "\n")
-    return path
+    return "\n".join(parts) + "\n"

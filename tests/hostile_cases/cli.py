@@ -137,6 +137,10 @@ CASES: list[Case] = [
     Case("sample-label-out-of-range", ["sample", "--checkpoint", "{gen}", "--labels", "99", "--out", "{tmp}/s", *CPU],
          words=("--labels", "99"), unchanged=("{gen}",), absent=("{tmp}/s.png", "{tmp}/s.npz")),
     *_numbers(), *_images(), *_samples_files(), *_pairs(), *_smaller(),
+    # eval's metrics.json, report.html and samples.npz are written as a unit: a full disk leaves none of them
+    Case("eval-disk-full", ["eval", "--model", "digits-var", "--n", "6", "--out", "{tmp}/ev", *CPU],
+         words=("cannot write",), absent=("{tmp}/ev/metrics.json", "{tmp}/ev/report.html", "{tmp}/ev/samples.npz"),
+         max_file_bytes=300),
 ]
 
 
