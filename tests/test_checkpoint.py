@@ -24,6 +24,7 @@ from argen.errors import ArgenError, CheckpointError, ConfigError
 from argen.generators.var import VARConfig
 from argen.models import load_model
 from argen.tokenizers.msvq import MSVQConfig, MultiScaleVQ
+from argen.training import outdir
 from argen.training.trainer import TrainConfig
 
 
@@ -421,25 +422,25 @@ def test_read_log_drops_a_torn_last_line_only(tmp_path, caplog):
 
 def test_check_run_folder(tmp_path):
     out = tmp_path / "run"
-    assert ckpt.check_run_folder(out, resume=False, overwrite=False) == []  # a new folder
+    assert outdir.check_run_folder(out, resume=False, overwrite=False) == []  # a new folder
     out.mkdir()
     (out / "notes.txt").write_text("mine")
-    assert ckpt.check_run_folder(out, resume=False, overwrite=False) == []  # no run in it
+    assert outdir.check_run_folder(out, resume=False, overwrite=False) == []  # no run in it
     (out / "log.jsonl").write_text('{"step": 1}\n')
     with pytest.raises(CheckpointError, match="--resume .*--overwrite"):
-        ckpt.check_run_folder(out, resume=False, overwrite=False)
-    assert ckpt.check_run_folder(out, resume=True, overwrite=False) == []
-    ckpt.clear_run(ckpt.check_run_folder(out, resume=False, overwrite=True))
+        outdir.check_run_folder(out, resume=False, overwrite=False)
+    assert outdir.check_run_folder(out, resume=True, overwrite=False) == []
+    outdir.clear_run(outdir.check_run_folder(out, resume=False, overwrite=True))
     assert os.listdir(out) == ["notes.txt"]  # only the old run's files go
     (tmp_path / "elsewhere").mkdir()
     (out / "tokenizer").symlink_to(tmp_path / "elsewhere")
     with pytest.raises(CheckpointError, match="symlink"):
-        ckpt.check_run_folder(out, resume=True, overwrite=False)
+        outdir.check_run_folder(out, resume=True, overwrite=False)
 
 
 def test_lock_folder_refuses_a_second_holder(tmp_path):
-    with ckpt.lock_folder(tmp_path), pytest.raises(CheckpointError, match="another training"), \
-            ckpt.lock_folder(tmp_path):
+    with outdir.lock_folder(tmp_path), pytest.raises(CheckpointError, match="another training"), \
+            outdir.lock_folder(tmp_path):
         pass
-    with ckpt.lock_folder(tmp_path):  # released on exit
+    with outdir.lock_folder(tmp_path):  # released on exit
         pass

@@ -21,6 +21,7 @@ from argen.registry import get_preset, model_for_config
 from argen.tokenizers.base import Tokenizer
 from argen.tokens import check_kind
 from argen.training import dist
+from argen.training.outdir import check_run_folder, clear_run, lock_folder
 from argen.training.trainer import GeneratorObjective, TrainConfig, train
 
 
@@ -46,7 +47,7 @@ def train_preset(kind: str, preset_name: str, out: str | Path, *, data: str | No
     if tokenizer_home is not None and Path(out).resolve().is_relative_to(tokenizer_home):
         raise ArgenError(f"--out {out} is (inside) the --tokenizer folder {tokenizer_dir}: it would overwrite "
                          "the tokenizer; choose another --out")
-    clear = ckpt.check_run_folder(out, resume=resume, overwrite=overwrite) if dist.is_main() else []
+    clear = check_run_folder(out, resume=resume, overwrite=overwrite) if dist.is_main() else []
     train_set = load_dataset(data, "train", data_path)
     # The held-out split is evaluated after training: a missing or broken one must fail now, not then.
     test_set = load_dataset(data, "test", data_path)
@@ -78,8 +79,8 @@ def train_preset(kind: str, preset_name: str, out: str | Path, *, data: str | No
     meta = {"command": command, "data": data, "data_path": data_path, "classes": list(train_set.classes)}
     if preset.sampler:
         meta["sampler"] = preset.sampler
-    with ckpt.lock_folder(out) if dist.is_main() else contextlib.nullcontext():
-        ckpt.clear_run(clear)  # --overwrite: only now that no other training can be writing here
+    with lock_folder(out) if dist.is_main() else contextlib.nullcontext():
+        clear_run(clear)  # --overwrite: only now that no other training can be writing here
         if kind == "generator":
             objective = GeneratorObjective(model, tokenizer)
             if dist.is_main():
