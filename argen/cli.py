@@ -9,13 +9,13 @@ from __future__ import annotations
 import argparse
 import json
 import logging
-import math
 import os
 import shlex
 import sys
 import time
 from pathlib import Path
 
+from argen import flags
 from argen.errors import ArgenError
 
 log = logging.getLogger("argen")
@@ -25,8 +25,8 @@ log = logging.getLogger("argen")
 
 def _common(p: argparse.ArgumentParser) -> None:
     p.add_argument("--device", default=None, help="cpu, cuda[:N] or mps (default: best available)")
-    p.add_argument("--threads", type=_threads, default=None,
-                   help=f"torch CPU threads, 1..{MAX_THREADS} (default: $OMP_NUM_THREADS when set, else all "
+    p.add_argument("--threads", type=flags.threads, default=None,
+                   help=f"torch CPU threads, 1..{flags.MAX_THREADS} (default: $OMP_NUM_THREADS when set, else all "
                         "cores, split evenly between torchrun processes)")
     p.add_argument("--quiet", action="store_true", help="no progress bars or logs")
 
@@ -38,121 +38,9 @@ def _setup(args) -> torch.device:  # noqa: F821
 
     logging.basicConfig(level=logging.WARNING if args.quiet else logging.INFO, format="%(message)s")
     local_world = int(os.environ.get("LOCAL_WORLD_SIZE", "1"))
-    threads = args.threads or _omp_threads() or max(1, (os.cpu_count() or 1) // local_world)
+    threads = args.threads or flags.omp_threads() or max(1, (os.cpu_count() or 1) // local_world)
     torch.set_num_threads(threads)
     return resolve_device(args.device)
-
-
-# Upper bounds of numbers that size work: a typo (an extra zero or ten) ends in one line, not in an
-# allocation of every image at once or a machine thrashing on a million threads.
-MAX_IMAGES = 100_000                            # images per sampling command (all labels and batches)
-MAX_THREADS = 4 * (os.cpu_count() or 1)         # more threads than that only slows torch down
-MAX_SEED = 2**63 - 1                            # torch.Generator.manual_seed takes a signed 64-bit seed
-MIN_EVAL_SAMPLES = 6                            # = evaluation.evaluate.MIN_SAMPLES (not imported: torch is slow)
-
-
-def _int(name, lo=1, hi=None, why=""):
-    """An integer flag within [lo, hi]; the one-line error names the flag and the range."""
-    def parse(s):
-        try:
-            v = int(s)
-        except ValueError:
-            raise argparse.ArgumentTypeError(f"{name} must be an integer, got {s!r}") from None
-        if v < lo or (hi is not None and v > hi):
-            allowed = f">= {lo}" if hi is None else f"in [{lo}, {hi}]{why}"
-            raise argparse.ArgumentTypeError(f"{name} must be {allowed}, got {v}")
-        return v
-    return parse
-
-
-def _positive(name, hi=None, why=""):
-    return _int(name, 1, hi, why)
-
-
-_seed = _int("--seed", 0, MAX_SEED)
-_threads = _int("--threads", 1, MAX_THREADS, f" (4 x the {os.cpu_count() or 1} CPU cores)")
-
-
-def _omp_threads() -> int | None:
-    """OMP_NUM_THREADS when it holds a usable thread count (torch itself reads it the same way)."""
-    try:
-        v = int(os.environ.get("OMP_NUM_THREADS", ""))
-    except ValueError:
-        return None
-    return min(v, MAX_THREADS) if v >= 1 else None
-
-
-def _finite(name, lo=None, hi=None):
-    """A finite float flag (inf and nan would sample garbage silently), optionally within [lo, hi]."""
-    def parse(s):
-        try:
-            v = float(s)
-        except ValueError:
-            raise argparse.ArgumentTypeError(f"{name} must be a number, got {s!r}") from None
-        if not math.isfinite(v) or (lo is not None and v < lo) or (hi is not None and v > hi):
-            allowed = "a finite number" + (f" in [{lo}, {hi}]" if lo is not None and hi is not None else
-                                           f" >= {lo}" if lo is not None else "")
-            raise argparse.ArgumentTypeError(f"{name} must be {allowed}, got {s}")
-        return v
-    return parse
-
-
-def _out_file(s: str) -> str:
-    """--out of `sample` / `edit`: a path whose name becomes OUT.npz and OUT.png."""
-    if not s.strip() or Path(s).name in ("", ".", ".."):
-        raise argparse.ArgumentTypeError(f"--out must name a file (OUT.npz and OUT.png are written), got {s!r}")
-    return s
-
-
-def _writable_file(name):
-    """A file flag written at the end of a long run: refuse at once a path that could not be written then."""
-    def parse(s):
-        path = Path(s)
-        parent = path.parent if str(path.parent) else Path(".")
-        if not s.strip() or path.name in ("", ".", "..") or path.is_dir():
-            raise argparse.ArgumentTypeError(f"{name} must name a file, got {s!r}" +
-                                             (" (a folder)" if path.is_dir() else ""))
-        if not parent.is_dir() or not os.access(parent, os.W_OK) or (path.exists() and not os.access(path, os.W_OK)):
-            raise argparse.ArgumentTypeError(f"cannot write {s}: its folder is missing or not writable")
-        return s
-    return parse
-
-
-def _batch_sizes(s: str) -> tuple[int, ...]:
-    parse = _positive("--batch-sizes", MAX_IMAGES)
-    try:
-        sizes = tuple(parse(x) for x in s.split(","))
-    except argparse.ArgumentTypeError:
-        sizes = ()
-    if not sizes:
-        raise argparse.ArgumentTypeError(f"--batch-sizes must be comma-separated integers in [1, {MAX_IMAGES}], "
-                                         f"got {s!r}")
-    return sizes
-
-
-def _out_dir(s: str) -> str:
-    """--out of the commands that write a folder of files: not empty, not a file-system root."""
-    if not s.strip() or Path(s).resolve() == Path(Path(s).resolve().anchor):
-        raise argparse.ArgumentTypeError(f"--out must name a folder to write into (not empty, not the "
-                                         f"file-system root), got {s!r}")
-    return s
-
-
-def _labels(s: str) -> list[int]:
-    try:
-        return [int(x) for x in s.split(",") if x.strip() != ""]
-    except ValueError:
-        raise argparse.ArgumentTypeError(f"--labels must be comma-separated integers, got {s!r}") from None
-
-
-def _kv(s: str) -> tuple[str, object]:
-    if "=" not in s:
-        raise argparse.ArgumentTypeError(f"--set expects KEY=VALUE, got {s!r}")
-    k, v = s.split("=", 1)
-    try:
-        return k, json.loads(v)
-    except json.JSONDecodeError:
-        return k, v
 
 
 # ---- train ---------------------------------------------------------------------------------------------
@@ -173,19 +61,19 @@ def _train_args(p: argparse.ArgumentParser, kind: str) -> None:
     p.add_argument("--data", default=None, choices=DATASETS, help="dataset (default: the preset's)")
     p.add_argument("--data-path", default=None, help="dataset location (fashion-mnist IDX folder, image folder)")
     p.add_argument("--out", required=True, help="checkpoint folder to write")
-    p.add_argument("--steps", type=_positive("--steps"), default=None, help="optimizer steps (default: preset)")
-    p.add_argument("--batch-size", type=_positive("--batch-size"), default=None,
+    p.add_argument("--steps", type=flags.positive("--steps"), default=None, help="optimizer steps (default: preset)")
+    p.add_argument("--batch-size", type=flags.positive("--batch-size"), default=None,
                    help="global batch size, split over torchrun processes (default: preset)")
     p.add_argument("--lr", type=float, default=None, help="peak learning rate (default: preset)")
     p.add_argument("--warmup", type=int, default=None, help="warm-up steps (default: preset)")
     p.add_argument("--ema", type=float, default=None, help="EMA decay, 0 = off (default: preset)")
     p.add_argument("--bf16", action="store_true", help="bf16 autocast")
-    p.add_argument("--save-every", type=_positive("--save-every"), default=None, help="checkpoint period in steps")
-    p.add_argument("--seed", type=_seed, default=0)
+    p.add_argument("--save-every", type=flags.positive("--save-every"), default=None, help="checkpoint period in steps")
+    p.add_argument("--seed", type=flags.seed, default=0)
     p.add_argument("--resume", action="store_true", help="continue from OUT/train_state.safetensors")
     p.add_argument("--overwrite", action="store_true",
                    help="replace the training run already in OUT (its checkpoint, train state and log)")
-    p.add_argument("--set", type=_kv, action="append", default=[], metavar="KEY=VALUE",
+    p.add_argument("--set", type=flags.key_value, action="append", default=[], metavar="KEY=VALUE",
                    help="override a model config field, e.g. --set depth=6 (repeatable)")
     _common(p)
 
@@ -256,15 +144,15 @@ def generator_dir(args) -> Path:
 
 def sampler_args(p: argparse.ArgumentParser) -> None:
     """The sampler knobs shared by `sample`, `edit` and `bench`; unset ones keep the checkpoint's defaults."""
-    p.add_argument("--cfg", type=_finite("--cfg", 0), default=None,
+    p.add_argument("--cfg", type=flags.finite("--cfg", 0), default=None,
                    help="classifier-free guidance weight w (cond + w (cond - uncond)), 0 = off")
-    p.add_argument("--temperature", type=_finite("--temperature"), default=None, help="sampling temperature")
+    p.add_argument("--temperature", type=flags.finite("--temperature"), default=None, help="sampling temperature")
     p.add_argument("--top-k", type=int, default=None, help="keep the k most likely tokens, 0 = off (discrete)")
-    p.add_argument("--top-p", type=_finite("--top-p"), default=None,
+    p.add_argument("--top-p", type=flags.finite("--top-p"), default=None,
                    help="nucleus sampling mass, 1 = off (discrete)")
-    p.add_argument("--steps", type=_positive("--steps"), default=None, help="MaskGIT: parallel decoding steps")
-    p.add_argument("--ar-steps", type=_positive("--ar-steps"), default=None, help="MAR: autoregressive steps")
-    p.add_argument("--head-steps", type=_positive("--head-steps"), default=None,
+    p.add_argument("--steps", type=flags.positive("--steps"), default=None, help="MaskGIT: parallel decoding steps")
+    p.add_argument("--ar-steps", type=flags.positive("--ar-steps"), default=None, help="MAR: autoregressive steps")
+    p.add_argument("--head-steps", type=flags.positive("--head-steps"), default=None,
                    help="MAR: diffusion / flow head steps per autoregressive step")
 
 
@@ -291,12 +179,10 @@ def cmd_sample(args) -> int:
     device = _setup(args)
     pipe = Pipeline.from_pretrained(generator_dir(args), device, args.precision)
     labels = args.labels if args.labels is not None else list(range(pipe.num_classes))
-    if not labels:
-        raise ArgenError("--labels: give at least one class id")
     pipe.check_labels(labels)
-    if len(labels) * args.per_label > MAX_IMAGES:
+    if len(labels) * args.per_label > flags.MAX_IMAGES:
         raise ArgenError(f"--per-label {args.per_label} x {len(labels)} labels = {len(labels) * args.per_label} "
-                         f"images; at most {MAX_IMAGES} per call")
+                         f"images; at most {flags.MAX_IMAGES} per call")
     labels = [x for x in labels for _ in range(args.per_label)]
     overrides = sampler_overrides(args, pipe)
     t0 = time.time()
@@ -479,11 +365,11 @@ def build_parser() -> argparse.ArgumentParser:
     d = sub.add_parser("demo", help="train a tokenizer and VAR on digits, then sample (a few minutes on a CPU)",
                        description="Train msvq-digits and var-digits, then write DIR/samples.png, DIR/samples.npz "
                                    "and DIR/metrics.json; checkpoints go to DIR/tokenizer and DIR/generator.")
-    d.add_argument("--out", type=_out_dir, default="argen-demo", help="output folder (default: ./argen-demo)")
-    d.add_argument("--seed", type=_seed, default=0)
-    d.add_argument("--tokenizer-steps", type=_positive("--tokenizer-steps"), default=None,
+    d.add_argument("--out", type=flags.out_dir, default="argen-demo", help="output folder (default: ./argen-demo)")
+    d.add_argument("--seed", type=flags.seed, default=0)
+    d.add_argument("--tokenizer-steps", type=flags.positive("--tokenizer-steps"), default=None,
                    help="default: the msvq-digits preset's")
-    d.add_argument("--generator-steps", type=_positive("--generator-steps"), default=None,
+    d.add_argument("--generator-steps", type=flags.positive("--generator-steps"), default=None,
                    help="default: the var-digits preset's")
     _common(d)
     d.set_defaults(func=cmd_demo)
@@ -505,14 +391,14 @@ def build_parser() -> argparse.ArgumentParser:
                        description="Writes OUT.npz (images uint8 N x H x W x C, labels int64 N) and OUT.png (a grid, "
                                    "one row per label). Same seed, same images.")
     generator_source(s)
-    s.add_argument("--labels", type=_labels, default=None, help="comma-separated class ids (default: all classes)")
-    s.add_argument("--per-label", type=_positive("--per-label", MAX_IMAGES), default=8,
+    s.add_argument("--labels", type=flags.labels, default=None, help="comma-separated class ids (default: all classes)")
+    s.add_argument("--per-label", type=flags.positive("--per-label", flags.MAX_IMAGES), default=8,
                    help="images per label (default 8)")
-    s.add_argument("--seed", type=_seed, default=0)
+    s.add_argument("--seed", type=flags.seed, default=0)
     sampler_args(s)
     precision_arg(s)
-    s.add_argument("--batch-size", type=_positive("--batch-size"), default=256)
-    s.add_argument("--out", type=_out_file, required=True,
+    s.add_argument("--batch-size", type=flags.positive("--batch-size"), default=256)
+    s.add_argument("--out", type=flags.out_file, required=True,
                    help="output path; .npz and .png are written beside each other")
     _common(s)
     s.set_defaults(func=cmd_sample)
@@ -526,12 +412,12 @@ def build_parser() -> argparse.ArgumentParser:
     e.add_argument("--image", required=True, help="image file (resized to the model's image size)")
     e.add_argument("--mask", default=None, help="mask image: white = regenerate, black = keep")
     e.add_argument("--label", type=int, required=True, help="class id to generate the region as")
-    e.add_argument("--n", type=_positive("--n", MAX_IMAGES), default=4, help="number of edits (default 4)")
+    e.add_argument("--n", type=flags.positive("--n", flags.MAX_IMAGES), default=4, help="number of edits (default 4)")
     e.add_argument("--keep-scales", type=int, default=None, help="VAR only: keep this many coarse scales")
-    e.add_argument("--seed", type=_seed, default=0)
+    e.add_argument("--seed", type=flags.seed, default=0)
     sampler_args(e)
     precision_arg(e)
-    e.add_argument("--out", type=_out_file, required=True,
+    e.add_argument("--out", type=flags.out_file, required=True,
                    help="output path; .npz and .png are written beside each other")
     _common(e)
     e.set_defaults(func=cmd_edit)
@@ -547,15 +433,16 @@ def build_parser() -> argparse.ArgumentParser:
     generator_source(v, samples=True)
     v.add_argument("--data", choices=["digits", "fashion-mnist"], default=None,
                    help="the dataset a --samples file imitates (a checkpoint knows its own)")
-    v.add_argument("--n", type=_int("--n", MIN_EVAL_SAMPLES, MAX_IMAGES, " (the metrics need at least "
-                   f"{MIN_EVAL_SAMPLES} images)"), default=1000, help="images to sample (default 1000)")
+    eval_n = flags.int_flag("--n", flags.MIN_EVAL_SAMPLES, flags.MAX_IMAGES,
+                            f" (the metrics need at least {flags.MIN_EVAL_SAMPLES} images)")
+    v.add_argument("--n", type=eval_n, default=1000, help="images to sample (default 1000)")
     v.add_argument("--inception-weights", default=None, metavar="PATH",
                    help="also compute the standard FID with this Inception-v3 weights file (pytorch-fid's "
                         "pt_inception-2015-12-05-6726825d.pth, torchvision layout); never downloaded")
-    v.add_argument("--seed", type=_seed, default=0)
+    v.add_argument("--seed", type=flags.seed, default=0)
     sampler_args(v)
     precision_arg(v)
-    v.add_argument("--out", type=_out_dir, required=True, help="output folder")
+    v.add_argument("--out", type=flags.out_dir, required=True, help="output folder")
     _common(v)
     v.set_defaults(func=cmd_eval)
 
@@ -566,11 +453,12 @@ def build_parser() -> argparse.ArgumentParser:
                                    "batch is one call), MAR head calls, and peak memory (CUDA: allocated; CPU: "
                                    "resident-set growth).")
     generator_source(b)
-    b.add_argument("--batch-sizes", type=_batch_sizes, default=(1, 64),
-                   help=f"comma-separated batch sizes, each 1..{MAX_IMAGES} (default 1,64)")
-    b.add_argument("--repeats", type=_positive("--repeats"), default=3, help="timed runs per batch size (default 3)")
-    b.add_argument("--seed", type=_seed, default=0)
-    b.add_argument("--json", type=_writable_file("--json"), default=None,
+    b.add_argument("--batch-sizes", type=flags.batch_sizes, default=(1, 64),
+                   help=f"comma-separated batch sizes, each 1..{flags.MAX_IMAGES} (default 1,64)")
+    b.add_argument("--repeats", type=flags.positive("--repeats"), default=3,
+                   help="timed runs per batch size (default 3)")
+    b.add_argument("--seed", type=flags.seed, default=0)
+    b.add_argument("--json", type=flags.writable_file("--json"), default=None,
                    help="also write the rows to this JSON file")
     sampler_args(b)
     precision_arg(b)
@@ -591,7 +479,7 @@ def build_parser() -> argparse.ArgumentParser:
     c.add_argument("--vae", default=None,
                    help="tokenizer file: vae_ch160v4096z32.pth (VAR), kl16.ckpt (MAR), vq_ds16_c2i.pt (LlamaGen)")
     c.add_argument("--no-ema", action="store_true", help="take the raw weights even where the file holds EMA weights")
-    c.add_argument("--out", type=_out_dir, required=True, help="output checkpoint folder")
+    c.add_argument("--out", type=flags.out_dir, required=True, help="output checkpoint folder")
     _common(c)
     c.set_defaults(func=cmd_convert)
 

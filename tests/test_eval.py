@@ -82,11 +82,11 @@ def test_cli_eval_of_a_samples_file_and_its_errors(tmp_path, capsys):
 
 
 def test_the_cli_knows_how_many_samples_the_metrics_need():
-    import argen.cli
+    import argen.flags
     from argen.errors import ArgenError
     from argen.evaluation.evaluate import MIN_SAMPLES, check_samples
 
-    assert argen.cli.MIN_EVAL_SAMPLES == MIN_SAMPLES
+    assert argen.flags.MIN_EVAL_SAMPLES == MIN_SAMPLES
     images = np.zeros((MIN_SAMPLES, 8, 8, 1), dtype=np.uint8)
     check_samples(images, np.arange(MIN_SAMPLES), "digits")
     with pytest.raises(ArgenError, match="at least"):
