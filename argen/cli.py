@@ -121,10 +121,9 @@ def cmd_train(args) -> int:
 
 # ---- sample --------------------------------------------------------------------------------------------
 
-# CLI flag -> sampler config field. Each family's sampler takes a subset; a flag the checkpoint's
-# sampler does not have is refused by name rather than silently ignored.
-SAMPLER_FLAGS = {"cfg": "--cfg", "temperature": "--temperature", "top_k": "--top-k", "top_p": "--top-p",
-                 "steps": "--steps", "ar_steps": "--ar-steps", "head_steps": "--head-steps"}
+# Sampler config fields with their own flags (the knobs of new samplers come from the registry). Each
+# sampler takes a subset; a flag the chosen sampler does not have is refused by name, not ignored.
+SAMPLER_FLAGS = ("cfg", "temperature", "top_k", "top_p", "steps", "ar_steps", "head_steps")
 
 
 def generator_source(p: argparse.ArgumentParser, samples: bool = False) -> None:
@@ -142,8 +141,14 @@ def generator_dir(args) -> Path:
     return model_path(args.model) if args.model else Path(args.checkpoint)
 
 
-def sampler_args(p: argparse.ArgumentParser) -> None:
-    """The sampler knobs shared by `sample`, `edit` and `bench`; unset ones keep the checkpoint's defaults."""
+def sampler_args(p: argparse.ArgumentParser, knobs: bool) -> None:
+    """The sampler knobs shared by `sample`, `edit`, `bench` and `eval`; unset ones keep the checkpoint's defaults.
+
+    ``knobs``: also offer the knobs of every registered sampler (``argen.sampling.knobs``). That imports
+    torch, so the parser adds them only when one of these commands runs (``--help`` elsewhere stays fast)."""
+    p.add_argument("--sampler", default=None, metavar="NAME",
+                   help="one of the family's samplers (default: the checkpoint's); `argen info CHECKPOINT` lists "
+                        "them with their knobs")
     p.add_argument("--cfg", type=flags.finite("--cfg", 0), default=None,
                    help="classifier-free guidance weight w (cond + w (cond - uncond)), 0 = off")
     p.add_argument("--temperature", type=flags.finite("--temperature"), default=None, help="sampling temperature")
@@ -154,6 +159,25 @@ def sampler_args(p: argparse.ArgumentParser) -> None:
     p.add_argument("--ar-steps", type=flags.positive("--ar-steps"), default=None, help="MAR: autoregressive steps")
     p.add_argument("--head-steps", type=flags.positive("--head-steps"), default=None,
                    help="MAR: diffusion / flow head steps per autoregressive step")
+    if not knobs:
+        return
+    from argen.sampling import knob_catalog
+
+    g = p.add_argument_group("sampler knobs", "each applies to the samplers named in brackets")
+    for name, (kind, help_, owners) in knob_catalog().items():
+        flag = "--" + name.replace("_", "-")
+        g.add_argument(flag, dest=name, type=_knob_type(flag, kind), default=None, metavar=kind.__name__.upper(),
+                       help=f"{help_} [{', '.join(owners)}]")
+
+
+def _knob_type(flag: str, kind: type):
+    if kind is bool:
+        return flags.boolean(flag)
+    if kind is int:
+        return flags.int_flag(flag, lo=-(2**62))  # the sampler config checks the range, in one line
+    if kind is float:
+        return flags.finite(flag)
+    return kind
 
 
 def precision_arg(p: argparse.ArgumentParser) -> None:
@@ -163,21 +187,25 @@ def precision_arg(p: argparse.ArgumentParser) -> None:
 
 
 def sampler_overrides(args, pipe) -> dict:
-    """The sampler knobs given on the command line, checked against the checkpoint's sampler."""
-    out = {k: getattr(args, k) for k in SAMPLER_FLAGS if getattr(args, k, None) is not None}
-    fields = pipe.sampler.to_dict()
+    """The sampler knobs given on the command line, checked against the pipeline's sampler."""
+    from argen.sampling import knob_catalog
+
+    fields = pipe.settings.to_dict()
+    flag_of = {k: "--" + k.replace("_", "-") for k in [*SAMPLER_FLAGS, *knob_catalog()]}
+    out = {k: getattr(args, k) for k in flag_of if getattr(args, k, None) is not None}
     for k in out:
         if k not in fields:
-            raise ArgenError(f"{SAMPLER_FLAGS[k]} does not apply to {pipe.generator.family} models; their sampler "
-                             f"takes: {', '.join(SAMPLER_FLAGS[f] for f in fields if f in SAMPLER_FLAGS)}")
+            raise ArgenError(f"{flag_of[k]} does not apply to sampler {pipe.sampler.name} ({pipe.generator.family} "
+                             f"models); it takes: {', '.join(f for k2, f in flag_of.items() if k2 in fields)}")
     return out
+
 
 def cmd_sample(args) -> int:
     from argen.images import save_samples
     from argen.pipeline import Pipeline
 
     device = _setup(args)
-    pipe = Pipeline.from_pretrained(generator_dir(args), device, args.precision)
+    pipe = Pipeline.from_pretrained(generator_dir(args), device, args.precision, args.sampler)
     labels = args.labels if args.labels is not None else list(range(pipe.num_classes))
     pipe.check_labels(labels)
     if len(labels) * args.per_label > flags.MAX_IMAGES:
@@ -200,7 +228,7 @@ def cmd_edit(args) -> int:
     from argen.pipeline import Pipeline
 
     device = _setup(args)
-    pipe = Pipeline.from_pretrained(generator_dir(args), device, args.precision)
+    pipe = Pipeline.from_pretrained(generator_dir(args), device, args.precision, args.sampler)
     c = pipe.tokenizer.config
     size = (c.image_size, c.image_size)
     image = load_image(args.image, c.image_channels, size)
@@ -225,7 +253,7 @@ def cmd_bench(args) -> int:
     from argen.pipeline import Pipeline
 
     device = _setup(args)
-    pipe = Pipeline.from_pretrained(generator_dir(args), device, args.precision)
+    pipe = Pipeline.from_pretrained(generator_dir(args), device, args.precision, args.sampler)
     rows = bench(pipe, batch_sizes=args.batch_sizes, repeats=args.repeats, seed=args.seed,
                  **sampler_overrides(args, pipe))
     print(format_table(rows))
@@ -247,7 +275,7 @@ def cmd_eval(args) -> int:
         from argen.pipeline import Pipeline
 
         checkpoint = generator_dir(args)
-        pipe = Pipeline.from_pretrained(checkpoint, device, args.precision)
+        pipe = Pipeline.from_pretrained(checkpoint, device, args.precision, args.sampler)
         overrides = sampler_overrides(args, pipe)
     t0 = time.time()
     metrics = run_eval(args.out, checkpoint=checkpoint, samples=args.samples, data=args.data, n=args.n,
@@ -355,7 +383,11 @@ class _Parser(argparse.ArgumentParser):
         self.exit(2, f"{self.prog}: error: {message} (see {self.prog} --help)\n")
 
 
-def build_parser() -> argparse.ArgumentParser:
+SAMPLING_COMMANDS = ("sample", "edit", "eval", "bench")
+
+
+def build_parser(knobs: bool = False) -> argparse.ArgumentParser:
+    """``knobs``: give the sampling commands every registered sampler's knobs (imports torch)."""
     from argen.version import __version__
 
     p = _Parser(prog="argen", description="Autoregressive image generation: train, sample, inspect.")
@@ -395,7 +427,7 @@ def build_parser() -> argparse.ArgumentParser:
     s.add_argument("--per-label", type=flags.positive("--per-label", flags.MAX_IMAGES), default=8,
                    help="images per label (default 8)")
     s.add_argument("--seed", type=flags.seed, default=0)
-    sampler_args(s)
+    sampler_args(s, knobs)
     precision_arg(s)
     s.add_argument("--batch-size", type=flags.positive("--batch-size"), default=256)
     s.add_argument("--out", type=flags.out_file, required=True,
@@ -415,7 +447,7 @@ def build_parser() -> argparse.ArgumentParser:
     e.add_argument("--n", type=flags.positive("--n", flags.MAX_IMAGES), default=4, help="number of edits (default 4)")
     e.add_argument("--keep-scales", type=int, default=None, help="VAR only: keep this many coarse scales")
     e.add_argument("--seed", type=flags.seed, default=0)
-    sampler_args(e)
+    sampler_args(e, knobs)
     precision_arg(e)
     e.add_argument("--out", type=flags.out_file, required=True,
                    help="output path; .npz and .png are written beside each other")
@@ -440,7 +472,7 @@ def build_parser() -> argparse.ArgumentParser:
                    help="also compute the standard FID with this Inception-v3 weights file (pytorch-fid's "
                         "pt_inception-2015-12-05-6726825d.pth, torchvision layout); never downloaded")
     v.add_argument("--seed", type=flags.seed, default=0)
-    sampler_args(v)
+    sampler_args(v, knobs)
     precision_arg(v)
     v.add_argument("--out", type=flags.out_dir, required=True, help="output folder")
     _common(v)
@@ -460,7 +492,7 @@ def build_parser() -> argparse.ArgumentParser:
     b.add_argument("--seed", type=flags.seed, default=0)
     b.add_argument("--json", type=flags.writable_file("--json"), default=None,
                    help="also write the rows to this JSON file")
-    sampler_args(b)
+    sampler_args(b, knobs)
     precision_arg(b)
     _common(b)
     b.set_defaults(func=cmd_bench)
@@ -496,7 +528,7 @@ def build_parser() -> argparse.ArgumentParser:
 
 def main(argv: list[str] | None = None) -> int:
     argv = list(sys.argv[1:] if argv is None else argv)
-    parser = build_parser()
+    parser = build_parser(knobs=bool(argv) and argv[0] in SAMPLING_COMMANDS)
     args = parser.parse_args(argv)
     args.argv = argv
     try:

@@ -56,7 +56,7 @@ def run_demo(out: str | Path = "argen-demo", device: str | torch.device = "cpu",
     images = pipe(labels, seed=seed)
     sample_s = time.time() - t1
     save_samples(images, labels, out / "samples", nrow=PER_CLASS)
-    metrics["samples"] = {"n": len(labels), "seconds": round(sample_s, 2), "sampler": pipe.sampler.to_dict(),
+    metrics["samples"] = {"n": len(labels), "seconds": round(sample_s, 2), "sampler": pipe.settings.to_dict(),
                           **class_accuracy(to_uint8(images), labels, "digits")}
     metrics["total_seconds"] = round(time.time() - t0, 1)
     ckpt.write_json(out / "metrics.json", metrics)

@@ -63,6 +63,16 @@ def finite(name, lo=None, hi=None):
     return parse
 
 
+def boolean(name):
+    """true / false (also yes / no, on / off, 1 / 0)."""
+    def parse(s):
+        v = {"true": True, "yes": True, "on": True, "1": True, "false": False, "no": False, "off": False, "0": False}
+        if s.lower() not in v:
+            raise argparse.ArgumentTypeError(f"{name} must be true or false, got {s!r}")
+        return v[s.lower()]
+    return parse
+
+
 def out_file(s: str) -> str:
     """--out of `sample` / `edit`: a path whose name becomes OUT.npz and OUT.png."""
     if not s.strip() or Path(s).name in ("", ".", ".."):

@@ -2,6 +2,7 @@
 
     pipe = Pipeline.from_pretrained("argen-demo/generator")
     images = pipe(labels=[0, 1, 2], seed=0)          # (3, C, H, W) in [-1, 1]
+    fast = Pipeline.from_pretrained("fmnist-raster", sampler="sjd")   # a named sampler of the family
 
 A generator checkpoint folder holds its tokenizer in ``tokenizer/`` and its
 default sampler settings in ``config.json`` (``meta.sampler``), so the folder
@@ -36,16 +37,19 @@ class Pipeline:
     sampling arithmetic (softmax, the diffusion chain) in fp32. About 2x faster where the hardware
     has bf16 units (GPUs; CPUs with AVX512-BF16 or AMX); outputs differ slightly from fp32."""
 
-    def __init__(self, tokenizer: Tokenizer, generator: Generator, sampler: dict[str, Any] | None = None,
-                 precision: str = "fp32", record: ckpt.CheckpointRecord | None = None):
+    def __init__(self, tokenizer: Tokenizer, generator: Generator, settings: dict[str, Any] | None = None,
+                 precision: str = "fp32", record: ckpt.CheckpointRecord | None = None, sampler: str | None = None):
+        """``settings``: the sampler's config fields (a checkpoint's ``meta.sampler``); ``sampler``: the
+        name of one of the family's samplers (``argen.sampling.samplers_of``), default the family's own."""
         if precision not in PRECISIONS:
             raise ArgenError(f"--precision must be one of {', '.join(PRECISIONS)}, got {precision!r}")
         check_fit(tokenizer.token_spec, generator.token_spec, f"tokenizer {type(tokenizer).__name__}",
                   f"generator {type(generator).__name__}")
         self.tokenizer = tokenizer.eval()
         self.generator = generator.eval()
-        self._sampler = sampler_for(generator.family)
-        self.sampler = self._sampler.config_class.from_dict(sampler or {})
+        self.sampler = sampler_for(generator.family, sampler)
+        self.settings = self.sampler.config_class.from_dict(settings or {})
+        self._models: dict[str, Generator] = {}  # auxiliary generators of the sampler, by checkpoint path
         self.precision = precision
         self.record = record  # the generator checkpoint's record, when loaded from a folder
 
@@ -64,8 +68,12 @@ class Pipeline:
         return self.generator.config.num_classes
 
     @classmethod
-    def from_pretrained(cls, path: str | Path, device: str | torch.device = "cpu", precision: str = "fp32") -> Pipeline:
-        """A generator checkpoint folder, or the name of a model shipped with argen (``"fmnist-var"``)."""
+    def from_pretrained(cls, path: str | Path, device: str | torch.device = "cpu", precision: str = "fp32",
+                        sampler: str | None = None) -> Pipeline:
+        """A generator checkpoint folder, or the name of a model shipped with argen (``"fmnist-var"``).
+
+        ``sampler``: one of the family's samplers by name (default: the one the checkpoint was saved
+        with, else the family's own); it starts from the checkpoint's sampler settings."""
         from argen.pretrained import list_models, model_path
 
         path = Path(path)
@@ -81,13 +89,17 @@ class Pipeline:
         if not isinstance(tokenizer, Tokenizer):
             raise ArgenError(f"{path / ckpt.TOKENIZER_DIR} holds a {tok_record.cls}, not a tokenizer")
         try:
-            return cls(tokenizer, generator, record.meta.get("sampler"), precision, record)
+            return cls(tokenizer, generator, record.meta.get("sampler"), precision, record,
+                       sampler or record.meta.get("sampler_name"))
         except ArgenError as e:
             raise type(e)(f"{path}: {e}") from None
 
     def save_pretrained(self, path: str | Path, tokenizer_dir: str | Path | None = None, meta: dict | None = None) -> None:
         path = Path(path)
-        ckpt.save_model(path, self.generator, meta=dict(meta or {}, sampler=self.sampler.to_dict()))
+        meta = dict(meta or {}, sampler=self.settings.to_dict())
+        if self.sampler.name != sampler_for(self.generator.family).name:
+            meta["sampler_name"] = self.sampler.name
+        ckpt.save_model(path, self.generator, meta=meta)
         if tokenizer_dir is not None:
             ckpt.copy_tokenizer(tokenizer_dir, path)
         else:
@@ -118,13 +130,15 @@ class Pipeline:
             ok = False
         if not ok:
             raise ArgenError(f"batch_size must be an integer >= 1, got {batch_size!r}")
-        config = self.sampler.replace(**sampler_overrides)
+        config = self.settings.replace(**sampler_overrides)
+        models = self._sampler_models(config)
         labels_t = torch.as_tensor(list(labels), dtype=torch.long, device=self.device)
         gen = torch.Generator(device=self.device).manual_seed(seed)
         out = []
         for i in tqdm(range(0, len(labels_t), batch_size), disable=not progress, desc="sample"):
             with self._autocast():
-                tokens = self._sampler.sample(self.generator, self.tokenizer, labels_t[i:i + batch_size], config, gen)
+                tokens = self.sampler.sample(self.generator, self.tokenizer, labels_t[i:i + batch_size], config, gen,
+                                             **models)
                 out.append(self.tokenizer.decode(tokens).float().cpu())
         return torch.cat(out)
 
@@ -134,11 +148,27 @@ class Pipeline:
 
         ``known``: tokens to keep and where, as ``known_tokens`` gives them (editing)."""
         self.check_labels(labels)
-        config = self.sampler.replace(**sampler_overrides)
+        config = self.settings.replace(**sampler_overrides)
+        models = self._sampler_models(config)
         labels_t = torch.as_tensor(list(labels), dtype=torch.long, device=self.device)
         gen = torch.Generator(device=self.device).manual_seed(seed)
         with self._autocast():
-            return self._sampler.sample(self.generator, self.tokenizer, labels_t, config, gen, known=known)
+            return self.sampler.sample(self.generator, self.tokenizer, labels_t, config, gen, known=known, **models)
+
+    def _sampler_models(self, config) -> dict[str, Generator]:
+        """The auxiliary generators ``config`` names (``Sampler.models``), each loaded once per path."""
+        out = {}
+        for name in self.sampler.models:
+            path = getattr(config, name)
+            if not path:
+                continue
+            if path not in self._models:
+                model, record = load_checkpoint(path, self.device)
+                if not isinstance(model, Generator):
+                    raise ArgenError(f"--{name.replace('_', '-')} {path} holds a {record.cls}, not a generator")
+                self._models[path] = model.eval()
+            out[name] = self._models[path]
+        return out
 
     @torch.no_grad()
     def known_tokens(self, image: torch.Tensor, mask: torch.Tensor, keep_scales: int | None = None):

@@ -112,7 +112,7 @@ def main() -> None:
         speed = {r["batch_size"]: r["s_per_image"] for r in bench(pipe, batch_sizes=(1, 64), repeats=1, **setting)}
         tc = meta["meta"].get("train_config", {})
         rows.append({"preset": meta.get("preset"), "family": pipe.generator.family,
-                     "sampler": pipe.sampler.replace(**setting).to_dict(), "sweep": tried,
+                     "sampler": pipe.settings.replace(**setting).to_dict(), "sweep": tried,
                      **{k: m[k] for k in ("FD-fmnist", "KID-fmnist", "precision-fmnist", "recall-fmnist",
                                           "class_accuracy")},
                      "bits_per_token": bits_per_token(pipe, "fashion-mnist"),

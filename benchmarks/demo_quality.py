@@ -51,7 +51,7 @@ def main() -> None:
         meta = pipe.record.meta
         data = meta.get("data", "digits")
         labels = [c for c in range(pipe.num_classes) for _ in range(PER_CLASS)]
-        print(f"\n{path} ({type(pipe.generator).__name__}, {data}), sampler: {json.dumps(pipe.sampler.to_dict())}")
+        print(f"\n{path} ({type(pipe.generator).__name__}, {data}), sampler: {json.dumps(pipe.settings.to_dict())}")
         print("seed | all   | " + " | ".join(f"{c:>4}" for c in range(pipe.num_classes)) + f" | s/{len(labels)} img")
         accs = []
         for seed in [int(s) for s in args.seeds.split(",")]:

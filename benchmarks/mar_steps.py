@@ -48,7 +48,7 @@ def main() -> None:
         data = pipe.record.meta["data"]
         head = pipe.generator.config.head
         N = pipe.generator.config.num_tokens
-        s = pipe.sampler
+        s = pipe.settings
         print(f"\n{path} ({head} head, {N} tokens, preset sampler {s.to_dict()}), n={args.n}, "
               f"batch {args.batch_size}, {args.threads} threads")
         print(f"| AR steps | head steps | class accuracy | FD-{short_name(data)} | s / image |")

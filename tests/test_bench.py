@@ -42,4 +42,4 @@ def test_cli_bench_prints_a_table_and_writes_json(tmp_path, capsys):
     assert e.value.code == 2
     assert "--batch-sizes" in capsys.readouterr().err
     assert main(["bench", "--checkpoint", str(tmp_path / "g"), "--ar-steps", "3"]) == 2
-    assert "--ar-steps does not apply to maskgit" in capsys.readouterr().err
+    assert "--ar-steps does not apply to sampler maskgit (maskgit models)" in capsys.readouterr().err

@@ -88,7 +88,7 @@ def test_checkpoint_round_trip_gives_the_same_weights_settings_and_images(name, 
     back = Pipeline.from_pretrained(tmp_path / "g")
     a, b = pipe.generator.state_dict(), back.generator.state_dict()
     assert set(a) == set(b) and all(torch.equal(a[k], b[k]) for k in a)
-    assert back.sampler == pipe.sampler and back.record.cls == type(pipe.generator).__name__
+    assert back.settings == pipe.settings and back.record.cls == type(pipe.generator).__name__
     assert back.record.meta["data"] == "digits"
     assert torch.equal(back(LABELS, seed=3), pipe(LABELS, seed=3))
 

@@ -16,7 +16,7 @@ def test_save_pretrained_round_trip_gives_the_same_images(tmp_path):
     pipe = Pipeline(tiny_msvq(), tiny_var(), {"cfg": 0.5, "top_k": 5})
     pipe.save_pretrained(tmp_path / "gen")
     again = Pipeline.from_pretrained(tmp_path / "gen")
-    assert again.sampler == pipe.sampler
+    assert again.settings == pipe.settings
     a, b = pipe([0, 1, 2], seed=7), again([0, 1, 2], seed=7)
     assert a.shape == (3, 1, 8, 8) and torch.equal(a, b)
     assert not torch.equal(a, pipe([0, 1, 2], seed=8))

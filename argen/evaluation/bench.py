@@ -109,7 +109,7 @@ def bench(pipe_or_path, batch_sizes=(1, 64), repeats: int = 3, warmup: int = 1, 
         rows.append({"family": gen.family, "preset": preset, "params": params, "batch_size": bs,
                      "images_per_s": bs / t, "s_per_image": t / bs, **{k: c.calls for k, c in counters.items()},
                      "peak_mem_mb": peak / 2**20, "device": str(device),
-                     "sampler": pipe.sampler.replace(**sampler_overrides).to_dict()})
+                     "sampler": pipe.settings.replace(**sampler_overrides).to_dict()})
     return rows
 
 

@@ -129,7 +129,7 @@ def evaluate_checkpoint(pipe, n: int = 1000, seed: int = 0, device: str | torch.
     if bpt is not None:
         metrics["bits_per_token"] = bpt
     metrics.update(seconds_per_image=sample_s / n, dataset=dataset, family=pipe.generator.family,
-                   sampler=pipe.sampler.to_dict(), seed=seed)
+                   sampler=pipe.settings.to_dict(), seed=seed)
     return metrics, images, labels
 
 

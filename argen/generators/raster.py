@@ -123,9 +123,11 @@ def rope_2d_table(c: RasterConfig) -> torch.Tensor:
 
 
 def apply_rope(x_BLHD: torch.Tensor, freqs_LQ2: torch.Tensor) -> torch.Tensor:
-    """Rotate each interleaved pair of x by the angle of its position (in float32, as LlamaGen)."""
+    """Rotate each interleaved pair of x by the angle of its position (in float32, as LlamaGen).
+
+    ``freqs``: (L, D/2, 2) for positions shared by the batch, or (B, L, D/2, 2) for a position per row."""
     x = x_BLHD.float().unflatten(-1, (-1, 2))         # (B, L, H, D/2, 2)
-    f = freqs_LQ2.float().unsqueeze(1)               # (L, 1, D/2, 2): broadcast over batch and heads
+    f = freqs_LQ2.float().unsqueeze(-3)              # (L, 1, D/2, 2) or per row (B, L, 1, D/2, 2): over heads
     x0, x1, cos, sin = x[..., 0], x[..., 1], f[..., 0], f[..., 1]
     return torch.stack([x0 * cos - x1 * sin, x1 * cos + x0 * sin], -1).flatten(-2).type_as(x_BLHD)
 
@@ -253,11 +255,18 @@ class RasterAR(Generator):
 
         Without caches and mask, attention is plainly causal over x itself. With caches, K/V are
         written at ``input_pos`` and every query attends over the whole preallocated cache through
-        rows ``input_pos`` of the causal mask: shapes never depend on the position."""
+        rows ``input_pos`` of the causal mask: shapes never depend on the position. ``input_pos`` is
+        (L,) for the whole batch or (B, L), a position per row (speculative decoding, where rows
+        advance at their own pace); then a cache longer than ``max_len`` and an explicit ``mask``
+        (B, 1, L, cache length) let a row's window run past the last position, whose outputs the
+        caller discards (they reuse the last position's rotation)."""
         L = x_BLC.shape[1]
-        freqs = self.freqs_cis[:L] if input_pos is None else self.freqs_cis[input_pos]
+        if input_pos is None:
+            freqs = self.freqs_cis[:L]
+        else:
+            freqs = self.freqs_cis[input_pos.clamp(max=self.freqs_cis.shape[0] - 1)]
         if caches is not None and mask is None:
-            mask = self.causal_mask[input_pos].view(1, 1, L, -1)
+            mask = self.causal_mask[input_pos].unsqueeze(-3)  # (1, L, max_len) or (B, 1, L, max_len)
         x_BLC = self.tok_dropout(x_BLC)
         for i, layer in enumerate(self.layers):
             x_BLC = layer(x_BLC, freqs, mask, input_pos, caches[i] if caches is not None else None)
@@ -280,17 +289,21 @@ class RasterAR(Generator):
         # Position cls_token_num - 1 (the last condition position) predicts image token 0.
         return self.trunk(x_BLC, input_pos, caches, mask)[:, c.cls_token_num - 1:]
 
-    def decode_step(self, x_B1: torch.Tensor, input_pos: torch.Tensor, caches: list[StaticKVCache]) -> torch.Tensor:
-        """Feed one image token at sequence position ``input_pos`` (shape (1,); image token i sits at
-        cls_token_num + i): logits of the next token, (B, 1, V). Static shapes, no host sync:
-        ``torch.compile(model.decode_step, fullgraph=True)`` gives one graph for every position."""
-        return self.trunk(self.tok_embeddings(x_B1), input_pos, caches)
+    def decode_step(self, x_BL: torch.Tensor, input_pos: torch.Tensor, caches: list[StaticKVCache],
+                    mask: torch.Tensor | None = None) -> torch.Tensor:
+        """Feed image tokens at sequence positions ``input_pos`` (image token i sits at cls_token_num + i):
+        the logits that follow each, (B, L, V). Plain decoding feeds one token (L = 1, ``input_pos``
+        of shape (1,)); speculative decoding a window of L, at (B, L) positions with its own ``mask``
+        (see ``trunk``). Static shapes, no host sync: ``torch.compile(model.decode_step, fullgraph=True)``
+        gives one graph for every position."""
+        return self.trunk(self.tok_embeddings(x_BL), input_pos, caches, mask)
 
-    def new_caches(self, batch: int, dtype: torch.dtype | None = None, device=None) -> list[StaticKVCache]:
-        """One preallocated (batch, kv_heads, max_len, head_dim) K/V cache per layer."""
+    def new_caches(self, batch: int, dtype: torch.dtype | None = None, device=None,
+                   length: int | None = None) -> list[StaticKVCache]:
+        """One preallocated (batch, kv_heads, length, head_dim) K/V cache per layer (length: max_len)."""
         c, w = self.config, self.output.weight
-        return [StaticKVCache(batch, c.num_kv_heads, c.max_len, c.head_dim, dtype or w.dtype, device or w.device)
-                for _ in range(c.depth)]
+        return [StaticKVCache(batch, c.num_kv_heads, length or c.max_len, c.head_dim, dtype or w.dtype,
+                              device or w.device) for _ in range(c.depth)]
 
     # ---- training ----------------------------------------------------------------------------------
     @staticmethod

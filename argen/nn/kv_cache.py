@@ -44,6 +44,17 @@ class StaticKVCache(KVCache):
 
     def update_at(self, input_pos: torch.Tensor, k_BHlD: torch.Tensor,
                   v_BHlD: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
-        self.k_cache.index_copy_(2, input_pos, k_BHlD.to(self.k_cache.dtype))
-        self.v_cache.index_copy_(2, input_pos, v_BHlD.to(self.v_cache.dtype))
+        """Write at ``input_pos``: (l,) positions for every row, or (B, l), a position per row."""
+        if input_pos.ndim == 1:
+            self.k_cache.index_copy_(2, input_pos, k_BHlD.to(self.k_cache.dtype))
+            self.v_cache.index_copy_(2, input_pos, v_BHlD.to(self.v_cache.dtype))
+        else:
+            where = input_pos[:, None, :, None].expand_as(k_BHlD)
+            self.k_cache.scatter_(2, where, k_BHlD.to(self.k_cache.dtype))
+            self.v_cache.scatter_(2, where, v_BHlD.to(self.v_cache.dtype))
         return self.k_cache, self.v_cache
+
+    def keep_rows(self, rows: torch.Tensor) -> None:
+        """Keep only batch rows ``rows`` (finished rows of a batch leave it)."""
+        self.k_cache = self.k_cache[rows]
+        self.v_cache = self.v_cache[rows]

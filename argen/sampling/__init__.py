@@ -7,5 +7,5 @@ categorical draw), ``base`` (the registry entry, the discrete-sampler knobs, inp
 and ``head`` (MAR's per-token head sampling).
 """
 
-from argen.sampling import autoregressive, mar, maskgit, next_scale  # noqa: F401  (each registers its sampler)
-from argen.sampling.base import Sampler, register_sampler, sampler_for  # noqa: F401
+from argen.sampling import autoregressive, mar, maskgit, next_scale, speculative, zipar  # noqa: F401  (each registers)
+from argen.sampling.base import Sampler, is_lossy, knob_catalog, knobs, register_sampler, sampler_for, samplers_of  # noqa: F401

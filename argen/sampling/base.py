@@ -7,14 +7,22 @@ plus its frozen config class, registered by name for a generator family::
     def sample(model, tokenizer, labels_B, config, generator=None, known=None): ...
 
 The first sampler registered for a family is its default (what ``Pipeline`` uses); the
-accelerated samplers of a family register under their own names beside it.
+accelerated samplers of a family register under their own names beside it, with configs that
+extend the default's, so a checkpoint's saved settings (``meta.sampler``) load into any of them.
+
+A config field declared with ``knob(default, help)`` is a knob: the CLI offers it as
+``--name-with-dashes`` on ``sample``, ``edit``, ``bench`` and ``eval`` for the samplers that have
+it, and ``argen info CHECKPOINT`` lists it; a new sampler needs no CLI change. A config whose
+``lossy`` property is true draws from a distribution other than the model's (a speed-for-exactness
+trade); samples and evaluations record it.
 """
 
 from __future__ import annotations
 
 import math
 from collections.abc import Callable
-from dataclasses import dataclass
+from dataclasses import Field, dataclass, field, fields
+from typing import Any
 
 import torch
 
@@ -32,20 +40,57 @@ class Sampler:
     family: str                 # the generator family it samples (``Generator.family``)
     config_class: type          # its frozen config; a checkpoint's ``meta.sampler`` holds its fields
     sample: Callable[..., object]
+    # Config fields naming other generator checkpoints (e.g. CoDe's ``refiner``): ``Pipeline`` loads
+    # each one that is set and passes the model to ``sample`` as a keyword of the same name.
+    models: tuple[str, ...] = ()
+
+
+def knob(default: Any, help: str) -> Any:
+    """A config field the command line exposes (``--name-with-dashes``, parsed as the default's type)."""
+    return field(default=default, metadata={"help": help})
+
+
+def knobs(config_class: type) -> dict[str, Field]:
+    """The knob fields of a sampler config class, by field name."""
+    return {f.name: f for f in fields(config_class) if "help" in f.metadata}
+
+
+def knob_catalog() -> dict[str, tuple[type, str, list[str]]]:
+    """Every registered sampler's knobs: name -> (type, help, the samplers that have it)."""
+    out: dict[str, tuple[type, str, list[str]]] = {}
+    for s in SAMPLERS.values():
+        for name, f in knobs(s.config_class).items():
+            kind = type(f.default)
+            if name in out and out[name][0] is not kind:
+                raise ArgenError(f"knob {name} is a {kind.__name__} in {s.name} but a {out[name][0].__name__} "
+                                 f"in {out[name][2][0]}")
+            out.setdefault(name, (kind, f.metadata["help"], []))[2].append(s.name)
+    return out
+
+
+def is_lossy(config: object) -> bool:
+    """Whether ``config`` samples from a distribution other than the model's (see the module doc)."""
+    return bool(getattr(config, "lossy", False))
 
 
 _DEFAULTS: dict[str, str] = {}  # family -> name of its default sampler
 
 
-def register_sampler(name: str, *, family: str, config: type):
+def register_sampler(name: str, *, family: str, config: type, models: tuple[str, ...] = ()):
     """Decorator: register ``sample`` under ``name`` for generators of ``family``."""
 
     def deco(fn: Callable[..., object]) -> Callable[..., object]:
-        SAMPLERS.add(name, Sampler(name, family, config, fn))
+        SAMPLERS.add(name, Sampler(name, family, config, fn, models))
         _DEFAULTS.setdefault(family, name)
         return fn
 
     return deco
+
+
+def samplers_of(family: str) -> list[Sampler]:
+    """Every sampler of ``family``, its default first."""
+    found = [s for s in SAMPLERS.values() if s.family == family]
+    return sorted(found, key=lambda s: s.name != _DEFAULTS.get(family))
 
 
 def sampler_for(family: str, name: str | None = None) -> Sampler:
@@ -54,9 +99,10 @@ def sampler_for(family: str, name: str | None = None) -> Sampler:
         if family not in _DEFAULTS:
             raise ArgenError(f"no sampler for generator family {family!r}; known: {', '.join(sorted(_DEFAULTS))}")
         name = _DEFAULTS[family]
-    sampler = SAMPLERS.get(name, "--sampler")
-    if sampler.family != family:
-        raise ArgenError(f"--sampler {name} samples {sampler.family} models, not {family} models")
+    sampler = SAMPLERS.get(name) if name in SAMPLERS else None
+    if sampler is None or sampler.family != family:
+        raise ArgenError(f"--sampler {name!r} does not sample {family} models; they have: "
+                         f"{', '.join(s.name for s in samplers_of(family))}")
     return sampler
 
 

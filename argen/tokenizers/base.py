@@ -17,6 +17,7 @@ import torch.nn.functional as F
 from torch import nn
 
 from argen.config import Config, check
+from argen.errors import ArgenError
 from argen.tokenizers.losses import ExtraLosses
 from argen.tokenizers.nets import Decoder, Encoder
 from argen.tokens import TokenSpec
@@ -103,6 +104,11 @@ class Tokenizer(nn.Module):
     @property
     def grid(self) -> tuple[int, int]:
         return self.config.grid
+
+    def code_vectors(self) -> torch.Tensor:
+        """(V, code_dim): the vector each discrete token id stands for (what nearest-neighbour samplers
+        such as LANTERN measure distances with); only single-scale discrete tokenizers have one."""
+        raise ArgenError(f"{type(self).__name__} has no single codebook of discrete tokens")
 
 
 def build_extra_losses(c: ConvAEConfig) -> ExtraLosses:

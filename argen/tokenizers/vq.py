@@ -62,6 +62,9 @@ class VQTokenizer(Tokenizer):
     def codebook_size(self) -> int:
         return self.config.codebook_size
 
+    def code_vectors(self) -> torch.Tensor:
+        return self.quantize.codes()
+
     def _quantize(self, images: torch.Tensor):
         z = F.normalize(self.quant_conv(self.encoder(images)), dim=1)  # (B, D, h, w), unit vectors
         z_ND = z.permute(0, 2, 3, 1).reshape(-1, z.shape[1])

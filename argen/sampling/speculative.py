@@ -1,0 +1,263 @@
+"""Speculative Jacobi decoding for raster models: several tokens per forward pass, same distribution.
+
+SJD (Teng et al., ICLR 2025) keeps a window of W draft tokens after the accepted prefix, each with
+the distribution q it was drawn from. One KV-cached pass feeds the last accepted token and the
+first W - 1 drafts (a causal mask inside the window) and returns p, the model's distribution
+(after guidance, temperature, top-k and top-p, exactly as in plain sampling) at all W positions::
+
+    pass input:  x[n-1]  d[n]  ...  d[n+W-2]         at positions n-1 .. n+W-2
+    p:           p[n]    p[n+1] ... p[n+W-1]         p[n] is exact; p[n+k] assumes d[n..n+k-1]
+
+Left to right, d[i] is accepted with probability min(1, p[i](d) / q[i](d)); at the first rejection
+x[i] is drawn from norm(max(0, p[i] - q[i])) and the pass ends. As in speculative sampling, this
+makes each accepted token an exact draw from p given the accepted prefix, whatever q was, as long
+as d ~ q independently of the acceptance tests before it. The tail after the rejection is redrawn
+from this pass's p (its new q), optionally coupled with the old draft (``coupled``: keep the old
+token with probability min(1, q_new / q_old), else draw from norm(max(0, q_new - q_old)); the
+maximal coupling keeps good drafts and stays exact), and positions new to the window start from
+``init``: a uniform random token or a copy of the left neighbour, each with a one-hot q. A window
+of 1 is plain decoding; with top-k 1 (greedy) the tokens equal greedy decoding exactly.
+
+Rows of a batch accept different lengths: each row keeps its own position (the model takes a
+position per row), and a row that finishes leaves the batch and its caches, so no row waits for
+the slowest. Stale cache entries of rejected positions lie past the row's position: the mask hides
+them until the next pass overwrites them.
+
+The lossy variants relax the acceptance test (``sampling.acceptance``): LANTERN (``--sampler
+lantern``) adds the mass of the draft's nearest codebook neighbours, GSD (``--sampler gsd``)
+accepts a group of look-alike tokens at once. ZipAR is a decoding order, in ``sampling.zipar``.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import torch
+
+from argen.config import check
+from argen.sampling.acceptance import Acceptance, Exact, Grouped, Relaxed
+from argen.sampling.autoregressive import RasterSamplerConfig, check_known, draw_token
+from argen.sampling.base import check_inputs, knob, register_sampler
+from argen.sampling.guidance import double, guide, with_null
+from argen.sampling.processors import apply, exponential_noise
+
+INITS = ("random", "repeat-left")
+
+
+@dataclass(frozen=True)
+class SJDSamplerConfig(RasterSamplerConfig):
+    window: int = knob(16, "speculative: draft tokens verified per forward pass (1 = plain decoding)")
+    init: str = knob("random", "speculative: how positions new to the window start, random or repeat-left")
+    coupled: bool = knob(False, "speculative: redraft the tail coupled with the old draft (lossless, accepts more)")
+
+    def __post_init__(self):
+        super().__post_init__()
+        check(self.window >= 1, f"window must be >= 1, got {self.window}")
+        check(self.init in INITS, f"init must be one of {', '.join(INITS)}, got {self.init!r}")
+        check(not self.compile, "compile applies to the raster sampler only (speculative passes change shape "
+                                "as rows finish)")
+
+    def acceptance(self, model, tokenizer) -> Acceptance:
+        return Exact()
+
+
+@dataclass(frozen=True)
+class LanternSamplerConfig(SJDSamplerConfig):
+    """LOSSY: SJD whose test also counts the draft's nearest codebook neighbours (``Relaxed``)."""
+
+    lantern_k: int = knob(1000, "lantern (lossy): nearest codebook neighbours a draft may borrow mass from")
+    lantern_delta: float = knob(0.1, "lantern (lossy): most neighbour mass borrowed (its distortion bound); "
+                                     "0 = SJD")
+
+    def __post_init__(self):
+        super().__post_init__()
+        check(self.lantern_k >= 1, f"lantern_k must be >= 1, got {self.lantern_k}")
+        check(0 <= self.lantern_delta <= 1, f"lantern_delta must be in [0, 1], got {self.lantern_delta}")
+
+    @property
+    def lossy(self) -> bool:
+        return self.lantern_delta > 0
+
+    def acceptance(self, model, tokenizer) -> Acceptance:
+        return Relaxed.from_tokenizer(tokenizer, self.lantern_k, self.lantern_delta)
+
+
+@dataclass(frozen=True)
+class GSDSamplerConfig(SJDSamplerConfig):
+    """LOSSY: SJD accepting a group of look-alike tokens at once (``Grouped``)."""
+
+    group_ranks: int = knob(7, "gsd (lossy): group candidates within this many ranks of the draft; 0 = SJD")
+    group_gap: float = knob(0.15, "gsd (lossy): largest probability gap to the draft inside a group")
+    group_dist: float = knob(0.5, "gsd (lossy): largest squared distance of input embeddings inside a group")
+
+    def __post_init__(self):
+        super().__post_init__()
+        check(self.group_ranks >= 0, f"group_ranks must be >= 0, got {self.group_ranks}")
+        check(self.group_gap >= 0 and self.group_dist >= 0, "group_gap and group_dist must be >= 0")
+
+    @property
+    def lossy(self) -> bool:
+        return self.group_ranks > 0
+
+    def acceptance(self, model, tokenizer) -> Acceptance:
+        return Grouped(model.tok_embeddings.weight.detach(), self.group_ranks, self.group_gap, self.group_dist)
+
+
+def _draw_from(weights: torch.Tensor, generator: torch.Generator | None) -> torch.Tensor:
+    """One index per row of non-negative, unnormalised ``weights`` (..., V): the exponential race."""
+    return (weights / exponential_noise(weights.shape, generator, weights.device)).argmax(-1)
+
+
+def _uniform(shape, generator, device) -> torch.Tensor:
+    return torch.rand(shape, generator=generator, device=device)
+
+
+def _one_hot(tokens: torch.Tensor, V: int) -> torch.Tensor:
+    return torch.nn.functional.one_hot(tokens, V).float()
+
+
+def _speculative(model, tokenizer, labels_B: torch.Tensor, config: SJDSamplerConfig,
+                 generator: torch.Generator | None, known) -> torch.Tensor:
+    check_inputs(model, tokenizer, labels_B)
+    known = check_known(model, labels_B, known)
+    rule = config.acceptance(model, tokenizer)
+    c = model.config
+    B, N, V, W, cls = labels_B.shape[0], c.seq_len, c.vocab_size, config.window, c.cls_token_num
+    dev = labels_B.device
+    use_cfg = config.use_cfg
+    procs = config.processors()
+    ks = torch.arange(W, device=dev)
+
+    # Tokens by position with W slack columns, so a window may run past the end: (B, N + W).
+    out = torch.zeros(B, N + W, dtype=torch.long, device=dev)
+    force = torch.zeros(B, N + W, dtype=torch.bool, device=dev)  # positions whose token is given
+    if known is not None:
+        out[:, :N] = torch.where(known[1], known[0], 0)
+        force[:, :N] = known[1]
+    # Guidance weight of each token position (past the end: unused).
+    weights = torch.tensor([config.weight(i / N, ramp=i / N) for i in range(N)] + [0.0] * W, device=dev)
+
+    # Prefill as plain decoding: the condition and the known prefix, then token n0 from exact logits.
+    n0 = int(force[:, :N].all(0).long().cumprod(0).sum()) if known is not None else 0
+    if n0 == N:
+        return out[:, :N].view(B, *c.grid)
+    length = c.max_len + W  # the cache, with room for windows that run past the last position
+    caches = model.new_caches(2 * B if use_cfg else B, length=length)
+    labels = with_null(labels_B, c.num_classes, use_cfg)
+    cache_pos = torch.arange(length, device=dev)
+    prefix = cache_pos[: cls + n0]
+    logits = model(double(out[:, :n0], use_cfg), labels, caches=caches,
+                   mask=(cache_pos <= prefix[:, None]).view(1, 1, -1, length))[:, -1]
+    tok = draw_token(logits, float(weights[n0]), use_cfg, procs, exponential_noise((B, V), generator, dev))
+    out[:, n0] = torch.where(force[:, n0], out[:, n0], tok)
+
+    # The active rows: their tokens (accepted, then the window's drafts), where tokens are given,
+    # accepted counts, drafts and their q. A finished row leaves, its tokens go to ``out``.
+    rows = torch.arange(B, device=dev)
+    seq, given = out, (force if known is not None else None)
+    n = torch.full((B,), n0 + 1, device=dev)
+    draft, q = _init(seq[:, n0], W, V, config.init, generator)
+    draft, q = _force(draft, q, seq, given, n[:, None] + ks, V)
+    while len(rows):
+        Ba = len(rows)
+        # ---- one pass: x[n-1], d[n .. n+W-2] at positions n-1 .. n+W-2 -> p[n .. n+W-1]
+        at = n[:, None] + ks                                   # token position of each window slot (Ba, W)
+        tokens_BW = torch.cat([seq.gather(1, (n - 1)[:, None]), draft[:, : W - 1]], 1)
+        pos_BW = cls - 1 + at
+        mask = (cache_pos <= pos_BW[..., None]).unsqueeze(1)   # (Ba, 1, W, length)
+        # one row: positions shared by the batch (index_copy rather than a per-row scatter)
+        pos = pos_BW[0] if Ba == 1 else double(pos_BW, use_cfg)
+        logits = model.decode_step(double(tokens_BW, use_cfg), pos, caches, double(mask, use_cfg))
+        if use_cfg:
+            logits = guide(logits, weights[at][..., None])      # weight 0 leaves the cond half alone
+        p = torch.softmax(apply(logits, procs).float(), -1)   # (Ba, W, V)
+        if given is not None:
+            p = torch.where(given.gather(1, at)[..., None], _one_hot(seq.gather(1, at), V), p)
+
+        # ---- verify left to right; at the first rejection draw the replacement
+        ok = (_uniform((Ba, W), generator, dev) < rule.accept_prob(p, q, draft)) & (at < N)
+        a = ok.long().cumprod(1).sum(1)                        # accepted drafts per row
+        reject = (a < W) & (n + a < N)                         # slot a was rejected (not past the end)
+        slot = a.clamp(max=W - 1)[:, None, None].expand(-1, 1, V)
+        fix = _draw_from(rule.residual(p.gather(1, slot)[:, 0], q.gather(1, slot)[:, 0],
+                                       draft.gather(1, slot[..., 0])[:, 0]), generator)
+        new = torch.where(ks < a[:, None], draft, seq.gather(1, at))
+        new = torch.where((ks == a[:, None]) & reject[:, None], fix[:, None], new)
+        seq = seq.scatter(1, at, new)
+        shift = a + reject.long()                              # tokens gained by each row
+        n = n + shift
+
+        # ---- the next window: the tail redrawn from this pass's p (its new q), new slots from init
+        old = ks + shift[:, None]                              # this pass's slot of each new slot
+        from_pass = old < W
+        old = old.clamp(max=W - 1)[..., None].expand(-1, -1, V)
+        p_old, q_old = p.gather(1, old), q.gather(1, old)
+        redrawn = _redraw(p_old, q_old, draft.gather(1, old[..., 0]), config.coupled, generator)
+        # the left neighbour of the first new slot: the last redrawn draft, else the last accepted token
+        left = torch.where(shift < W, redrawn.gather(1, (W - 1 - shift).clamp(min=0)[:, None])[:, 0],
+                           seq.gather(1, (n - 1).clamp(max=N - 1)[:, None])[:, 0])
+        fresh, q_fresh = _init(left, W, V, config.init, generator)
+        draft = torch.where(from_pass, redrawn, fresh)
+        q = torch.where(from_pass[..., None], p_old, q_fresh)
+        draft, q = _force(draft, q, seq, given, n[:, None] + ks, V)
+
+        done = n >= N
+        if bool(done.any()):  # finished rows leave the batch and its caches
+            out[rows[done]] = seq[done]
+            keep = (~done).nonzero()[:, 0]
+            for cache in caches:
+                cache.keep_rows(torch.cat([keep, keep + Ba]) if use_cfg else keep)
+            rows, seq, n, draft, q = rows[keep], seq[keep], n[keep], draft[keep], q[keep]
+            given = given[keep] if given is not None else None
+    return out[:, :N].view(B, *c.grid)
+
+
+def _redraw(p_BWV, q_old_BWV, d_old_BW, coupled: bool, generator) -> torch.Tensor:
+    """New drafts from p; ``coupled``: the maximal coupling with the old drafts (kept with prob min(1, p/q_old))."""
+    if not coupled:
+        return _draw_from(p_BWV, generator)
+    p_d = p_BWV.gather(-1, d_old_BW[..., None])[..., 0]
+    q_d = q_old_BWV.gather(-1, d_old_BW[..., None])[..., 0]
+    keep = _uniform(d_old_BW.shape, generator, d_old_BW.device) * q_d < p_d
+    residual = (p_BWV - q_old_BWV).clamp_min(0)
+    other = _draw_from(torch.where(residual.sum(-1, keepdim=True) > 0, residual, p_BWV), generator)
+    return torch.where(keep, d_old_BW, other)
+
+
+def _init(left_B: torch.Tensor, W: int, V: int, init: str, generator) -> tuple[torch.Tensor, torch.Tensor]:
+    """Drafts for W slots with nothing to go on, with one-hot q: (B, W) tokens and (B, W, V).
+
+    ``random``: a uniform token per slot; ``repeat-left``: each slot copies its left neighbour,
+    so all repeat ``left_B``, the token before the first of them."""
+    B = left_B.shape[0]
+    if init == "random":
+        d = torch.randint(V, (B, W), generator=generator, device=left_B.device)
+    else:
+        d = left_B[:, None].expand(B, W)
+    return d, _one_hot(d, V)
+
+
+def _force(draft, q, seq_BN, given_BN, at_BW, V):
+    """Known tokens (editing) are their own drafts, with q one-hot: always accepted."""
+    if given_BN is None:
+        return draft, q
+    at_BW = at_BW.clamp(max=seq_BN.shape[1] - 1)
+    f = given_BN.gather(1, at_BW)
+    d = torch.where(f, seq_BN.gather(1, at_BW), draft)
+    return d, torch.where(f[..., None], _one_hot(d, V), q)
+
+
+def _register(name: str, config_class: type, lossy: str = ""):
+    @register_sampler(name, family="raster", config=config_class)
+    @torch.no_grad()
+    def sample(model, tokenizer, labels_B: torch.Tensor, config=config_class(),
+               generator: torch.Generator | None = None, known=None) -> torch.Tensor:
+        return _speculative(model, tokenizer, labels_B, config, generator, known)
+
+    sample.__doc__ = f"Speculative Jacobi decoding{lossy} of token maps (B, h, w); see the module doc."
+    return sample
+
+
+sample_sjd = _register("sjd", SJDSamplerConfig)
+sample_lantern = _register("lantern", LanternSamplerConfig, " with LANTERN's relaxed (lossy) acceptance")
+sample_gsd = _register("gsd", GSDSamplerConfig, " with grouped (lossy) acceptance")
