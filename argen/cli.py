@@ -200,6 +200,15 @@ def sampler_overrides(args, pipe) -> dict:
     return out
 
 
+def sampling_meta(pipe, overrides: dict, args) -> dict:
+    """What a samples file records of how it was made (``lossy``: not the model's own distribution)."""
+    from argen.sampling import is_lossy
+
+    settings = pipe.settings.replace(**overrides)
+    return {"checkpoint": str(generator_dir(args)), "sampler": pipe.sampler.name, "settings": settings.to_dict(),
+            "lossy": is_lossy(settings), "seed": args.seed, "precision": args.precision}
+
+
 def cmd_sample(args) -> int:
     from argen.images import save_samples
     from argen.pipeline import Pipeline
@@ -215,7 +224,7 @@ def cmd_sample(args) -> int:
     overrides = sampler_overrides(args, pipe)
     t0 = time.time()
     images = pipe(labels, seed=args.seed, batch_size=args.batch_size, progress=not args.quiet, **overrides)
-    npz, png = save_samples(images, labels, args.out, nrow=args.per_label)
+    npz, png = save_samples(images, labels, args.out, nrow=args.per_label, meta=sampling_meta(pipe, overrides, args))
     if not args.quiet:
         print(f"wrote {npz} and {png}: {len(labels)} images in {time.time() - t0:.1f} s")
     return 0
@@ -239,7 +248,7 @@ def cmd_edit(args) -> int:
     labels = [args.label] * args.n
     overrides = sampler_overrides(args, pipe)
     images = pipe.edit(image, mask, labels, seed=args.seed, keep_scales=args.keep_scales, **overrides)
-    npz, png = save_samples(images, labels, args.out, nrow=args.n)
+    npz, png = save_samples(images, labels, args.out, nrow=args.n, meta=sampling_meta(pipe, overrides, args))
     if not args.quiet:
         print(f"wrote {npz} and {png}: {args.n} edits of {args.image}")
     return 0
@@ -350,7 +359,8 @@ def cmd_info(args) -> int:
     info = {"path": str(args.checkpoint), "class": cfg["class"], "preset": cfg.get("preset"),
             "argen_version": cfg.get("argen_version"), "parameters": params, "tensors": len(model.state_dict()),
             "step": meta.get("step"), "config": cfg["config"], "eval": meta.get("eval"),
-            "tokenizer": (Path(args.checkpoint) / ckpt.TOKENIZER_DIR).is_dir() or None}
+            "tokenizer": (Path(args.checkpoint) / ckpt.TOKENIZER_DIR).is_dir() or None,
+            "samplers": _samplers_info(model)}
     if args.json:
         print(json.dumps(info, indent=2))
     else:
@@ -358,7 +368,28 @@ def cmd_info(args) -> int:
         print(json.dumps(cfg["config"], indent=2, sort_keys=True))
         if info["eval"]:
             print("eval:", json.dumps(info["eval"], sort_keys=True))
+        print("samplers (argen sample --sampler NAME, knobs as flags):")
+        for smp in info["samplers"]:
+            flags_ = " ".join(f"--{k.replace('_', '-')} {v!r}" for k, v in smp["knobs"].items())
+            print(f"  {smp['name']}{' (default)' if smp['default'] else ''}: {smp['doc']}")
+            if flags_:
+                print(f"      {flags_}")
     return 0
+
+
+def _samplers_info(model) -> list[dict]:
+    """The samplers of a generator's family: name, first doc line, knobs with their defaults."""
+    from argen.generators.base import Generator
+    from argen.sampling import knobs, samplers_of
+
+    if not isinstance(model, Generator):
+        return []
+    out = []
+    for i, smp in enumerate(samplers_of(model.family)):
+        doc = (smp.sample.__doc__ or "").strip().splitlines()[0] if smp.sample.__doc__ else ""
+        out.append({"name": smp.name, "default": i == 0, "doc": doc,
+                    "knobs": {k: f.default for k, f in knobs(smp.config_class).items()}})
+    return out
 
 
 # ---- demo ----------------------------------------------------------------------------------------------

@@ -6,6 +6,7 @@ to unique temporary names first and are renamed into place together, as checkpoi
 
 from __future__ import annotations
 
+import json
 import os
 import tempfile
 import warnings
@@ -115,13 +116,16 @@ def save_grid(images_u8: np.ndarray, path: str | Path, nrow: int, scale: int = 1
     write_files({Path(path): lambda f: img.save(f, format="PNG")})
 
 
-def save_samples(images: torch.Tensor, labels: Sequence[int], out: str | Path, nrow: int) -> tuple[Path, Path]:
-    """Write ``OUT.npz`` (images uint8 N x H x W x C, labels int64 N) and ``OUT.png`` (a grid), both or neither."""
+def save_samples(images: torch.Tensor, labels: Sequence[int], out: str | Path, nrow: int,
+                 meta: dict | None = None) -> tuple[Path, Path]:
+    """Write ``OUT.npz`` (images uint8 N x H x W x C, labels int64 N, and ``meta``, how they were made, as a
+    JSON string) and ``OUT.png`` (a grid), both or neither."""
     out = Path(out)
     stem = out.with_suffix("") if out.suffix in (".png", ".npz") else out
     u8 = to_uint8(images)
     npz, png = stem.with_name(stem.name + ".npz"), stem.with_name(stem.name + ".png")
     grid = grid_image(u8, nrow=nrow, scale=max(1, 64 // u8.shape[1]))
-    write_files({npz: lambda f: np.savez(f, images=u8, labels=np.asarray(labels, dtype=np.int64)),
+    extra = {"meta": np.asarray(json.dumps(meta, sort_keys=True))} if meta is not None else {}
+    write_files({npz: lambda f: np.savez(f, images=u8, labels=np.asarray(labels, dtype=np.int64), **extra),
                 png: lambda f: grid.save(f, format="PNG")})
     return npz, png

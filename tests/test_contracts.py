@@ -22,7 +22,7 @@ from argen.errors import ArgenError, ConfigError, TokenMismatchError
 from argen.models import build, load_model
 from argen.pipeline import Pipeline
 from argen.registry import MODELS
-from argen.sampling import sampler_for
+from argen.sampling import sampler_for, samplers_of
 from argen.tokens import TOKEN_KINDS, TokenSpec
 
 
@@ -71,6 +71,27 @@ def test_declarations(name):
     assert sampler_for(name).family == name
     # one vocabulary for what users set
     assert {"width", "depth", "heads", "label_drop"} <= set(gen.config.to_dict())
+
+
+@pytest.mark.parametrize("family, sampler", [(f, s.name) for f in NAMES for s in samplers_of(f)])
+def test_every_sampler_of_a_family_samples_its_models(family, sampler):
+    """A sampler registered for a family works on that family's models: the token layout the tokenizer
+    decodes, the same tokens for the same seed. Auxiliary models (CoDe's refiner) are the model itself."""
+    f = FAMILIES[family]
+    gen, tok = f.generator(), f.tokenizer()
+    smp = sampler_for(family, sampler)
+    config = smp.config_class.from_dict(f.sampler)
+    aux = {name: gen for name in smp.models}
+    if aux:
+        config = config.replace(**{name: "the generator itself" for name in smp.models})
+    labels = torch.tensor(LABELS)
+    one = smp.sample(gen, tok, labels, config, torch.Generator().manual_seed(0), **aux)
+    two = smp.sample(gen, tok, labels, config, torch.Generator().manual_seed(0), **aux)
+    want = sampler_for(family).sample(gen, tok, labels, sampler_for(family).config_class.from_dict(f.sampler),
+                                      torch.Generator().manual_seed(0))
+    for a, b, w in zip(*(x if isinstance(x, list) else [x] for x in (one, two, want))):
+        assert torch.equal(a, b) and a.shape == w.shape and a.dtype == w.dtype
+    assert torch.isfinite(tok.decode(one)).all()
 
 
 @pytest.mark.parametrize("name", NAMES)

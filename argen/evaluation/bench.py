@@ -15,11 +15,14 @@ sampled every millisecond by a thread (a lower bound: allocations shorter than t
 
 from __future__ import annotations
 
+import math
 import statistics
 import threading
 import time
 
 import torch
+
+from argen.sampling import is_lossy
 
 PAGE = 4096
 
@@ -106,20 +109,27 @@ def bench(pipe_or_path, batch_sizes=(1, 64), repeats: int = 3, warmup: int = 1, 
         peak = (torch.cuda.max_memory_allocated(device) - before) if device.type == "cuda" else rss.growth
         times += [_timed(run, device) for _ in range(repeats - 1)]
         t = statistics.median(times)
-        rows.append({"family": gen.family, "preset": preset, "params": params, "batch_size": bs,
-                     "images_per_s": bs / t, "s_per_image": t / bs, **{k: c.calls for k, c in counters.items()},
-                     "peak_mem_mb": peak / 2**20, "device": str(device),
-                     "sampler": pipe.settings.replace(**sampler_overrides).to_dict()})
+        settings = pipe.settings.replace(**sampler_overrides)
+        row = {"family": gen.family, "preset": preset, "params": params, "batch_size": bs,
+               "images_per_s": bs / t, "s_per_image": t / bs, **{k: c.calls for k, c in counters.items()},
+               "peak_mem_mb": peak / 2**20, "device": str(device), "sampler": pipe.sampler.name,
+               "lossy": is_lossy(settings), "settings": settings.to_dict()}
+        if pipe.sampler.speculative:  # every row of the batch rides in each pass: the slowest row's count
+            row["accepted_tokens_per_pass"] = math.prod(gen.token_spec.grid) / row["forward_calls"]
+        rows.append(row)
     return rows
 
 
 def format_table(rows: list[dict]) -> str:
     """A markdown table of ``bench`` rows."""
-    lines = ["| family | preset | params | batch | img/s | s/img | fwd calls / sampling call | head calls | peak MB |",
-             "|---|---|---|---|---|---|---|---|---|"]
+    lines = ["| family | preset | sampler | params | batch | img/s | s/img | fwd calls / sampling call | "
+             "tokens / pass | head calls | peak MB |",
+             "|---|---|---|---|---|---|---|---|---|---|---|"]
     for r in rows:
-        lines.append(f"| {r['family']} | {r['preset'] or '-'} | {r['params'] / 1e6:.2f}M | {r['batch_size']} | "
-                     f"{r['images_per_s']:.1f} | {r['s_per_image']:.4f} | {r['forward_calls']} | "
-                     f"{r.get('head_calls', '-')} | {r['peak_mem_mb']:.1f} |")
+        tpp = f"{r['accepted_tokens_per_pass']:.2f}" if "accepted_tokens_per_pass" in r else "-"
+        name = r["sampler"] + (" (lossy)" if r["lossy"] else "")
+        lines.append(f"| {r['family']} | {r['preset'] or '-'} | {name} | {r['params'] / 1e6:.2f}M | "
+                     f"{r['batch_size']} | {r['images_per_s']:.1f} | {r['s_per_image']:.4f} | {r['forward_calls']} | "
+                     f"{tpp} | {r.get('head_calls', '-')} | {r['peak_mem_mb']:.1f} |")
     return "\n".join(lines)
 

@@ -12,6 +12,7 @@ images against real train images, the floor every model is compared to.
 from __future__ import annotations
 
 import functools
+import json
 import time
 from pathlib import Path
 
@@ -21,6 +22,7 @@ import torch
 from argen.data import load_dataset
 from argen.errors import ArgenError
 from argen.evaluation.classifier import class_accuracy, load_reference_classifier
+from argen.sampling import is_lossy
 from argen.evaluation.metrics import features_of, frechet_distance_from_features, inception_score, kid, prdc, probs_of
 
 SHORT = {"fashion-mnist": "fmnist", "digits": "digits"}
@@ -128,8 +130,9 @@ def evaluate_checkpoint(pipe, n: int = 1000, seed: int = 0, device: str | torch.
     bpt = bits_per_token(pipe, dataset)
     if bpt is not None:
         metrics["bits_per_token"] = bpt
+    settings = pipe.settings.replace(**sampler_overrides)
     metrics.update(seconds_per_image=sample_s / n, dataset=dataset, family=pipe.generator.family,
-                   sampler=pipe.settings.to_dict(), seed=seed)
+                   sampler=settings.to_dict(), sampler_name=pipe.sampler.name, lossy=is_lossy(settings), seed=seed)
     return metrics, images, labels
 
 
@@ -206,6 +209,7 @@ def run_eval(out: str | Path, *, checkpoint: str | Path | None = None, samples: 
         try:
             with np.load(samples) as z:
                 images, labels = z["images"], z.get("labels")
+                made = json.loads(str(z["meta"])) if "meta" in z else None  # sampler, settings, lossy
         except (OSError, ValueError, KeyError) as e:
             raise ArgenError(f"--samples: cannot read images from {samples}: {e}") from None
         if images.dtype != np.uint8 or images.ndim != 4:
@@ -215,6 +219,8 @@ def run_eval(out: str | Path, *, checkpoint: str | Path | None = None, samples: 
         dataset = data
         metrics = evaluate_samples(images, labels, dataset, seed=seed, device=device, progress=progress)
         metrics["dataset"] = dataset
+        if made is not None:
+            metrics["samples_meta"] = made
         title = f"argen eval: {Path(samples).name}"
     metrics["floor"] = real_floor(dataset, n=len(images), seed=seed, device=device)
     if inception is not None:

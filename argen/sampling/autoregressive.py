@@ -82,7 +82,9 @@ def check_known(model, labels_B: torch.Tensor, known) -> tuple[torch.Tensor, tor
 def sample(model, tokenizer, labels_B: torch.Tensor, config: RasterSamplerConfig = RasterSamplerConfig(),
            generator: torch.Generator | None = None,
            known: tuple[torch.Tensor, torch.Tensor] | None = None) -> torch.Tensor:
-    """Sample token maps (B, h, w) for class ids ``labels_B`` (``num_classes`` = unconditional).
+    """Raster decoding: one token per KV-cached pass, the model's own distribution.
+
+    Token maps (B, h, w) for class ids ``labels_B`` (``num_classes`` = unconditional).
 
     Args:
         model: a ``RasterAR`` (left unchanged: caches are the sampler's, not the model's).

@@ -43,6 +43,7 @@ class Sampler:
     # Config fields naming other generator checkpoints (e.g. CoDe's ``refiner``): ``Pipeline`` loads
     # each one that is set and passes the model to ``sample`` as a keyword of the same name.
     models: tuple[str, ...] = ()
+    speculative: bool = False   # drafts and verifies tokens: ``argen bench`` reports tokens per pass
 
 
 def knob(default: Any, help: str) -> Any:
@@ -64,7 +65,10 @@ def knob_catalog() -> dict[str, tuple[type, str, list[str]]]:
             if name in out and out[name][0] is not kind:
                 raise ArgenError(f"knob {name} is a {kind.__name__} in {s.name} but a {out[name][0].__name__} "
                                  f"in {out[name][2][0]}")
-            out.setdefault(name, (kind, f.metadata["help"], []))[2].append(s.name)
+            kind_, help_, owners = out.setdefault(name, (kind, f.metadata["help"], []))
+            if f.metadata["help"] not in help_:  # one name, another meaning in another sampler: say both
+                out[name] = (kind_, f"{help_}; {f.metadata['help']}", owners)
+            owners.append(s.name)
     return out
 
 
@@ -76,11 +80,12 @@ def is_lossy(config: object) -> bool:
 _DEFAULTS: dict[str, str] = {}  # family -> name of its default sampler
 
 
-def register_sampler(name: str, *, family: str, config: type, models: tuple[str, ...] = ()):
+def register_sampler(name: str, *, family: str, config: type, models: tuple[str, ...] = (),
+                     speculative: bool = False):
     """Decorator: register ``sample`` under ``name`` for generators of ``family``."""
 
     def deco(fn: Callable[..., object]) -> Callable[..., object]:
-        SAMPLERS.add(name, Sampler(name, family, config, fn, models))
+        SAMPLERS.add(name, Sampler(name, family, config, fn, models, speculative))
         _DEFAULTS.setdefault(family, name)
         return fn
 

@@ -52,7 +52,9 @@ def _gumbel(shape, generator: torch.Generator | None, device) -> torch.Tensor:
 def sample(model, tokenizer, labels_B: torch.Tensor, config: MaskGITSamplerConfig = MaskGITSamplerConfig(),
            generator: torch.Generator | None = None,
            known: tuple[torch.Tensor, torch.Tensor] | None = None) -> torch.Tensor:
-    """Sample token maps for class ids ``labels_B``: (B, h, w) long, every id < vocab_size.
+    """MaskGIT decoding: ``steps`` parallel steps, each commits the most confident masked tokens.
+
+    Token maps for class ids ``labels_B``: (B, h, w) long, every id < vocab_size.
 
     ``known = (idx, known_mask)``, each (B, h*w) or (B, h, w): positions where ``known_mask`` is
     true start with ``idx``'s token and are never resampled or re-masked (inpainting,

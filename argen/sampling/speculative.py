@@ -247,17 +247,20 @@ def _force(draft, q, seq_BN, given_BN, at_BW, V):
     return d, torch.where(f[..., None], _one_hot(d, V), q)
 
 
-def _register(name: str, config_class: type, lossy: str = ""):
-    @register_sampler(name, family="raster", config=config_class)
+def _register(name: str, config_class: type, doc: str):
+    @register_sampler(name, family="raster", config=config_class, speculative=True)
     @torch.no_grad()
     def sample(model, tokenizer, labels_B: torch.Tensor, config=config_class(),
                generator: torch.Generator | None = None, known=None) -> torch.Tensor:
         return _speculative(model, tokenizer, labels_B, config, generator, known)
 
-    sample.__doc__ = f"Speculative Jacobi decoding{lossy} of token maps (B, h, w); see the module doc."
+    sample.__doc__ = doc + "\n\nToken maps (B, h, w); ``known`` as the raster sampler's. See the module doc."
     return sample
 
 
-sample_sjd = _register("sjd", SJDSamplerConfig)
-sample_lantern = _register("lantern", LanternSamplerConfig, " with LANTERN's relaxed (lossy) acceptance")
-sample_gsd = _register("gsd", GSDSamplerConfig, " with grouped (lossy) acceptance")
+sample_sjd = _register("sjd", SJDSamplerConfig, "Speculative Jacobi decoding: several tokens per pass from the "
+                       "model's own distribution (lossless).")
+sample_lantern = _register("lantern", LanternSamplerConfig, "SJD with LANTERN's relaxed acceptance: a draft borrows "
+                           "its codebook neighbours' mass (lossy for lantern_delta > 0).")
+sample_gsd = _register("gsd", GSDSamplerConfig, "SJD with grouped acceptance (GSD): look-alike tokens accepted "
+                       "together (lossy for group_ranks > 0).")

@@ -52,7 +52,9 @@ def zipar_passes(grid: tuple[int, int], window: int) -> int:
 @torch.no_grad()
 def sample(model, tokenizer, labels_B: torch.Tensor, config: ZipARSamplerConfig = ZipARSamplerConfig(),
            generator: torch.Generator | None = None, known=None) -> torch.Tensor:
-    """Token maps (B, h, w) by ZipAR decoding; ``known`` tokens are forced where the mask is true."""
+    """ZipAR: a row opens once the row above has ``window`` tokens (lossy below the grid width).
+
+    Token maps (B, h, w); ``known`` tokens are forced where the mask is true."""
     check_inputs(model, tokenizer, labels_B)
     known = check_known(model, labels_B, known)
     c = model.config

@@ -67,6 +67,14 @@ def _numbers() -> list[Case]:
         Case("sample-cfg-inf-in-checkpoint", ["sample", "--checkpoint", "{gen_inf}", *SAMPLE[3:], "--out",
                                               "{tmp}/s", *CPU],
              words=("cfg", "finite"), absent=NO_SAMPLES),
+        # samplers by name: another family's sampler, a knob the chosen sampler lacks, a bad knob value
+        Case("sample-sampler-of-another-family", [*SAMPLE, "--sampler", "sjd", "--out", "{tmp}/s", *CPU],
+             words=("--sampler", "sjd", "var"), absent=NO_SAMPLES),
+        Case("bench-knob-of-another-sampler", [*BENCH, "--window", "4", *CPU], words=("--window", "does not apply")),
+        Case("sample-knob-not-a-bool", [*SAMPLE, "--coupled", "maybe", "--out", "{tmp}/s", *CPU],
+             words=("--coupled", "true or false"), absent=NO_SAMPLES),
+        Case("sample-knob-not-a-number", [*SAMPLE, "--window", "nan", "--out", "{tmp}/s", *CPU],
+             words=("--window", "integer"), absent=NO_SAMPLES),
     ]
 
 

@@ -1,0 +1,206 @@
+"""Speculative and parallel raster decoding on a real tiny model: passes, seconds and quality.
+
+    python benchmarks/speculative.py                      # fmnist-raster, n = 1000, seeds 0,1,2
+    python benchmarks/speculative.py --quick              # n = 200, one seed, fewer settings
+
+Three parts, each with the plain raster sampler rerun beside the others in the same run:
+
+* speed: seconds per image at batch 1 (``--speed-images`` one-image calls per setting, the
+  settings interleaved image by image so that a busy machine slows all of them alike) and at
+  batch 64 (one call per repeat, interleaved the same way); forward passes per image counted
+  with a hook on the first transformer block (the prefill included);
+* quality: FD-fmnist and class accuracy of ``--n`` samples (classes balanced) per seed, for
+  plain sampling over every seed (its spread is the noise the lossless samplers must stay in)
+  and for each setting;
+* lossy curves: ZipAR, LANTERN and GSD across their knobs (one seed), drawn with the lossless
+  points in one SVG plot (``--plot``).
+
+Writes ``--out`` (JSON) and prints markdown tables.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import statistics
+import time
+from pathlib import Path
+
+import numpy as np
+import torch
+
+from argen.evaluation.evaluate import evaluate_samples, short_name
+from argen.images import to_uint8
+from argen.pipeline import Pipeline
+
+# (sampler, settings, label); the first is the baseline
+LOSSLESS = [
+    ("raster", {}, "plain raster"),
+    ("sjd", {"window": 16}, "SJD W=16"),
+    ("sjd", {"window": 16, "coupled": True}, "SJD W=16 coupled"),
+    ("sjd", {"window": 8, "coupled": True}, "SJD W=8 coupled"),
+    ("sjd", {"window": 4, "coupled": True}, "SJD W=4 coupled"),
+]
+LOSSY = ([("zipar", {"window": s}, f"ZipAR S={s}") for s in (5, 4, 3, 2, 1)]
+         + [("lantern", {"window": 8, "coupled": True, "lantern_k": 16, "lantern_delta": d}, f"LANTERN d={d}")
+            for d in (0.05, 0.1, 0.2, 0.4)]
+         + [("gsd", {"window": 8, "coupled": True, "group_ranks": r, "group_dist": dist}, f"GSD r={r} dist={dist}")
+            for r, dist in ((3, 0.3), (7, 0.3), (7, 0.5), (15, 1.0))])
+QUICK_LOSSY = [LOSSY[i] for i in (1, 3, 6, 8, 11, 12)]
+
+
+def count_passes(pipe: Pipeline) -> list[int]:
+    calls = []
+    hook = pipe.generator.layers[0].register_forward_hook(lambda *a: calls.append(1))
+    return calls, hook
+
+
+def speed(pipes: dict, settings: list, images: int, batch: int, repeats: int) -> dict:
+    """label -> (s per image, passes per image) at ``batch``; settings interleaved call by call."""
+    times = {label: [] for _, _, label in settings}
+    passes = {label: [] for _, _, label in settings}
+    classes = pipes["raster"].num_classes
+    calls = images if batch == 1 else repeats
+    for i in range(calls + 1):  # call 0 warms up
+        labels = [(i + j) % classes for j in range(batch)]
+        for name, kw, label in settings:
+            pipe = pipes[name]
+            seen, hook = count_passes(pipe)
+            t0 = time.perf_counter()
+            pipe.sample_tokens(labels, seed=1000 + i, **kw)
+            dt = time.perf_counter() - t0
+            hook.remove()
+            if i:
+                times[label].append(dt / batch)
+                passes[label].append(len(seen))
+    return {label: {"s_per_image": statistics.median(times[label]) if batch > 1 else statistics.mean(times[label]),
+                    "passes_per_image": statistics.mean(passes[label])} for label in times}
+
+
+def quality(pipe: Pipeline, n: int, seed: int, kw: dict) -> dict:
+    labels = np.arange(n) % pipe.num_classes
+    images = to_uint8(pipe(labels.tolist(), seed=seed, batch_size=250, **kw))
+    data = pipe.record.meta["data"]
+    m = evaluate_samples(images, labels, data, seed=seed)
+    return {"fd": m[f"FD-{short_name(data)}"], "class_accuracy": m["class_accuracy"]}
+
+
+def svg_plot(rows: list[dict], path: Path) -> None:
+    """Two panels, passes per image and seconds per image (x) against FD (y), one colour per sampler."""
+    colours = {"raster": "#000000", "sjd": "#1f77b4", "zipar": "#d62728", "lantern": "#2ca02c", "gsd": "#9467bd"}
+    W, H, pad = 420, 300, 50
+    fds = [r["fd"] for r in rows]
+    y0, y1 = 0.0, max(fds) * 1.1
+    parts = [f'<svg xmlns="http://www.w3.org/2000/svg" width="{2 * W}" height="{H + 40}" font-family="sans-serif" '
+             'font-size="11">']
+    for panel, (key, title) in enumerate((("passes_per_image", "forward passes / image (batch 1)"),
+                                          ("s_per_image", "seconds / image (batch 1)"))):
+        xs = [r[key] for r in rows]
+        x0, x1 = 0.0, max(xs) * 1.1
+        ox = panel * W
+
+        def X(v, x0=x0, x1=x1, ox=ox):
+            return ox + pad + (v - x0) / (x1 - x0) * (W - 2 * pad)
+
+        def Y(v):
+            return H - pad + 20 - (v - y0) / (y1 - y0) * (H - 2 * pad)
+
+        parts.append(f'<line x1="{X(x0)}" y1="{Y(y0)}" x2="{X(x1)}" y2="{Y(y0)}" stroke="#444"/>')
+        parts.append(f'<line x1="{X(x0)}" y1="{Y(y0)}" x2="{X(x0)}" y2="{Y(y1)}" stroke="#444"/>')
+        parts.append(f'<text x="{ox + W / 2}" y="{H + 30}" text-anchor="middle">{title}</text>')
+        parts.append(f'<text x="{ox + 12}" y="{Y((y0 + y1) / 2)}" transform="rotate(-90 {ox + 12} '
+                     f'{Y((y0 + y1) / 2)})" text-anchor="middle">FD-fmnist (lower is better)</text>')
+        for t in np.linspace(x0, x1, 5):
+            parts.append(f'<text x="{X(t)}" y="{Y(y0) + 14}" text-anchor="middle">{t:.3g}</text>')
+        for t in np.linspace(y0, y1, 5):
+            parts.append(f'<text x="{X(x0) - 4}" y="{Y(t) + 4}" text-anchor="end">{t:.3g}</text>')
+        for name, colour in colours.items():
+            pts = sorted((r[key], r["fd"]) for r in rows if r["sampler"] == name)
+            if len(pts) > 1:
+                parts.append('<polyline fill="none" stroke="{}" points="{}"/>'.format(
+                    colour, " ".join(f"{X(a):.1f},{Y(b):.1f}" for a, b in pts)))
+            for a, b in pts:
+                parts.append(f'<circle cx="{X(a):.1f}" cy="{Y(b):.1f}" r="3" fill="{colour}"/>')
+        if panel == 0:
+            for i, (name, colour) in enumerate(colours.items()):
+                parts.append(f'<text x="{X(x1) - 60}" y="{Y(y1) + 14 * (i + 1)}" fill="{colour}">{name}</text>')
+    parts.append("</svg>")
+    path.parent.mkdir(parents=True, exist_ok=True)
+    path.write_text("\n".join(parts) + "\n")
+
+
+def main() -> None:
+    p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    p.add_argument("--model", default="fmnist-raster", help="a raster checkpoint folder or shipped model name")
+    p.add_argument("--n", type=int, default=1000, help="samples per quality evaluation")
+    p.add_argument("--seeds", default="0,1,2", help="seeds of the plain and lossless quality runs")
+    p.add_argument("--speed-images", type=int, default=100, help="one-image calls per setting (batch 1)")
+    p.add_argument("--speed-repeats", type=int, default=3, help="batch-64 calls per setting")
+    p.add_argument("--threads", type=int, default=2)
+    p.add_argument("--quick", action="store_true", help="n 200, one seed, 20 speed images, fewer lossy settings")
+    p.add_argument("--skip-quality", action="store_true")
+    p.add_argument("--out", default="benchmarks/results/speculative.json")
+    p.add_argument("--plot", default="docs/speculative.svg")
+    args = p.parse_args()
+    if args.quick:
+        args.n, args.seeds, args.speed_images, args.speed_repeats = 200, "0", 20, 1
+    torch.set_num_threads(args.threads)
+    seeds = [int(s) for s in args.seeds.split(",")]
+    lossy = QUICK_LOSSY if args.quick else LOSSY
+    pipes = {name: Pipeline.from_pretrained(args.model, sampler=name) for name in ("raster", "sjd", "zipar",
+                                                                                   "lantern", "gsd")}
+    base = pipes["raster"].settings.to_dict()
+    print(f"{args.model}, preset sampler {base}, {args.threads} threads, torch {torch.__version__}")
+    result = {"model": args.model, "threads": args.threads, "n": args.n, "seeds": seeds, "preset_sampler": base,
+              "tokens_per_image": pipes["raster"].generator.config.seq_len}
+
+    t0 = time.time()
+    s1 = speed(pipes, LOSSLESS + lossy, args.speed_images, 1, 0)
+    s64 = speed(pipes, LOSSLESS, 0, 64, args.speed_repeats)
+    result["speed_batch_1"], result["speed_batch_64"] = s1, s64
+    print(f"\nspeed ({time.time() - t0:.0f} s)")
+    print("| sampler | passes / image @1 | s / image @1 | speed-up @1 | passes / call @64 | s / image @64 | "
+          "speed-up @64 |")
+    print("|---|---|---|---|---|---|---|")
+    ref1, ref64 = s1["plain raster"]["s_per_image"], s64["plain raster"]["s_per_image"]
+    for _, _, label in LOSSLESS:
+        a, b = s1[label], s64[label]
+        print(f"| {label} | {a['passes_per_image']:.1f} | {a['s_per_image']:.4f} | {ref1 / a['s_per_image']:.2f}x | "
+              f"{b['passes_per_image']:.1f} | {b['s_per_image']:.4f} | {ref64 / b['s_per_image']:.2f}x |", flush=True)
+    if args.skip_quality:
+        Path(args.out).parent.mkdir(parents=True, exist_ok=True)
+        Path(args.out).write_text(json.dumps(result, indent=2))
+        return
+
+    torch.set_num_threads(min(args.threads, 2))
+    rows = []
+    for name, kw, label in LOSSLESS + lossy:
+        runs = [quality(pipes[name], args.n, s, kw) for s in (seeds if (name, kw, label) in LOSSLESS else seeds[:1])]
+        row = {"label": label, "sampler": name, "settings": kw, "lossy": name in ("zipar", "lantern", "gsd"),
+               "runs": runs, "fd": statistics.mean(r["fd"] for r in runs),
+               "class_accuracy": statistics.mean(r["class_accuracy"] for r in runs), **s1[label]}
+        rows.append(row)
+        print(f"{label}: FD {[round(r['fd'], 2) for r in runs]}, acc {[round(r['class_accuracy'], 3) for r in runs]}",
+              flush=True)
+    result["quality"] = rows
+    plain = rows[0]["runs"]
+    lo_fd, hi_fd = min(r["fd"] for r in plain), max(r["fd"] for r in plain)
+    lo_acc, hi_acc = min(r["class_accuracy"] for r in plain), max(r["class_accuracy"] for r in plain)
+    result["plain_spread"] = {"fd": [lo_fd, hi_fd], "class_accuracy": [lo_acc, hi_acc]}
+    print(f"\nquality, n = {args.n} per run; plain sampling over seeds {seeds}: FD {lo_fd:.2f}..{hi_fd:.2f}, "
+          f"class accuracy {lo_acc:.1%}..{hi_acc:.1%}")
+    print("| sampler | lossy | passes / image @1 | s / image @1 | speed-up @1 | FD-fmnist | class accuracy |")
+    print("|---|---|---|---|---|---|---|")
+    for r in rows:
+        fd = " / ".join(f"{x['fd']:.2f}" for x in r["runs"])
+        acc = " / ".join(f"{x['class_accuracy']:.1%}" for x in r["runs"])
+        print(f"| {r['label']} | {'yes' if r['lossy'] else 'no'} | {r['passes_per_image']:.1f} | "
+              f"{r['s_per_image']:.4f} | {ref1 / r['s_per_image']:.2f}x | {fd} | {acc} |")
+    Path(args.out).parent.mkdir(parents=True, exist_ok=True)
+    Path(args.out).write_text(json.dumps(result, indent=2))
+    svg_plot(rows, Path(args.plot))
+    print(f"\nwrote {args.out} and {args.plot}")
+
+
+if __name__ == "__main__":
+    main()
