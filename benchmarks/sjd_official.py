@@ -62,7 +62,7 @@ def main() -> None:
     p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     p.add_argument("--threads", type=int, default=2)
     p.add_argument("--reps", type=int, default=10)
-    p.add_argument("--acceptance", default="benchmarks/results/speculative.json",
+    p.add_argument("--acceptance", default="benchmarks/results/speculative_speed.json",
                    help="benchmarks/speculative.py's JSON: the tokens per pass measured on fmnist-raster")
     p.add_argument("--skip-greedy", action="store_true")
     p.add_argument("--out", default="benchmarks/results/sjd_official.json")
@@ -80,8 +80,8 @@ def main() -> None:
         rows = []
         for name, kw in (("raster", {}), ("sjd", {"window": 8, "coupled": True}), ("sjd", {"window": 16})):
             s = sampler_for("raster", name)
-            calls = []
-            hook = model.layers[0].register_forward_hook(lambda *a: calls.append(1))
+            calls: list[int] = []
+            hook = model.layers[0].register_forward_hook(lambda *a, calls=calls: calls.append(1))
             t0 = time.perf_counter()
             tokens = s.sample(model, None, labels, s.config_class(cfg=1.0, top_k=1, **kw), torch.Generator())
             dt = time.perf_counter() - t0

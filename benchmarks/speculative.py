@@ -1,6 +1,7 @@
 """Speculative and parallel raster decoding on a real tiny model: passes, seconds and quality.
 
     python benchmarks/speculative.py                      # fmnist-raster, n = 1000, seeds 0,1,2
+    python benchmarks/speculative.py --parts quality      # the slow part alone (then --parts speed on a quiet machine)
     python benchmarks/speculative.py --quick              # n = 200, one seed, fewer settings
 
 Three parts, each with the plain raster sampler rerun beside the others in the same run:
@@ -91,8 +92,8 @@ def svg_plot(rows: list[dict], path: Path) -> None:
     W, H, pad = 420, 300, 50
     fds = [r["fd"] for r in rows]
     y0, y1 = 0.0, max(fds) * 1.1
-    parts = [f'<svg xmlns="http://www.w3.org/2000/svg" width="{2 * W}" height="{H + 40}" font-family="sans-serif" '
-             'font-size="11">']
+    parts = [(f'<svg xmlns="http://www.w3.org/2000/svg" width="{2 * W}" height="{H + 40}" '
+              'font-family="sans-serif" font-size="11">')]
     for panel, (key, title) in enumerate((("passes_per_image", "forward passes / image (batch 1)"),
                                           ("s_per_image", "seconds / image (batch 1)"))):
         xs = [r[key] for r in rows]
@@ -129,6 +130,44 @@ def svg_plot(rows: list[dict], path: Path) -> None:
     path.write_text("\n".join(parts) + "\n")
 
 
+def report(speed_json: dict, quality_json: dict | None, plot: Path | None) -> None:
+    """The markdown tables (and the plot) from the two parts' JSON files."""
+    s1, s64 = speed_json["speed_batch_1"], speed_json["speed_batch_64"]
+    ref1, ref64 = s1["plain raster"]["s_per_image"], s64["plain raster"]["s_per_image"]
+    print(f"\nspeed: {speed_json['model']}, {speed_json['threads']} threads, batch 1 over "
+          f"{speed_json['speed_images']} images, batch 64 median of {speed_json['speed_repeats']} calls")
+    print("| sampler | passes / image @1 | tokens / pass @1 | s / image @1 | speed-up @1 | passes / call @64 | "
+          "s / image @64 | speed-up @64 |")
+    print("|---|---|---|---|---|---|---|---|")
+    N = speed_json["tokens_per_image"]
+    for label, b in s64.items():
+        a = s1[label]
+        print(f"| {label} | {a['passes_per_image']:.1f} | {N / a['passes_per_image']:.2f} | {a['s_per_image']:.4f} | "
+              f"{ref1 / a['s_per_image']:.2f}x | {b['passes_per_image']:.1f} | {b['s_per_image']:.4f} | "
+              f"{ref64 / b['s_per_image']:.2f}x |")
+    if quality_json is None:
+        return
+    rows = quality_json["quality"]
+    for r in rows:
+        r.update(s1[r["label"]])
+    plain = rows[0]["runs"]
+    lo_fd, hi_fd = min(r["fd"] for r in plain), max(r["fd"] for r in plain)
+    lo_acc, hi_acc = min(r["class_accuracy"] for r in plain), max(r["class_accuracy"] for r in plain)
+    print(f"\nquality, n = {quality_json['n']} per run; plain sampling over seeds {quality_json['seeds']}: FD "
+          f"{lo_fd:.2f}..{hi_fd:.2f}, class accuracy {lo_acc:.1%}..{hi_acc:.1%}")
+    print("| sampler | lossy | passes / image @1 | s / image @1 | speed-up @1 | FD-fmnist (per seed) | "
+          "class accuracy (per seed) |")
+    print("|---|---|---|---|---|---|---|")
+    for r in rows:
+        fd = " / ".join(f"{x['fd']:.2f}" for x in r["runs"])
+        acc = " / ".join(f"{x['class_accuracy']:.1%}" for x in r["runs"])
+        print(f"| {r['label']} | {'yes' if r['lossy'] else 'no'} | {r['passes_per_image']:.1f} | "
+              f"{r['s_per_image']:.4f} | {ref1 / r['s_per_image']:.2f}x | {fd} | {acc} |")
+    if plot is not None:
+        svg_plot(rows, plot)
+        print(f"\nwrote {plot}")
+
+
 def main() -> None:
     p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     p.add_argument("--model", default="fmnist-raster", help="a raster checkpoint folder or shipped model name")
@@ -138,8 +177,9 @@ def main() -> None:
     p.add_argument("--speed-repeats", type=int, default=3, help="batch-64 calls per setting")
     p.add_argument("--threads", type=int, default=2)
     p.add_argument("--quick", action="store_true", help="n 200, one seed, 20 speed images, fewer lossy settings")
-    p.add_argument("--skip-quality", action="store_true")
-    p.add_argument("--out", default="benchmarks/results/speculative.json")
+    p.add_argument("--parts", default="speed,quality",
+                   help="speed, quality or both; each writes its JSON, the tables and plot need both")
+    p.add_argument("--out", default="benchmarks/results/speculative", help="prefix of OUT_speed.json, OUT_quality.json")
     p.add_argument("--plot", default="docs/speculative.svg")
     args = p.parse_args()
     if args.quick:
@@ -149,57 +189,34 @@ def main() -> None:
     lossy = QUICK_LOSSY if args.quick else LOSSY
     pipes = {name: Pipeline.from_pretrained(args.model, sampler=name) for name in ("raster", "sjd", "zipar",
                                                                                    "lantern", "gsd")}
-    base = pipes["raster"].settings.to_dict()
-    print(f"{args.model}, preset sampler {base}, {args.threads} threads, torch {torch.__version__}")
-    result = {"model": args.model, "threads": args.threads, "n": args.n, "seeds": seeds, "preset_sampler": base,
-              "tokens_per_image": pipes["raster"].generator.config.seq_len}
-
-    t0 = time.time()
-    s1 = speed(pipes, LOSSLESS + lossy, args.speed_images, 1, 0)
-    s64 = speed(pipes, LOSSLESS, 0, 64, args.speed_repeats)
-    result["speed_batch_1"], result["speed_batch_64"] = s1, s64
-    print(f"\nspeed ({time.time() - t0:.0f} s)")
-    print("| sampler | passes / image @1 | s / image @1 | speed-up @1 | passes / call @64 | s / image @64 | "
-          "speed-up @64 |")
-    print("|---|---|---|---|---|---|---|")
-    ref1, ref64 = s1["plain raster"]["s_per_image"], s64["plain raster"]["s_per_image"]
-    for _, _, label in LOSSLESS:
-        a, b = s1[label], s64[label]
-        print(f"| {label} | {a['passes_per_image']:.1f} | {a['s_per_image']:.4f} | {ref1 / a['s_per_image']:.2f}x | "
-              f"{b['passes_per_image']:.1f} | {b['s_per_image']:.4f} | {ref64 / b['s_per_image']:.2f}x |", flush=True)
-    if args.skip_quality:
-        Path(args.out).parent.mkdir(parents=True, exist_ok=True)
-        Path(args.out).write_text(json.dumps(result, indent=2))
-        return
-
-    torch.set_num_threads(min(args.threads, 2))
-    rows = []
-    for name, kw, label in LOSSLESS + lossy:
-        runs = [quality(pipes[name], args.n, s, kw) for s in (seeds if (name, kw, label) in LOSSLESS else seeds[:1])]
-        row = {"label": label, "sampler": name, "settings": kw, "lossy": name in ("zipar", "lantern", "gsd"),
-               "runs": runs, "fd": statistics.mean(r["fd"] for r in runs),
-               "class_accuracy": statistics.mean(r["class_accuracy"] for r in runs), **s1[label]}
-        rows.append(row)
-        print(f"{label}: FD {[round(r['fd'], 2) for r in runs]}, acc {[round(r['class_accuracy'], 3) for r in runs]}",
-              flush=True)
-    result["quality"] = rows
-    plain = rows[0]["runs"]
-    lo_fd, hi_fd = min(r["fd"] for r in plain), max(r["fd"] for r in plain)
-    lo_acc, hi_acc = min(r["class_accuracy"] for r in plain), max(r["class_accuracy"] for r in plain)
-    result["plain_spread"] = {"fd": [lo_fd, hi_fd], "class_accuracy": [lo_acc, hi_acc]}
-    print(f"\nquality, n = {args.n} per run; plain sampling over seeds {seeds}: FD {lo_fd:.2f}..{hi_fd:.2f}, "
-          f"class accuracy {lo_acc:.1%}..{hi_acc:.1%}")
-    print("| sampler | lossy | passes / image @1 | s / image @1 | speed-up @1 | FD-fmnist | class accuracy |")
-    print("|---|---|---|---|---|---|---|")
-    for r in rows:
-        fd = " / ".join(f"{x['fd']:.2f}" for x in r["runs"])
-        acc = " / ".join(f"{x['class_accuracy']:.1%}" for x in r["runs"])
-        print(f"| {r['label']} | {'yes' if r['lossy'] else 'no'} | {r['passes_per_image']:.1f} | "
-              f"{r['s_per_image']:.4f} | {ref1 / r['s_per_image']:.2f}x | {fd} | {acc} |")
-    Path(args.out).parent.mkdir(parents=True, exist_ok=True)
-    Path(args.out).write_text(json.dumps(result, indent=2))
-    svg_plot(rows, Path(args.plot))
-    print(f"\nwrote {args.out} and {args.plot}")
+    speed_file, quality_file = Path(f"{args.out}_speed.json"), Path(f"{args.out}_quality.json")
+    speed_file.parent.mkdir(parents=True, exist_ok=True)
+    meta = {"model": args.model, "threads": args.threads, "torch": torch.__version__,
+            "preset_sampler": pipes["raster"].settings.to_dict(),
+            "tokens_per_image": pipes["raster"].generator.config.seq_len}
+    if "speed" in args.parts:
+        t0 = time.time()
+        result = dict(meta, speed_images=args.speed_images, speed_repeats=args.speed_repeats,
+                      speed_batch_1=speed(pipes, LOSSLESS + lossy, args.speed_images, 1, 0),
+                      speed_batch_64=speed(pipes, LOSSLESS, 0, 64, args.speed_repeats))
+        speed_file.write_text(json.dumps(result, indent=2))
+        print(f"speed part: {time.time() - t0:.0f} s, wrote {speed_file}", flush=True)
+    if "quality" in args.parts:
+        rows = []
+        for name, kw, label in LOSSLESS + lossy:
+            runs = [quality(pipes[name], args.n, s, kw)
+                    for s in (seeds if (name, kw, label) in LOSSLESS else seeds[:1])]
+            rows.append({"label": label, "sampler": name, "settings": kw, "lossy": name in ("zipar", "lantern", "gsd"),
+                         "runs": runs, "fd": statistics.mean(r["fd"] for r in runs),
+                         "class_accuracy": statistics.mean(r["class_accuracy"] for r in runs)})
+            print(f"{label}: FD {[round(r['fd'], 2) for r in runs]}, "
+                  f"acc {[round(r['class_accuracy'], 3) for r in runs]}", flush=True)
+        quality_file.write_text(json.dumps(dict(meta, n=args.n, seeds=seeds, quality=rows), indent=2))
+        print(f"wrote {quality_file}")
+    if speed_file.is_file():
+        report(json.loads(speed_file.read_text()),
+               json.loads(quality_file.read_text()) if quality_file.is_file() else None,
+               Path(args.plot) if quality_file.is_file() else None)
 
 
 if __name__ == "__main__":

@@ -79,6 +79,17 @@ def draw(model, name: str, config, n: int = SAMPLES, batch: int = SAMPLES, seed:
                       for i in range(0, n, batch)])
 
 
+def count_passes(model, fn) -> int:
+    """Forward passes of ``model`` while ``fn()`` runs (a hook on its first block)."""
+    calls = []
+    hook = model.layers[0].register_forward_hook(lambda *a: calls.append(1))
+    try:
+        fn()
+    finally:
+        hook.remove()
+    return len(calls)
+
+
 def chi2_pvalue(counts: torch.Tensor, p: torch.Tensor) -> float:
     """Chi-square of the counts against p, outcomes with fewer than 5 expected draws pooled into one bin."""
     assert counts[p == 0].sum() == 0  # never an outcome the target rules out
@@ -157,11 +168,8 @@ def test_speculative_decoding_accepts_several_tokens_per_pass():
     model = tiny_raster(seed=3, vocab_size=16, grid=(4, 4))
     passes = {}
     for coupled in (False, True):
-        calls = []
-        hook = model.layers[0].register_forward_hook(lambda *a: calls.append(1))
-        draw(model, "sjd", SJDSamplerConfig(window=8, coupled=coupled), n=100, batch=1)
-        hook.remove()
-        passes[coupled] = len(calls) / 100
+        passes[coupled] = count_passes(model, lambda c=coupled: draw(model, "sjd", SJDSamplerConfig(
+            window=8, coupled=c), n=100, batch=1)) / 100
     assert passes[True] < passes[False] < 16 / 1.5, passes
 
 
@@ -187,13 +195,11 @@ def test_known_tokens_are_kept_by_every_raster_sampler():
 
 def test_zipar_takes_its_closed_form_number_of_passes():
     model = tiny_raster(seed=2, grid=(4, 6))
+    zipar = sampler_for("raster", "zipar").sample
     for window, want in ((0, 24), (6, 24), (9, 24), (3, 6 + 3 * 3), (1, 6 + 3)):
         assert zipar_passes((4, 6), window) == want
-        calls = []
-        hook = model.layers[0].register_forward_hook(lambda *a: calls.append(1))
-        sampler_for("raster", "zipar").sample(model, None, torch.tensor([0]), ZipARSamplerConfig(window=window), gen(0))
-        hook.remove()
-        assert len(calls) == want, window
+        assert count_passes(model, lambda w=window: zipar(model, None, torch.tensor([0]), ZipARSamplerConfig(window=w),
+                                                          gen(0))) == want, window
 
 
 def test_zipar_at_the_grid_width_is_raster_decoding_token_for_token():

@@ -122,8 +122,8 @@ def bench(pipe_or_path, batch_sizes=(1, 64), repeats: int = 3, warmup: int = 1, 
 
 def format_table(rows: list[dict]) -> str:
     """A markdown table of ``bench`` rows."""
-    lines = ["| family | preset | sampler | params | batch | img/s | s/img | fwd calls / sampling call | "
-             "tokens / pass | head calls | peak MB |",
+    lines = [("| family | preset | sampler | params | batch | img/s | s/img | fwd calls / sampling call | "
+              "tokens / pass | head calls | peak MB |"),
              "|---|---|---|---|---|---|---|---|---|---|---|"]
     for r in rows:
         tpp = f"{r['accepted_tokens_per_pass']:.2f}" if "accepted_tokens_per_pass" in r else "-"

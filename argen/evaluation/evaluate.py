@@ -22,8 +22,8 @@ import torch
 from argen.data import load_dataset
 from argen.errors import ArgenError
 from argen.evaluation.classifier import class_accuracy, load_reference_classifier
-from argen.sampling import is_lossy
 from argen.evaluation.metrics import features_of, frechet_distance_from_features, inception_score, kid, prdc, probs_of
+from argen.sampling import is_lossy
 
 SHORT = {"fashion-mnist": "fmnist", "digits": "digits"}
 # precision / recall / density / coverage use k = 5 nearest neighbours: a set needs k + 1 samples

@@ -250,9 +250,9 @@ def _force(draft, q, seq_BN, given_BN, at_BW, V):
 def _register(name: str, config_class: type, doc: str):
     @register_sampler(name, family="raster", config=config_class, speculative=True)
     @torch.no_grad()
-    def sample(model, tokenizer, labels_B: torch.Tensor, config=config_class(),
+    def sample(model, tokenizer, labels_B: torch.Tensor, config=None,
                generator: torch.Generator | None = None, known=None) -> torch.Tensor:
-        return _speculative(model, tokenizer, labels_B, config, generator, known)
+        return _speculative(model, tokenizer, labels_B, config or config_class(), generator, known)
 
     sample.__doc__ = doc + "\n\nToken maps (B, h, w); ``known`` as the raster sampler's. See the module doc."
     return sample

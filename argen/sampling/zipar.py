@@ -58,7 +58,7 @@ def sample(model, tokenizer, labels_B: torch.Tensor, config: ZipARSamplerConfig 
     check_inputs(model, tokenizer, labels_B)
     known = check_known(model, labels_B, known)
     c = model.config
-    (h, w), B, N, V, cls = c.grid, labels_B.shape[0], c.seq_len, c.vocab_size, c.cls_token_num
+    (h, w), B, N, cls = c.grid, labels_B.shape[0], c.seq_len, c.cls_token_num
     S = w if config.window <= 0 else min(config.window, w)
     dev = labels_B.device
     use_cfg = config.use_cfg
