@@ -37,7 +37,7 @@ from argen.pipeline import Pipeline
 # (sampler, settings, label); the first is the baseline
 LOSSLESS = [
     ("raster", {}, "plain raster"),
-    ("sjd", {"window": 16}, "SJD W=16"),
+    ("sjd", {"window": 16, "coupled": False}, "SJD W=16"),
     ("sjd", {"window": 16, "coupled": True}, "SJD W=16 coupled"),
     ("sjd", {"window": 8, "coupled": True}, "SJD W=8 coupled"),
     ("sjd", {"window": 4, "coupled": True}, "SJD W=4 coupled"),

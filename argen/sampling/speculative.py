@@ -46,9 +46,12 @@ INITS = ("random", "repeat-left")
 
 @dataclass(frozen=True)
 class SJDSamplerConfig(RasterSamplerConfig):
-    window: int = knob(16, "speculative: draft tokens verified per forward pass (1 = plain decoding)")
+    # Defaults: what measured fastest on a CPU (benchmarks/speculative.py); the SJD paper's own window is 16,
+    # uncoupled. At GPT-B size a window of 8 costs 1.1x a one-token pass, 16 costs 1.6x (sjd_official.py).
+    window: int = knob(8, "speculative: draft tokens verified per forward pass (1 = plain decoding)")
     init: str = knob("random", "speculative: how positions new to the window start, random or repeat-left")
-    coupled: bool = knob(False, "speculative: redraft the tail coupled with the old draft (lossless, accepts more)")
+    coupled: bool = knob(True, "speculative: redraft the tail by maximal coupling with the old draft (lossless, "
+                               "accepts more); false = the SJD paper's redraw")
 
     def __post_init__(self):
         super().__post_init__()
@@ -101,11 +104,6 @@ class GSDSamplerConfig(SJDSamplerConfig):
 
     def acceptance(self, model, tokenizer) -> Acceptance:
         return Grouped(model.tok_embeddings.weight.detach(), self.group_ranks, self.group_gap, self.group_dist)
-
-
-def _draw_from(weights: torch.Tensor, generator: torch.Generator | None) -> torch.Tensor:
-    """One index per row of non-negative, unnormalised ``weights`` (..., V): the exponential race."""
-    return (weights / exponential_noise(weights.shape, generator, weights.device)).argmax(-1)
 
 
 def _uniform(shape, generator, device) -> torch.Tensor:
@@ -174,31 +172,39 @@ def _speculative(model, tokenizer, labels_B: torch.Tensor, config: SJDSamplerCon
         if given is not None:
             p = torch.where(given.gather(1, at)[..., None], _one_hot(seq.gather(1, at), V), p)
 
-        # ---- verify left to right; at the first rejection draw the replacement
-        ok = (_uniform((Ba, W), generator, dev) < rule.accept_prob(p, q, draft)) & (at < N)
+        # ---- verify left to right; at the first rejection draw the replacement. One uniform and one
+        # exponential race per slot serve both the test (slots up to the first rejection) and the
+        # redraft (slots after it): no slot's randomness is used twice.
+        u_BW = _uniform((Ba, W), generator, dev)
+        race_BWV = exponential_noise((Ba, W, V), generator, dev)
+        ok = (u_BW < rule.accept_prob(p, q, draft)) & (at < N)
         a = ok.long().cumprod(1).sum(1)                        # accepted drafts per row
         reject = (a < W) & (n + a < N)                         # slot a was rejected (not past the end)
-        slot = a.clamp(max=W - 1)[:, None, None].expand(-1, 1, V)
-        fix = _draw_from(rule.residual(p.gather(1, slot)[:, 0], q.gather(1, slot)[:, 0],
-                                       draft.gather(1, slot[..., 0])[:, 0]), generator)
+        residual = (rule.residual(p, q, draft) / race_BWV).argmax(-1)  # each slot's replacement (Ba, W)
+        fix = residual.gather(1, a.clamp(max=W - 1)[:, None])
         new = torch.where(ks < a[:, None], draft, seq.gather(1, at))
-        new = torch.where((ks == a[:, None]) & reject[:, None], fix[:, None], new)
+        new = torch.where((ks == a[:, None]) & reject[:, None], fix, new)
         seq = seq.scatter(1, at, new)
         shift = a + reject.long()                              # tokens gained by each row
         n = n + shift
 
         # ---- the next window: the tail redrawn from this pass's p (its new q), new slots from init
-        old = ks + shift[:, None]                              # this pass's slot of each new slot
-        from_pass = old < W
-        old = old.clamp(max=W - 1)[..., None].expand(-1, -1, V)
-        p_old, q_old = p.gather(1, old), q.gather(1, old)
-        redrawn = _redraw(p_old, q_old, draft.gather(1, old[..., 0]), config.coupled, generator)
-        # the left neighbour of the first new slot: the last redrawn draft, else the last accepted token
-        left = torch.where(shift < W, redrawn.gather(1, (W - 1 - shift).clamp(min=0)[:, None])[:, 0],
-                           seq.gather(1, (n - 1).clamp(max=N - 1)[:, None])[:, 0])
+        old = (ks + shift[:, None]).clamp(max=W - 1)           # this pass's slot of each new slot
+        from_pass = (ks + shift[:, None]) < W
+        if config.coupled:  # maximal coupling: keep the old draft with prob min(1, p / q), else norm(max(0, p - q))
+            p_d, q_d = p.gather(-1, draft[..., None])[..., 0], q.gather(-1, draft[..., None])[..., 0]
+            other = residual if isinstance(rule, Exact) else (Exact().residual(p, q, draft) / race_BWV).argmax(-1)
+            redrawn = torch.where(u_BW * q_d < p_d, draft, other).gather(1, old)
+        else:
+            redrawn = (p / race_BWV).argmax(-1).gather(1, old)
+        if config.init == "repeat-left":  # the left neighbour of the first new slot: the last redrawn
+            left = torch.where(shift < W, redrawn.gather(1, (W - 1 - shift).clamp(min=0)[:, None])[:, 0],
+                               seq.gather(1, (n - 1).clamp(max=N - 1)[:, None])[:, 0])  # ... or accepted token
+        else:
+            left = n  # random init reads only its batch size
         fresh, q_fresh = _init(left, W, V, config.init, generator)
         draft = torch.where(from_pass, redrawn, fresh)
-        q = torch.where(from_pass[..., None], p_old, q_fresh)
+        q = torch.where(from_pass[..., None], p.gather(1, old[..., None].expand(-1, -1, V)), q_fresh)
         draft, q = _force(draft, q, seq, given, n[:, None] + ks, V)
 
         done = n >= N
@@ -210,18 +216,6 @@ def _speculative(model, tokenizer, labels_B: torch.Tensor, config: SJDSamplerCon
             rows, seq, n, draft, q = rows[keep], seq[keep], n[keep], draft[keep], q[keep]
             given = given[keep] if given is not None else None
     return out[:, :N].view(B, *c.grid)
-
-
-def _redraw(p_BWV, q_old_BWV, d_old_BW, coupled: bool, generator) -> torch.Tensor:
-    """New drafts from p; ``coupled``: the maximal coupling with the old drafts (kept with prob min(1, p/q_old))."""
-    if not coupled:
-        return _draw_from(p_BWV, generator)
-    p_d = p_BWV.gather(-1, d_old_BW[..., None])[..., 0]
-    q_d = q_old_BWV.gather(-1, d_old_BW[..., None])[..., 0]
-    keep = _uniform(d_old_BW.shape, generator, d_old_BW.device) * q_d < p_d
-    residual = (p_BWV - q_old_BWV).clamp_min(0)
-    other = _draw_from(torch.where(residual.sum(-1, keepdim=True) > 0, residual, p_BWV), generator)
-    return torch.where(keep, d_old_BW, other)
 
 
 def _init(left_B: torch.Tensor, W: int, V: int, init: str, generator) -> tuple[torch.Tensor, torch.Tensor]:
