@@ -31,6 +31,11 @@ class KVCache(nn.Module):
         self.v_cache[:, :, start:end] = v_BHlD
         return self.k_cache[:, :, :end], self.v_cache[:, :, :end]
 
+    def keep_rows(self, rows: torch.Tensor | slice) -> None:
+        """Keep only batch rows ``rows`` (rows that finish, or guidance's unconditional half, leave)."""
+        self.k_cache = self.k_cache[rows]
+        self.v_cache = self.v_cache[rows]
+
 
 class StaticKVCache(KVCache):
     """A ``KVCache`` written at tensor positions and read in full, for compiled decode steps.
@@ -53,8 +58,3 @@ class StaticKVCache(KVCache):
             self.k_cache.scatter_(2, where, k_BHlD.to(self.k_cache.dtype))
             self.v_cache.scatter_(2, where, v_BHlD.to(self.v_cache.dtype))
         return self.k_cache, self.v_cache
-
-    def keep_rows(self, rows: torch.Tensor) -> None:
-        """Keep only batch rows ``rows`` (finished rows of a batch leave it)."""
-        self.k_cache = self.k_cache[rows]
-        self.v_cache = self.v_cache[rows]

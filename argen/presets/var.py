@@ -28,6 +28,13 @@ def var_fmnist() -> VARConfig:
                      num_classes=10, label_drop=0.1, drop_path=0.0, aln_gamma_init=0.1)
 
 
+@preset("var-fmnist-small", "generator", data="fashion-mnist", train=FMNIST_TRAIN, sampler=dict(cfg=1.0),
+        description="small VAR for Fashion-MNIST on msvq-fmnist: depth 2, width 96 (0.4M parameters, var-fmnist "
+                    "1.3M); var-fmnist's refiner for CoDe (--sampler code), see docs/var-code.md")
+def var_fmnist_small() -> VARConfig:
+    return var_fmnist().replace(depth=2, width=96, heads=3)
+
+
 # The official ImageNet 256 px models, for converted checkpoints (`argen convert --from var`); sampler:
 # the official FID settings (cfg 1.5 on a linear ramp over scales, top-k 900, top-p 0.96).
 for _depth in (16, 20, 24, 30):
