@@ -187,7 +187,8 @@ def test_known_tokens_are_kept_by_every_raster_sampler():
     c = model.config
     idx = torch.randint(c.vocab_size, (2, c.seq_len), generator=gen(0))
     mask = torch.zeros(2, c.seq_len, dtype=torch.bool)
-    mask[:, 3::4] = True
+    mask[:, :5] = True     # a prefix known in every row (prefilled) and scattered known tokens after it
+    mask[:, 9::4] = True
     for s in samplers_of("raster"):
         out = s.sample(model, tok, torch.tensor([0, 1]), s.config_class(), gen(1), known=(idx, mask)).flatten(1)
         assert torch.equal(out[mask], idx[mask]), s.name

@@ -36,7 +36,7 @@ import torch
 
 from argen.config import check
 from argen.sampling.acceptance import Acceptance, Exact, Grouped, Relaxed
-from argen.sampling.autoregressive import RasterSamplerConfig, check_known, draw_token
+from argen.sampling.autoregressive import RasterSamplerConfig, check_known
 from argen.sampling.base import check_inputs, knob, register_sampler
 from argen.sampling.guidance import double, guide, with_null
 from argen.sampling.processors import apply, exponential_noise
@@ -135,37 +135,39 @@ def _speculative(model, tokenizer, labels_B: torch.Tensor, config: SJDSamplerCon
     # Guidance weight of each token position (past the end: unused).
     weights = torch.tensor([config.weight(i / N, ramp=i / N) for i in range(N)] + [0.0] * W, device=dev)
 
-    # Prefill as plain decoding: the condition and the known prefix, then token n0 from exact logits.
-    n0 = int(force[:, :N].all(0).long().cumprod(0).sum()) if known is not None else 0
+    n0 = int(force[:, :N].all(0).long().cumprod(0).sum()) if known is not None else 0  # known in every row
     if n0 == N:
         return out[:, :N].view(B, *c.grid)
     length = c.max_len + W  # the cache, with room for windows that run past the last position
     caches = model.new_caches(2 * B if use_cfg else B, length=length)
     labels = with_null(labels_B, c.num_classes, use_cfg)
     cache_pos = torch.arange(length, device=dev)
-    prefix = cache_pos[: cls + n0]
-    logits = model(double(out[:, :n0], use_cfg), labels, caches=caches,
-                   mask=(cache_pos <= prefix[:, None]).view(1, 1, -1, length))[:, -1]
-    tok = draw_token(logits, float(weights[n0]), use_cfg, procs, exponential_noise((B, V), generator, dev))
-    out[:, n0] = torch.where(force[:, n0], out[:, n0], tok)
 
     # The active rows: their tokens (accepted, then the window's drafts), where tokens are given,
     # accepted counts, drafts and their q. A finished row leaves, its tokens go to ``out``.
     rows = torch.arange(B, device=dev)
     seq, given = out, (force if known is not None else None)
-    n = torch.full((B,), n0 + 1, device=dev)
-    draft, q = _init(seq[:, n0], W, V, config.init, generator)
+    n = torch.full((B,), n0, device=dev)
+    draft, q = _init(seq[:, max(n0 - 1, 0)], W, V, config.init, generator)
     draft, q = _force(draft, q, seq, given, n[:, None] + ks, V)
+    first = True
     while len(rows):
         Ba = len(rows)
-        # ---- one pass: x[n-1], d[n .. n+W-2] at positions n-1 .. n+W-2 -> p[n .. n+W-1]
         at = n[:, None] + ks                                   # token position of each window slot (Ba, W)
-        tokens_BW = torch.cat([seq.gather(1, (n - 1)[:, None]), draft[:, : W - 1]], 1)
-        pos_BW = cls - 1 + at
-        mask = (cache_pos <= pos_BW[..., None]).unsqueeze(1)   # (Ba, 1, W, length)
-        # one row: positions shared by the batch (index_copy rather than a per-row scatter)
-        pos = pos_BW[0] if Ba == 1 else double(pos_BW, use_cfg)
-        logits = model.decode_step(double(tokens_BW, use_cfg), pos, caches, double(mask, use_cfg))
+        if first:  # the prefill verifies the first window too: condition, known prefix, d[n0 .. n0+W-2]
+            x = torch.cat([seq[:, :n0], draft[:, : W - 1]], 1)[:, : N - 1]
+            prefix = cache_pos[: cls + x.shape[1]]
+            logits = model(double(x, use_cfg), labels, caches=caches,
+                           mask=(cache_pos <= prefix[:, None]).view(1, 1, -1, length))[:, n0:n0 + W]
+            logits = torch.nn.functional.pad(logits, (0, 0, 0, W - logits.shape[1]))  # slots past the end
+            first = False
+        else:  # one pass: x[n-1], d[n .. n+W-2] at positions n-1 .. n+W-2 -> p[n .. n+W-1]
+            tokens_BW = torch.cat([seq.gather(1, (n - 1)[:, None]), draft[:, : W - 1]], 1)
+            pos_BW = cls - 1 + at
+            mask = (cache_pos <= pos_BW[..., None]).unsqueeze(1)   # (Ba, 1, W, length)
+            # one row: positions shared by the batch (index_copy rather than a per-row scatter)
+            pos = pos_BW[0] if Ba == 1 else double(pos_BW, use_cfg)
+            logits = model.decode_step(double(tokens_BW, use_cfg), pos, caches, double(mask, use_cfg))
         if use_cfg:
             logits = guide(logits, weights[at][..., None])      # weight 0 leaves the cond half alone
         p = torch.softmax(apply(logits, procs).float(), -1)   # (Ba, W, V)
