@@ -17,6 +17,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import re
 import statistics
 import tempfile
 import time
@@ -118,9 +119,10 @@ def main() -> None:
         proj = {"plain": {"fp32": N * t[(False, 1)], "bf16": N * t[(True, 1)]}}
         print(f"| plain raster | 1.00 | 1 | {proj['plain']['fp32']:.1f} | {proj['plain']['bf16']:.1f} |")
         for label, row in speed.items():
-            W = next((w for w in WINDOWS if label.startswith(f"SJD W={w}")), None)
-            if W is None:
+            m = re.match(r"SJD W=(\d+)", label)
+            if m is None or int(m.group(1)) not in WINDOWS:
                 continue
+            W = int(m.group(1))
             tpp = n_small / row["passes_per_image"]
             passes = N / tpp
             proj[label] = {"tokens_per_pass": tpp, "fp32": passes * t[(False, W)], "bf16": passes * t[(True, W)]}
