@@ -87,36 +87,38 @@ def quality(pipe: Pipeline, n: int, seed: int, kw: dict) -> dict:
 
 
 def svg_plot(rows: list[dict], path: Path) -> None:
-    """Two panels, passes per image and seconds per image (x) against FD (y), one colour per sampler."""
+    """Four panels: passes and seconds per image at batch 1 (x) against FD and class accuracy (y), one
+    colour per sampler, each sampler's settings joined by a line."""
     colours = {"raster": "#000000", "sjd": "#1f77b4", "zipar": "#d62728", "lantern": "#2ca02c", "gsd": "#9467bd"}
-    W, H, pad = 420, 300, 50
-    fds = [r["fd"] for r in rows]
-    y0, y1 = 0.0, max(fds) * 1.1
-    parts = [(f'<svg xmlns="http://www.w3.org/2000/svg" width="{2 * W}" height="{H + 40}" '
+    W, H, pad = 420, 280, 55
+    axes = {"passes_per_image": "forward passes / image (batch 1)", "s_per_image": "seconds / image (batch 1)",
+            "fd": "FD-fmnist (lower is better)", "class_accuracy": "class accuracy"}
+    parts = [(f'<svg xmlns="http://www.w3.org/2000/svg" width="{2 * W}" height="{2 * H}" '
               'font-family="sans-serif" font-size="11">')]
-    for panel, (key, title) in enumerate((("passes_per_image", "forward passes / image (batch 1)"),
-                                          ("s_per_image", "seconds / image (batch 1)"))):
-        xs = [r[key] for r in rows]
-        x0, x1 = 0.0, max(xs) * 1.1
-        ox = panel * W
+    for panel, (xk, yk) in enumerate([(x, y) for y in ("fd", "class_accuracy") for x in ("passes_per_image",
+                                                                                         "s_per_image")]):
+        ox, oy = (panel % 2) * W, (panel // 2) * H
+        xs, ys = [r[xk] for r in rows], [r[yk] for r in rows]
+        x0, x1 = 0.0, max(xs) * 1.05
+        y0, y1 = min(ys) - 0.05 * (max(ys) - min(ys)), max(ys) + 0.05 * (max(ys) - min(ys))
 
         def X(v, x0=x0, x1=x1, ox=ox):
-            return ox + pad + (v - x0) / (x1 - x0) * (W - 2 * pad)
+            return ox + pad + (v - x0) / (x1 - x0) * (W - 1.5 * pad)
 
-        def Y(v):
-            return H - pad + 20 - (v - y0) / (y1 - y0) * (H - 2 * pad)
+        def Y(v, y0=y0, y1=y1, oy=oy):
+            return oy + H - pad - (v - y0) / (y1 - y0) * (H - 1.5 * pad)
 
         parts.append(f'<line x1="{X(x0)}" y1="{Y(y0)}" x2="{X(x1)}" y2="{Y(y0)}" stroke="#444"/>')
         parts.append(f'<line x1="{X(x0)}" y1="{Y(y0)}" x2="{X(x0)}" y2="{Y(y1)}" stroke="#444"/>')
-        parts.append(f'<text x="{ox + W / 2}" y="{H + 30}" text-anchor="middle">{title}</text>')
+        parts.append(f'<text x="{ox + W / 2}" y="{oy + H - 18}" text-anchor="middle">{axes[xk]}</text>')
         parts.append(f'<text x="{ox + 12}" y="{Y((y0 + y1) / 2)}" transform="rotate(-90 {ox + 12} '
-                     f'{Y((y0 + y1) / 2)})" text-anchor="middle">FD-fmnist (lower is better)</text>')
+                     f'{Y((y0 + y1) / 2)})" text-anchor="middle">{axes[yk]}</text>')
         for t in np.linspace(x0, x1, 5):
             parts.append(f'<text x="{X(t)}" y="{Y(y0) + 14}" text-anchor="middle">{t:.3g}</text>')
         for t in np.linspace(y0, y1, 5):
             parts.append(f'<text x="{X(x0) - 4}" y="{Y(t) + 4}" text-anchor="end">{t:.3g}</text>')
         for name, colour in colours.items():
-            pts = sorted((r[key], r["fd"]) for r in rows if r["sampler"] == name)
+            pts = sorted((r[xk], r[yk]) for r in rows if r["sampler"] == name)
             if len(pts) > 1:
                 parts.append('<polyline fill="none" stroke="{}" points="{}"/>'.format(
                     colour, " ".join(f"{X(a):.1f},{Y(b):.1f}" for a, b in pts)))
@@ -124,7 +126,7 @@ def svg_plot(rows: list[dict], path: Path) -> None:
                 parts.append(f'<circle cx="{X(a):.1f}" cy="{Y(b):.1f}" r="3" fill="{colour}"/>')
         if panel == 0:
             for i, (name, colour) in enumerate(colours.items()):
-                parts.append(f'<text x="{X(x1) - 60}" y="{Y(y1) + 14 * (i + 1)}" fill="{colour}">{name}</text>')
+                parts.append(f'<text x="{X(x1) - 50}" y="{Y(y1) + 14 * (i + 1)}" fill="{colour}">{name}</text>')
     parts.append("</svg>")
     path.parent.mkdir(parents=True, exist_ok=True)
     path.write_text("\n".join(parts) + "\n")
