@@ -7,6 +7,12 @@ Per step t of T (``ar_steps``):
   3. they become known; the rest stays masked.
 How many stay masked after each step follows the mask schedule (``argen.schedulers.masking``),
 over a random order of each image's unknown positions.
+
+Head-step annealing (DiSA, Zhao et al. 2025): tokens drawn late, with most of the image known,
+are well predicted, so the head may take fewer steps there. AR step t of T runs
+``head_step_counts(config, T)[t]`` head steps, going from ``head_steps`` at the first step to
+``head_steps_end`` at the last along ``head_schedule``; ``head_steps_end = 0`` (the default) keeps
+``head_steps`` at every step, the constant sampler, bit for bit.
 """
 
 from __future__ import annotations
@@ -18,21 +24,33 @@ import torch
 
 from argen.config import check
 from argen.errors import ArgenError, ConfigError
-from argen.sampling.base import check_inputs, register_sampler
+from argen.sampling.base import check_inputs, knob, register_sampler
 from argen.sampling.guidance import GuidanceConfig, double, with_null
 from argen.sampling.head import sample_head
 from argen.schedulers.flow import SOLVERS
 from argen.schedulers.masking import MASK_SCHEDULES, mask_counts
 
+# How head steps go from ``head_steps`` (first AR step, progress r = 0) to ``head_steps_end`` (last, r = 1):
+# the fraction of the way there after progress r = t / (T - 1).
+HEAD_SCHEDULES = {
+    "linear": lambda r: r,
+    "cosine": lambda r: (1 - math.cos(math.pi * r)) / 2,  # flat at both ends, fastest in the middle
+}
+
 
 @dataclass(frozen=True)
 class MARSamplerConfig(GuidanceConfig):
     ar_steps: int = 64             # body calls per image (each batched 2B with cfg > 0)
-    head_steps: int = 100          # diffusion steps (respaced) or flow steps per AR step
-    schedule: str = "cosine"       # fraction of tokens still masked after progress r
+    head_steps: int = 100          # diffusion steps (respaced) or flow steps per AR step (the first, if annealed)
+    schedule: str = knob("cosine", "AR-step mask schedule, the fraction of tokens still masked after "
+                                   "progress r: " + ", ".join(MASK_SCHEDULES))
     temperature: float = 1.0       # diffusion: scales the noise of each step; flow: the initial noise
     cfg_schedule: str = "linear"   # "linear" (MAR): w_t = cfg * (tokens known after step t) / N
     solver: str = "euler"          # flow head only: "euler" (head_steps calls) or "heun" (2 head_steps - 1)
+    head_steps_end: int = knob(0, "head steps at the last AR step (annealed from --head-steps at the "
+                                  "first); 0 = head_steps at every step (constant)")
+    head_schedule: str = knob("linear", "how head steps go from head_steps to head_steps_end over the "
+                                        "AR steps: " + ", ".join(HEAD_SCHEDULES))
 
     def __post_init__(self):
         super().__post_init__()
@@ -43,6 +61,23 @@ class MARSamplerConfig(GuidanceConfig):
         check(math.isfinite(self.temperature) and self.temperature > 0,
               f"temperature must be a finite number > 0, got {self.temperature}")
         check(self.solver in SOLVERS, f"solver must be one of {', '.join(SOLVERS)}, got {self.solver!r}")
+        check(self.head_steps_end >= 0,
+              f"head_steps_end must be >= 1, or 0 for head_steps at every AR step, got {self.head_steps_end}")
+        check(self.head_schedule in HEAD_SCHEDULES,
+              f"head_schedule must be one of {', '.join(HEAD_SCHEDULES)}, got {self.head_schedule!r}")
+
+
+def head_step_counts(config: MARSamplerConfig, ar_steps: int) -> list[int]:
+    """Head steps of each of ``ar_steps`` AR steps: ``head_steps`` at every step when ``head_steps_end`` is 0,
+    else n_t = round(a + (b - a) f(t / (T - 1))) with a = head_steps, b = head_steps_end, T = ar_steps and f
+    the ``head_schedule`` (linear: f(r) = r; cosine: f(r) = (1 - cos(pi r)) / 2), halves rounded up. So
+    n_0 = a and n_{T-1} = b, every n_t lies between them, and one AR step runs a steps."""
+    check(isinstance(ar_steps, int) and ar_steps >= 1, f"ar_steps must be an int >= 1, got {ar_steps!r}")
+    a, b = config.head_steps, config.head_steps_end
+    if b == 0 or ar_steps == 1:
+        return [a] * ar_steps
+    f = HEAD_SCHEDULES[config.head_schedule]
+    return [math.floor(a + (b - a) * f(t / (ar_steps - 1)) + 0.5) for t in range(ar_steps)]
 
 
 @register_sampler("mar", family="mar", config=MARSamplerConfig)
@@ -56,8 +91,9 @@ def sample(model, tokenizer, labels_B: torch.Tensor, config: MARSamplerConfig = 
     ``mask_counts[t]`` of that order are still masked, so step t predicts the tokens ranked in
     [counts[t], counts[t-1]). Per step the body runs once (2B rows with CFG) and the head runs
     once on the to-be-predicted tokens of every image together (2M rows with CFG), so an image
-    costs ``ar_steps`` body rows and ``ar_steps * head_steps`` head evaluations (an inpainting
-    region of U < ar_steps tokens takes U steps, one token each).
+    costs ``ar_steps`` body rows and ``ar_steps * head_steps`` head evaluations, or
+    ``sum(head_step_counts(config, ar_steps))`` when annealed (an inpainting region of
+    U < ar_steps tokens takes U steps, one token each, and the head steps follow those U steps).
 
     ``known = (tokens, known_mask)``: tokens (B, C, h, w) or (B, N, C), mask (B, N) or (B, h, w);
     known tokens are kept exactly and only the rest is sampled. Every image of the batch must
@@ -94,6 +130,7 @@ def sample(model, tokenizer, labels_B: torch.Tensor, config: MARSamplerConfig = 
     use_cfg = config.use_cfg
     labels = with_null(labels_B, c.num_classes, use_cfg)
     head_kw = {"solver": config.solver} if c.head == "flow" else {}
+    head_steps = head_step_counts(config, len(counts) - 1)
     for t in range(len(counts) - 1):
         mask_BN = rank_BN < counts[t]
         pred_BN = mask_BN & ~(rank_BN < counts[t + 1])
@@ -101,7 +138,7 @@ def sample(model, tokenizer, labels_B: torch.Tensor, config: MARSamplerConfig = 
         w_t = config.weight((N - counts[t]) / N, ramp=(N - counts[t + 1]) / N)
         # Rows of the head batch: the predicted tokens of every image, then (CFG) the same ones unconditioned.
         cond_MD = torch.cat([z_BND[:B][pred_BN], z_BND[B:][pred_BN]]) if use_cfg else z_BND[pred_BN]
-        x_MC = sample_head(model.diffloss, cond_MD, steps=config.head_steps, temperature=config.temperature,
+        x_MC = sample_head(model.diffloss, cond_MD, steps=head_steps[t], temperature=config.temperature,
                            cfg=w_t, generator=generator, guided=use_cfg, **head_kw)
         tokens_BNC[pred_BN] = x_MC.to(tokens_BNC.dtype)
     return tokens_BNC.transpose(1, 2).reshape(B, C, h, w)
