@@ -369,3 +369,21 @@ def test_tokenizer_errors_are_one_line_with_exit_code_2(small, tmp_path, capsys)
                "--out", out)
     assert "not a LlamaGen VQ checkpoint" in err
     assert not (tmp_path / "out").exists()
+
+
+def test_greedy_speculative_decoding_equals_greedy_decoding_on_a_converted_gpt_b(small, tmp_path):
+    """SJD on a checkpoint converted from LlamaGen's layout (GPT-B's depth, vocabulary and 16 x 16 grid at
+    a small width, random weights): with top-k 1 its tokens are greedy raster decoding's, token for token."""
+    g = torch.Generator().manual_seed(0)
+    sd = {k: (torch.randn(v.shape, generator=g) * 0.5).to(v.dtype) if v.is_floating_point() else v
+          for k, v in official_state_dict("llamagen-gpt-b.tsv").items()}
+    torch.save({"model": sd}, tmp_path / "gpt.pt")
+    assert main(["convert", "--from", "llamagen", "--checkpoint", str(tmp_path / "gpt.pt"), "--out",
+                 str(tmp_path / "out"), "--quiet", "--device", "cpu"]) == 0
+    model = argen.load(tmp_path / "out").eval()
+    labels = torch.tensor([3])
+    plain, sjd = sampler_for("raster"), sampler_for("raster", "sjd")
+    want = plain.sample(model, None, labels, plain.config_class(cfg=1.0, top_k=1), torch.Generator())
+    assert len(set(want.flatten().tolist())) > 10  # the converted weights give varied greedy tokens
+    got = sjd.sample(model, None, labels, sjd.config_class(cfg=1.0, top_k=1), torch.Generator())
+    assert torch.equal(got, want)
