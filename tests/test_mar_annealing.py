@@ -152,8 +152,9 @@ def test_a_diffusion_head_refuses_more_steps_than_it_was_trained_with():
 
 def test_the_fields_are_knobs():
     k = knobs(MARSamplerConfig)
-    assert {"head_steps_end", "head_schedule", "schedule"} <= k.keys()
-    assert (k["head_steps_end"].default, k["head_schedule"].default, k["schedule"].default) == (0, "linear", "cosine")
+    assert {"head_steps_end", "head_schedule", "schedule", "solver"} <= k.keys()
+    assert ((k["head_steps_end"].default, k["head_schedule"].default, k["schedule"].default, k["solver"].default)
+            == (0, "linear", "cosine", "euler"))
 
 
 # ---- the command line ---------------------------------------------------------------------------------
@@ -173,6 +174,7 @@ def test_cli_sample_with_annealed_head_steps(checkpoint, capsys):
     assert (checkpoint / "s.png").is_file() and (checkpoint / "s.npz").is_file()
     assert main([*args, "--head-steps-end", "2", "--out", str(checkpoint / "t")]) == 0
     assert main([*args, "--out", str(checkpoint / "u")]) == 0
+    assert main([*args, "--head-steps-end", "2", "--solver", "heun", "--out", str(checkpoint / "v")]) == 0
     import numpy as np
 
     with np.load(checkpoint / "t.npz") as t, np.load(checkpoint / "u.npz") as u:
@@ -183,6 +185,7 @@ def test_cli_sample_with_annealed_head_steps(checkpoint, capsys):
     ("--head-steps-end", "-2", "head_steps_end must be >= 1, or 0"),
     ("--head-schedule", "zigzag", "head_schedule must be one of"),
     ("--schedule", "zigzag", "schedule must be one of"),
+    ("--solver", "rk4", "solver must be one of euler, heun"),
 ])
 def test_cli_bad_values_exit_2_with_one_line(checkpoint, capsys, flag, value, match):
     code = main(["sample", "--checkpoint", str(checkpoint / "gen"), "--labels", "0", flag, value,

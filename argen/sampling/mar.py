@@ -46,7 +46,7 @@ class MARSamplerConfig(GuidanceConfig):
                                    "progress r: " + ", ".join(MASK_SCHEDULES))
     temperature: float = 1.0       # diffusion: scales the noise of each step; flow: the initial noise
     cfg_schedule: str = "linear"   # "linear" (MAR): w_t = cfg * (tokens known after step t) / N
-    solver: str = "euler"          # flow head only: "euler" (head_steps calls) or "heun" (2 head_steps - 1)
+    solver: str = knob("euler", "flow head only: euler (head_steps calls per AR step) or heun (2 head_steps - 1)")
     head_steps_end: int = knob(0, "head steps at the last AR step (annealed from --head-steps at the "
                                   "first); 0 = head_steps at every step (constant)")
     head_schedule: str = knob("linear", "how head steps go from head_steps to head_steps_end over the "

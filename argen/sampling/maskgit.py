@@ -19,7 +19,7 @@ import torch
 
 from argen.config import check
 from argen.errors import ArgenError, ConfigError
-from argen.sampling.base import DiscreteSamplerConfig, check_inputs, register_sampler
+from argen.sampling.base import DiscreteSamplerConfig, check_inputs, knob, register_sampler
 from argen.sampling.guidance import double, guide, with_null
 from argen.sampling.processors import apply, sample_categorical
 from argen.schedulers.masking import MASK_SCHEDULES, mask_counts_batched
@@ -30,7 +30,8 @@ class MaskGITSamplerConfig(DiscreteSamplerConfig):
     """``cfg_schedule="linear"``: w_t = cfg * (t + 1) / T."""
 
     steps: int = 8                 # T: forward calls per image (batched 2B with cfg > 0)
-    schedule: str = "cosine"       # mask schedule gamma: fraction still masked after progress r
+    schedule: str = knob("cosine", "maskgit: mask schedule gamma, the fraction still masked after progress r: "
+                                   + ", ".join(MASK_SCHEDULES))
     choice_temperature: float = 4.5  # scale of the Gumbel noise on confidences at step 0 (annealed to 0)
 
     def __post_init__(self):
