@@ -20,6 +20,11 @@ def _at(x_BWV: torch.Tensor, d_BW: torch.Tensor) -> torch.Tensor:
     return x_BWV.gather(-1, d_BW[..., None])[..., 0]
 
 
+def _ratio(p_mass: torch.Tensor, q_mass: torch.Tensor) -> torch.Tensor:
+    """min(1, p / q): the acceptance probability of a draft (or group) with these masses."""
+    return (p_mass / q_mass.clamp_min(1e-30)).clamp(max=1)
+
+
 def _nonzero_or(weights: torch.Tensor, fallback: torch.Tensor) -> torch.Tensor:
     """``weights`` where a row has mass, else ``fallback`` (p == q leaves no residual; never drawn then)."""
     return torch.where(weights.sum(-1, keepdim=True) > 0, weights, fallback)
@@ -39,7 +44,7 @@ class Exact(Acceptance):
     """min(1, p(d) / q(d)); replacement from norm(max(0, p - q)): lossless."""
 
     def accept_prob(self, p_BWV, q_BWV, d_BW):
-        return (_at(p_BWV, d_BW) / _at(q_BWV, d_BW).clamp_min(1e-30)).clamp(max=1)
+        return _ratio(_at(p_BWV, d_BW), _at(q_BWV, d_BW))
 
 
 @dataclass(frozen=True)
@@ -66,7 +71,7 @@ class Relaxed(Acceptance):
 
     def accept_prob(self, p_BWV, q_BWV, d_BW):
         mass, _, _ = self._borrowed(p_BWV, d_BW)
-        return ((_at(p_BWV, d_BW) + mass) / _at(q_BWV, d_BW).clamp_min(1e-30)).clamp(max=1)
+        return _ratio(_at(p_BWV, d_BW) + mass, _at(q_BWV, d_BW))
 
     def residual(self, p_BV, q_BV, d_B):
         _, nb, used = self._borrowed(p_BV, d_B)
@@ -103,7 +108,7 @@ class Grouped(Acceptance):
     def accept_prob(self, p_BWV, q_BWV, d_BW):
         p_d, q_d = _at(p_BWV, d_BW), _at(q_BWV, d_BW)
         if self.ranks == 0:
-            return (p_d / q_d.clamp_min(1e-30)).clamp(max=1)
+            return _ratio(p_d, q_d)
         V = p_BWV.shape[-1]
         order = p_BWV.argsort(-1, descending=True)                       # (B, W, V) token ids by p
         rank = (p_BWV > p_d[..., None]).sum(-1)                          # the draft's place in that order
@@ -116,4 +121,4 @@ class Grouped(Acceptance):
         member = (at >= 0) & (at < V) & (y != d_BW[..., None]) & near & ((p_y - p_d[..., None]).abs() < self.gap)
         p_group = p_d + (p_y * member).sum(-1)
         q_group = q_d + (q_BWV.gather(-1, y) * member).sum(-1)
-        return (p_group / q_group.clamp_min(1e-30)).clamp(max=1)
+        return _ratio(p_group, q_group)

@@ -148,7 +148,7 @@ def _speculative(model, tokenizer, labels_B: torch.Tensor, config: SJDSamplerCon
     rows = torch.arange(B, device=dev)
     seq, given = out, (force if known is not None else None)
     n = torch.full((B,), n0, device=dev)
-    draft, q = _init(seq[:, max(n0 - 1, 0)], W, V, config.init, generator)
+    draft, q = _init(B, W, V, config.init, generator, dev, left_B=seq[:, max(n0 - 1, 0)])
     draft, q = _force(draft, q, seq, given, n[:, None] + ks, V)
     first = True
     while len(rows):
@@ -199,12 +199,11 @@ def _speculative(model, tokenizer, labels_B: torch.Tensor, config: SJDSamplerCon
             redrawn = torch.where(u_BW * q_d < p_d, draft, other).gather(1, old)
         else:
             redrawn = (p / race_BWV).argmax(-1).gather(1, old)
+        left = None
         if config.init == "repeat-left":  # the left neighbour of the first new slot: the last redrawn
             left = torch.where(shift < W, redrawn.gather(1, (W - 1 - shift).clamp(min=0)[:, None])[:, 0],
                                seq.gather(1, (n - 1).clamp(max=N - 1)[:, None])[:, 0])  # ... or accepted token
-        else:
-            left = n  # random init reads only its batch size
-        fresh, q_fresh = _init(left, W, V, config.init, generator)
+        fresh, q_fresh = _init(Ba, W, V, config.init, generator, dev, left_B=left)
         draft = torch.where(from_pass, redrawn, fresh)
         q = torch.where(from_pass[..., None], p.gather(1, old[..., None].expand(-1, -1, V)), q_fresh)
         draft, q = _force(draft, q, seq, given, n[:, None] + ks, V)
@@ -220,14 +219,14 @@ def _speculative(model, tokenizer, labels_B: torch.Tensor, config: SJDSamplerCon
     return out[:, :N].view(B, *c.grid)
 
 
-def _init(left_B: torch.Tensor, W: int, V: int, init: str, generator) -> tuple[torch.Tensor, torch.Tensor]:
-    """Drafts for W slots with nothing to go on, with one-hot q: (B, W) tokens and (B, W, V).
+def _init(B: int, W: int, V: int, init: str, generator, device,
+          left_B: torch.Tensor | None = None) -> tuple[torch.Tensor, torch.Tensor]:
+    """Drafts for W slots of B rows with nothing to go on, with one-hot q: (B, W) tokens and (B, W, V).
 
     ``random``: a uniform token per slot; ``repeat-left``: each slot copies its left neighbour,
     so all repeat ``left_B``, the token before the first of them."""
-    B = left_B.shape[0]
     if init == "random":
-        d = torch.randint(V, (B, W), generator=generator, device=left_B.device)
+        d = torch.randint(V, (B, W), generator=generator, device=device)
     else:
         d = left_B[:, None].expand(B, W)
     return d, _one_hot(d, V)
