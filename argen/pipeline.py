@@ -135,11 +135,13 @@ class Pipeline:
         labels_t = torch.as_tensor(list(labels), dtype=torch.long, device=self.device)
         gen = torch.Generator(device=self.device).manual_seed(seed)
         out = []
-        for i in tqdm(range(0, len(labels_t), batch_size), disable=not progress, desc="sample"):
-            with self._autocast():
-                tokens = self.sampler.sample(self.generator, self.tokenizer, labels_t[i:i + batch_size], config, gen,
-                                             **models)
-                out.append(self.tokenizer.decode(tokens).float().cpu())
+        with _Progress(self.generator, config.passes(self.generator), len(labels_t), batch_size, progress) as bar:
+            for i in range(0, len(labels_t), batch_size):
+                with self._autocast():
+                    tokens = self.sampler.sample(self.generator, self.tokenizer, labels_t[i:i + batch_size], config,
+                                                 gen, **models)
+                    out.append(self.tokenizer.decode(tokens).float().cpu())
+                bar.batch_done(len(out[-1]))
         return torch.cat(out)
 
     @torch.no_grad()
@@ -211,3 +213,38 @@ class Pipeline:
         tokens = self.sample_tokens(labels, seed, known=known, **sampler_overrides)
         with self._autocast():
             return self.tokenizer.decode(tokens).float().cpu()
+
+
+class _Progress:
+    """A progress bar counted in generator calls (steps), with images done beside it.
+
+    A batch of 256 images is one sampler call that can take minutes, so counting batches would
+    show 0/1 until the end; a forward hook on the generator's first block ticks once per step
+    instead, and the total (``passes`` per batch, from the sampler config) gives a time estimate.
+    Speculative samplers take at most ``passes`` steps: the bar jumps ahead when a batch ends early."""
+
+    def __init__(self, generator: Generator, passes: int | None, n_images: int, batch_size: int, enabled: bool):
+        self.passes, self.n_images, self.done, self.batches = passes, n_images, 0, 0
+        total = passes * -(-n_images // batch_size) if passes else None
+        self.bar = tqdm(total=total, desc="sample", unit="step", disable=not enabled, dynamic_ncols=True)
+        self.bar.set_postfix_str(f"0/{n_images} images", refresh=False)
+        module = generator.counted_modules().get("forward_calls") if enabled else None
+        self.handle = module.register_forward_hook(self._tick) if module is not None else None
+
+    def _tick(self, *_):
+        if self.passes is None or self.bar.n < self.passes * (self.batches + 1):
+            self.bar.update(1)
+
+    def batch_done(self, n: int) -> None:
+        self.done, self.batches = self.done + n, self.batches + 1
+        if self.passes:
+            self.bar.n = self.passes * self.batches
+        self.bar.set_postfix_str(f"{self.done}/{self.n_images} images")
+
+    def __enter__(self) -> _Progress:
+        return self
+
+    def __exit__(self, *exc) -> None:
+        if self.handle is not None:
+            self.handle.remove()
+        self.bar.close()

@@ -9,6 +9,7 @@ tokenizer (in Python and from `argen sample`), forward passes counted by hooks, 
 
 from __future__ import annotations
 
+import functools
 from collections.abc import Callable
 from dataclasses import dataclass
 
@@ -203,6 +204,23 @@ def test_forward_passes_are_counted_by_hooks(name):
     for h in handles:
         h.remove()
     assert calls == FAMILIES[name].cost
+    # what the progress bar's total and time estimate rest on
+    assert pipe.settings.passes(pipe.generator) == calls["forward_calls"]
+
+
+@pytest.mark.parametrize("name", NAMES)
+def test_progress_counts_steps_and_images(name, capsys, monkeypatch):
+    """The bar ticks once per generator call (not per batch), ends at its total and names the images done."""
+    import tqdm
+
+    monkeypatch.setattr(tqdm.tqdm, "__init__", functools.partialmethod(tqdm.tqdm.__init__, mininterval=0))
+    pipe = pipeline(name)
+    pipe(LABELS, seed=0, batch_size=2, progress=True)
+    err = capsys.readouterr().err
+    steps = 2 * FAMILIES[name].cost["forward_calls"]  # two batches
+    last = err.replace("\r", "\n").strip().splitlines()[-1]
+    assert f"{steps}/{steps}" in last and "3/3 images" in last, last
+    assert f"1/{steps}" in err  # it moved within the first batch
 
 
 @pytest.mark.parametrize("name", NAMES)

@@ -21,6 +21,7 @@ does not depend on which positions are known.
 
 from __future__ import annotations
 
+import math
 from dataclasses import dataclass
 from typing import ClassVar
 
@@ -45,6 +46,9 @@ class RasterSamplerConfig(DiscreteSamplerConfig):
     def __post_init__(self):
         super().__post_init__()
         check(bool(self.compile_backend), "compile_backend must name a torch.compile backend, e.g. 'inductor'")
+
+    def passes(self, model) -> int:
+        return math.prod(model.token_spec.grid)  # one per token (speculative samplers: at most that)
 
 
 def draw_token(logits_BV: torch.Tensor, weight: float, use_cfg: bool, procs: list[Processor],

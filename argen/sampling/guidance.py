@@ -39,6 +39,10 @@ class GuidanceConfig(Config):
         check(len(self.cfg_interval) == 2 and 0 <= self.cfg_interval[0] <= self.cfg_interval[1] <= 1,
               f"cfg_interval must be (start, end) with 0 <= start <= end <= 1, got {self.cfg_interval}")
 
+    def passes(self, model) -> int | None:
+        """Generator calls one batch takes (a progress bar's total); None where it is not known ahead."""
+        return None
+
     @property
     def use_cfg(self) -> bool:
         """Whether the batch is doubled at all (a zero weight inside the run still runs the uncond half)."""

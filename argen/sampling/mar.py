@@ -66,6 +66,9 @@ class MARSamplerConfig(GuidanceConfig):
         check(self.head_schedule in HEAD_SCHEDULES,
               f"head_schedule must be one of {', '.join(HEAD_SCHEDULES)}, got {self.head_schedule!r}")
 
+    def passes(self, model) -> int:
+        return min(self.ar_steps, math.prod(model.config.grid))  # editing: at most one step per unknown token
+
 
 def head_step_counts(config: MARSamplerConfig, ar_steps: int) -> list[int]:
     """Head steps of each of ``ar_steps`` AR steps: ``head_steps`` at every step when ``head_steps_end`` is 0,

@@ -41,6 +41,9 @@ class MaskGITSamplerConfig(DiscreteSamplerConfig):
               f"schedule must be one of {', '.join(MASK_SCHEDULES)}, got {self.schedule!r}")
         check(self.choice_temperature >= 0, f"choice_temperature must be >= 0, got {self.choice_temperature}")
 
+    def passes(self, model) -> int:
+        return self.steps
+
 
 def _gumbel(shape, generator: torch.Generator | None, device) -> torch.Tensor:
     # -log(-log U); U is kept away from 0 so that 0 * noise (the last step) is never 0 * inf = NaN.

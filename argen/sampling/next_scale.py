@@ -45,6 +45,9 @@ class VARSamplerConfig(DiscreteSamplerConfig):
         super().__post_init__()
         check(self.cfg_scales >= 0, f"cfg_scales must be >= 0 (0 = every scale), got {self.cfg_scales}")
 
+    def passes(self, model) -> int:
+        return len(model.config.scales)
+
     def guided_scales(self, K: int) -> int:
         """How many leading scales of K run with the unconditional half (0 without guidance)."""
         if not self.use_cfg:
