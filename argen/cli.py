@@ -69,12 +69,16 @@ def _train_args(p: argparse.ArgumentParser, kind: str) -> None:
     p.add_argument("--ema", type=float, default=None, help="EMA decay, 0 = off (default: preset)")
     p.add_argument("--bf16", action="store_true", help="bf16 autocast")
     p.add_argument("--save-every", type=flags.positive("--save-every"), default=None, help="checkpoint period in steps")
-    p.add_argument("--seed", type=flags.seed, default=0)
+    p.add_argument("--seed", type=flags.seed, default=None, help="weights, data order and every random draw "
+                   "(default 0)")
     p.add_argument("--resume", action="store_true", help="continue from OUT/train_state.safetensors")
     p.add_argument("--overwrite", action="store_true",
                    help="replace the training run already in OUT (its checkpoint, train state and log)")
-    p.add_argument("--set", type=flags.key_value, action="append", default=[], metavar="KEY=VALUE",
+    p.add_argument("--set", type=flags.key_value("--set"), action="append", default=[], metavar="KEY=VALUE",
                    help="override a model config field, e.g. --set depth=6 (repeatable)")
+    p.add_argument("--train-set", type=flags.key_value("--train-set"), action="append", default=[],
+                   metavar="KEY=VALUE", help="override a training config field: " + ", ".join(TRAIN_FIELDS)
+                   + " (repeatable; e.g. --train-set weight_decay=0.05 --train-set beta2=0.99)")
     _common(p)
 
 
@@ -91,15 +95,26 @@ def _classifier_preset(data: str | None) -> str:
     return name
 
 
+# TrainConfig's fields (argen.training.trainer), named here so that `--help` does not import torch; a test
+# keeps the two in step. Those with a flag of their own are set by that flag.
+TRAIN_FIELDS = ("steps", "batch_size", "lr", "min_lr_ratio", "warmup", "weight_decay", "beta1", "beta2", "grad_clip",
+                "ema", "bf16", "save_every", "log_every", "seed")
+
+
 def cmd_train(args) -> int:
     from argen.training import dist
 
     device = _setup(args)
-    overrides = {k: v for k, v in dict(steps=args.steps, batch_size=args.batch_size, lr=args.lr, warmup=args.warmup,
-                                       ema=args.ema, save_every=args.save_every).items() if v is not None}
-    overrides["seed"] = args.seed
-    if args.bf16:
-        overrides["bf16"] = True
+    flagged = dict(steps=args.steps, batch_size=args.batch_size, lr=args.lr, warmup=args.warmup, ema=args.ema,
+                   save_every=args.save_every, seed=args.seed, bf16=args.bf16 or None)
+    overrides = {}
+    for k, v in args.train_set:
+        if k not in TRAIN_FIELDS:
+            raise ArgenError(f"--train-set {k}: not a training field; one of: {', '.join(TRAIN_FIELDS)}")
+        if flagged.get(k) is not None:
+            raise ArgenError(f"--train-set {k}=...: --{k.replace('_', '-')} is given too; give one of them")
+        overrides[k] = v
+    overrides.update({k: v for k, v in flagged.items() if v is not None})
     if args.resume and not (Path(args.out) / "train_state.safetensors").is_file():
         raise ArgenError(f"--resume: no training state in {args.out} (missing train_state.safetensors)")
     if args.preset is None:  # only classifiers leave --preset optional
@@ -178,6 +193,11 @@ def _knob_type(flag: str, kind: type):
     if kind is float:
         return flags.finite(flag)
     return kind
+
+
+def json_flag(p: argparse.ArgumentParser, what: str) -> None:
+    p.add_argument("--json", action="store_true",
+                   help=f"print {what} as one JSON document on stdout; progress and status go to stderr")
 
 
 def precision_arg(p: argparse.ArgumentParser) -> None:
@@ -265,9 +285,9 @@ def cmd_bench(args) -> int:
     pipe = Pipeline.from_pretrained(generator_dir(args), device, args.precision, args.sampler)
     rows = bench(pipe, batch_sizes=args.batch_sizes, repeats=args.repeats, seed=args.seed,
                  **sampler_overrides(args, pipe))
-    print(format_table(rows))
-    if args.json:
-        write_json(args.json, rows)
+    if args.out:
+        write_json(args.out, rows)
+    print(json.dumps(rows, indent=2) if args.json else format_table(rows))
     return 0
 
 
@@ -290,11 +310,14 @@ def cmd_eval(args) -> int:
     metrics = run_eval(args.out, checkpoint=checkpoint, samples=args.samples, data=args.data, n=args.n,
                        seed=args.seed, device=device, progress=not args.quiet,
                        inception_weights=args.inception_weights, pipe=pipe, **overrides)
-    if not args.quiet:
+    if args.json:
+        print(json.dumps(metrics, indent=2))
+    elif not args.quiet:
         headline = {k: v for k, v in metrics.items() if isinstance(v, float) and not k.endswith("_std")
                     and not k.startswith("class_accuracy_")}
         print(json.dumps(headline, indent=2))
-        print(f"wrote {args.out}/metrics.json and {args.out}/report.html in {time.time() - t0:.1f} s")
+    if not args.quiet:  # a status line, not data: stderr keeps stdout one JSON document
+        print(f"wrote {args.out}/metrics.json and {args.out}/report.html in {time.time() - t0:.1f} s", file=sys.stderr)
     return 0
 
 
@@ -405,6 +428,15 @@ def cmd_demo(args) -> int:
     return 0
 
 
+# ---- completion ----------------------------------------------------------------------------------------
+
+def cmd_completion(args) -> int:
+    from argen.completion import script
+
+    print(script(args.shell, build_parser(knobs=True)), end="")
+    return 0
+
+
 # ---- parser --------------------------------------------------------------------------------------------
 
 class _Parser(argparse.ArgumentParser):
@@ -506,6 +538,7 @@ def build_parser(knobs: bool = False) -> argparse.ArgumentParser:
     sampler_args(v, knobs)
     precision_arg(v)
     v.add_argument("--out", type=flags.out_dir, required=True, help="output folder")
+    json_flag(v, "every metric (what OUT/metrics.json holds)")
     _common(v)
     v.set_defaults(func=cmd_eval)
 
@@ -521,8 +554,9 @@ def build_parser(knobs: bool = False) -> argparse.ArgumentParser:
     b.add_argument("--repeats", type=flags.positive("--repeats"), default=3,
                    help="timed runs per batch size (default 3)")
     b.add_argument("--seed", type=flags.seed, default=0)
-    b.add_argument("--json", type=flags.writable_file("--json"), default=None,
+    b.add_argument("--out", type=flags.writable_file("--out"), default=None,
                    help="also write the rows to this JSON file")
+    json_flag(b, "the rows")
     sampler_args(b, knobs)
     precision_arg(b)
     _common(b)
@@ -551,9 +585,16 @@ def build_parser(knobs: bool = False) -> argparse.ArgumentParser:
     i.add_argument("checkpoint", nargs="?", default=None, help="checkpoint folder")
     i.add_argument("--presets", action="store_true", help="list the registered presets")
     i.add_argument("--models", action="store_true", help="list the pretrained models shipped with argen")
-    i.add_argument("--json", action="store_true", help="machine-readable output")
+    json_flag(i, "the description")
     i.add_argument("--device", default=None, help="accepted for symmetry; info reads files only and needs no device")
     i.set_defaults(func=cmd_info)
+
+    co = sub.add_parser("completion", help="print a shell completion script (bash or zsh)",
+                        description="Print a completion script for commands, flags, presets and shipped models. "
+                                    "bash: add `eval \"$(argen completion bash)\"` to ~/.bashrc. zsh: "
+                                    "`argen completion zsh > \"${fpath[1]}/_argen\"`, or eval it in ~/.zshrc.")
+    co.add_argument("shell", choices=["bash", "zsh"], help="bash or zsh")
+    co.set_defaults(func=cmd_completion)
     return p
 
 
@@ -563,7 +604,14 @@ def main(argv: list[str] | None = None) -> int:
     args = parser.parse_args(argv)
     args.argv = argv
     try:
-        return args.func(args)
+        code = args.func(args)
+        sys.stdout.flush()  # a closed pipe shows here, not at interpreter exit where it cannot be caught
+        return code
+    except BrokenPipeError:
+        # `argen info --presets | head`: the reader has what it wanted. Point stdout at /dev/null so the
+        # interpreter's own flush at exit does not fail again, and end quietly like other Unix tools.
+        os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())
+        return 0
     except ArgenError as e:
         print(f"argen: error: {e}", file=sys.stderr)
         return 2

@@ -121,11 +121,14 @@ def labels(s: str) -> list[int]:
         raise argparse.ArgumentTypeError(f"--labels must be comma-separated integers, got {s!r}") from None
 
 
-def key_value(s: str) -> tuple[str, object]:
-    if "=" not in s:
-        raise argparse.ArgumentTypeError(f"--set expects KEY=VALUE, got {s!r}")
-    k, v = s.split("=", 1)
-    try:
-        return k, json.loads(v)
-    except json.JSONDecodeError:
-        return k, v
+def key_value(flag: str):
+    """``KEY=VALUE`` with VALUE read as JSON where it parses (``depth=6``, ``betas=[0.9,0.95]``), else a string."""
+    def parse(s: str) -> tuple[str, object]:
+        if "=" not in s:
+            raise argparse.ArgumentTypeError(f"{flag} expects KEY=VALUE, got {s!r}")
+        k, v = s.split("=", 1)
+        try:
+            return k, json.loads(v)
+        except json.JSONDecodeError:
+            return k, v
+    return parse

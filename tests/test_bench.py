@@ -34,9 +34,13 @@ def test_peak_memory_sees_an_allocation_inside_the_block():
 def test_cli_bench_prints_a_table_and_writes_json(tmp_path, capsys):
     Pipeline(tiny_vq(), tiny_maskgit(), {"steps": 4}).save_pretrained(tmp_path / "g")
     assert main(["bench", "--checkpoint", str(tmp_path / "g"), "--batch-sizes", "1,2", "--repeats", "1",
-                 "--json", str(tmp_path / "b.json"), "--device", "cpu"]) == 0
+                 "--out", str(tmp_path / "b.json"), "--device", "cpu"]) == 0
     out = capsys.readouterr().out
     assert "| maskgit |" in out and len(json.loads((tmp_path / "b.json").read_text())) == 2
+    assert main(["bench", "--checkpoint", str(tmp_path / "g"), "--batch-sizes", "2", "--repeats", "1", "--json",
+                 "--device", "cpu"]) == 0
+    rows = json.loads(capsys.readouterr().out)  # the whole of stdout is one JSON document
+    assert [r["batch_size"] for r in rows] == [2] and rows[0]["forward_calls"] == 4
     with pytest.raises(SystemExit) as e:  # refused by the parser, before anything is loaded
         main(["bench", "--checkpoint", str(tmp_path / "g"), "--batch-sizes", "1,x"])
     assert e.value.code == 2

@@ -164,6 +164,37 @@ def test_info_presets(capsys):
     assert rows["vq-digits"]["data"] == "digits"
 
 
+def test_a_closed_pipe_ends_quietly():
+    """`argen info --presets | head -1`: the reader leaves early; argen ends with 0 and says nothing."""
+    p = subprocess.Popen([sys.executable, "-m", "argen", "info", "--presets"], stdout=subprocess.PIPE,
+                         stderr=subprocess.PIPE)
+    p.stdout.close()  # before argen writes (it is still importing), so its first write meets a closed pipe
+    err = p.stderr.read().decode()
+    assert p.wait(timeout=120) == 0 and err == ""
+
+
+def test_train_set_reaches_the_training_config(tmp_path, capsys):
+    from dataclasses import fields
+
+    from argen.cli import TRAIN_FIELDS
+    from argen.training.trainer import TrainConfig
+
+    assert set(TRAIN_FIELDS) == {f.name for f in fields(TrainConfig)}
+    base = ["train", "tokenizer", "--preset", "vq-digits", "--steps", "1", "--batch-size", "4", "--quiet",
+            "--device", "cpu", "--threads", "1"]
+    assert main([*base, "--out", str(tmp_path / "t"), "--train-set", "weight_decay=0.5",
+                 "--train-set", "beta2=0.9"]) == 0
+    from argen.checkpoint import read_config
+
+    train = read_config(tmp_path / "t")["meta"]["train_config"]
+    assert train["weight_decay"] == 0.5 and train["beta2"] == 0.9
+    assert main([*base, "--out", str(tmp_path / "u"), "--train-set", "betas=1"]) == 2
+    assert "--train-set betas: not a training field; one of: steps," in capsys.readouterr().err
+    assert main([*base, "--out", str(tmp_path / "u"), "--train-set", "steps=3"]) == 2
+    assert "--steps is given too" in capsys.readouterr().err
+    assert not (tmp_path / "u").exists()
+
+
 # ---- --help --------------------------------------------------------------------------------------------
 
 @pytest.mark.parametrize("argv", [[], ["demo"], ["train"], ["train", "tokenizer"], ["train", "generator"],

@@ -74,8 +74,11 @@ def test_cli_eval_of_a_samples_file_and_its_errors(tmp_path, capsys):
     test = load_dataset("digits", "test")
     np.savez(tmp_path / "s.npz", images=test.images[:50].permute(0, 2, 3, 1).numpy(), labels=test.labels[:50].numpy())
     assert main(["eval", "--samples", str(tmp_path / "s.npz"), "--data", "digits", "--out", str(tmp_path / "e"),
-                 "--quiet", "--device", "cpu"]) == 0
-    assert json.loads((tmp_path / "e" / "metrics.json").read_text())["class_accuracy"] > 0.9
+                 "--json", "--device", "cpu"]) == 0
+    saved = json.loads((tmp_path / "e" / "metrics.json").read_text())
+    assert saved["class_accuracy"] > 0.9
+    out, err = capsys.readouterr()
+    assert json.loads(out) == saved and "wrote" in err  # stdout: one JSON document, status on stderr
     assert main(["eval", "--samples", str(tmp_path / "s.npz"), "--out", str(tmp_path / "e2")]) == 2
     assert "--data" in capsys.readouterr().err
     assert main(["eval", "--samples", str(tmp_path / "missing.npz"), "--data", "digits", "--out", str(tmp_path)]) == 2

@@ -131,8 +131,8 @@ def _smaller() -> list[Case]:
     return [
         Case("edit-label-negative", [*EDIT[:8], "-3", *EDIT[9:], "--out", "{tmp}/s", *CPU],
              words=(r"--label(?!s)\b", "-3"), absent=NO_SAMPLES),
-        Case("bench-json-folder", [*BENCH, "--json", "{tmp}", *CPU], words=("--json", "folder")),
-        Case("bench-json-unwritable", [*BENCH, "--json", "{tmp}/missing/rows.json", *CPU], words=("--json",),
+        Case("bench-out-folder", [*BENCH, "--out", "{tmp}", *CPU], words=("--out", "folder")),
+        Case("bench-out-unwritable", [*BENCH, "--out", "{tmp}/missing/rows.json", *CPU], words=("--out",),
              absent=("{tmp}/missing",)),
         Case("sample-model-is-a-path", [*SAMPLE[:1], "--model", "{gen}", *SAMPLE[3:], "--out", "{tmp}/s", *CPU],
              words=("--model", "unknown"), absent=NO_SAMPLES),
