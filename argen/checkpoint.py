@@ -2,11 +2,18 @@
 
 Layout of a checkpoint folder::
 
-    config.json               a CheckpointRecord: {"argen_version", "class", "preset", "config": {...}, "meta": {...}}
+    config.json               a CheckpointRecord: {"format", "argen_version", "class", "preset", "config": {...},
+                              "meta": {...}}
     model.safetensors         inference weights (the EMA weights when training kept an EMA)
     train_state.safetensors   only while/after training: raw weights, EMA, optimizer, RNG states;
                               step, data position and train config in its JSON metadata
     tokenizer/                generators only: a full copy of the tokenizer checkpoint
+
+Versions: ``format`` numbers the folder layout and the meaning of ``config.json``. It grows only
+when an older argen could not read the folder right; a config field added with a default or a
+renamed one (``Config.ADDED`` / ``Config.RENAMED``) does not change it. A folder of a newer format
+is refused in one line that says to upgrade; older ones load (a folder without ``format`` is
+format 1, as argen 0.1 wrote it). ``argen_version`` records the writer, for people.
 
 Nothing is pickled. Every file is written under a temporary name and renamed
 into place, so a crash leaves either the old file or the new one, never half.
@@ -20,7 +27,7 @@ import math
 import os
 import shutil
 import tempfile
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Any
 
@@ -36,6 +43,7 @@ WEIGHTS = "model.safetensors"
 TRAIN_STATE = "train_state.safetensors"
 TOKENIZER_DIR = "tokenizer"
 LOG = "log.jsonl"
+FORMAT = 1  # the checkpoint folder format this argen writes and the newest it reads (see the module doc)
 METRICS = "metrics.json"
 
 log = logging.getLogger(__name__)
@@ -138,13 +146,14 @@ class CheckpointRecord:
     preset: str | None = None
     meta: dict[str, Any] = field(default_factory=dict)
     argen_version: str = __version__
+    format: int = FORMAT
 
     def to_json(self) -> dict[str, Any]:
-        return {"argen_version": self.argen_version, "class": self.cls, "preset": self.preset,
-                "config": self.config, "meta": self.meta}
+        return {"format": self.format, "argen_version": self.argen_version, "class": self.cls,
+                "preset": self.preset, "config": self.config, "meta": self.meta}
 
     def replace_meta(self, **updates: Any) -> CheckpointRecord:
-        return CheckpointRecord(self.cls, self.config, self.preset, {**self.meta, **updates}, self.argen_version)
+        return replace(self, meta={**self.meta, **updates})
 
 
 MAX_CONFIG_BYTES = 16 * 2**20  # a config.json is a few kB; a larger one is not a checkpoint's
@@ -170,17 +179,21 @@ def read_config(ckpt_dir: str | Path) -> dict[str, Any]:
         raise CheckpointError(f"corrupt {path}: {why[:200]}") from None
     if not isinstance(cfg, dict) or not isinstance(cfg.get("class"), str) or not isinstance(cfg.get("config"), dict):
         raise CheckpointError(f"corrupt {path}: expected a 'class' name and a 'config' object")
-    for key, kind in (("meta", dict), ("preset", str), ("argen_version", str)):
-        if cfg.get(key) is not None and not isinstance(cfg[key], kind):
-            raise CheckpointError(f"corrupt {path}: '{key}' must be {'an object' if kind is dict else 'a string'}, "
-                                  f"got {type(cfg[key]).__name__}")
+    for key, kind in (("meta", dict), ("preset", str), ("argen_version", str), ("format", int)):
+        if cfg.get(key) is not None and (not isinstance(cfg[key], kind) or isinstance(cfg[key], bool)):
+            what = {dict: "an object", str: "a string", int: "an integer"}[kind]
+            raise CheckpointError(f"corrupt {path}: '{key}' must be {what}, got {type(cfg[key]).__name__}")
+    if cfg.get("format", 1) > FORMAT:
+        raise CheckpointError(f"{d} is a checkpoint of format {cfg['format']} (written by argen "
+                              f"{cfg.get('argen_version') or '?'}); argen {__version__} reads formats up to {FORMAT}: "
+                              "upgrade argen (pip install -U argen)")
     return cfg
 
 
 def read_record(ckpt_dir: str | Path) -> CheckpointRecord:
     cfg = read_config(ckpt_dir)
     return CheckpointRecord(cfg["class"], cfg["config"], cfg.get("preset"), cfg.get("meta") or {},
-                            cfg.get("argen_version") or "unknown")
+                            cfg.get("argen_version") or "unknown", cfg.get("format", 1))
 
 
 def write_record(ckpt_dir: str | Path, record: CheckpointRecord) -> None:

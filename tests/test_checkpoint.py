@@ -149,6 +149,26 @@ def test_config_json_with_bad_content_is_a_user_error(saved, cfg):
     one_line(e)
 
 
+def test_format_versions_newer_is_refused_older_loads(saved):
+    """The version policy (argen.checkpoint's doc): a newer format says so in one line; older folders load."""
+    d, tok = saved
+    cfg = json.loads((d / "config.json").read_text())
+    assert cfg["format"] == ckpt.FORMAT and cfg["argen_version"]
+    (d / "config.json").write_text(json.dumps({**cfg, "format": ckpt.FORMAT + 1, "argen_version": "9.0"}))
+    with pytest.raises(CheckpointError) as e:
+        load_model(d)
+    msg = one_line(e)
+    assert f"format {ckpt.FORMAT + 1}" in msg and "argen 9.0" in msg and "upgrade argen" in msg
+    old = {k: v for k, v in cfg.items() if k != "format"}  # as argen 0.1 wrote it
+    (d / "config.json").write_text(json.dumps({**old, "argen_version": "0.1.0"}))
+    back = load_model(d)
+    assert all(torch.equal(a, b) for a, b in zip(back.state_dict().values(), tok.state_dict().values()))
+    assert ckpt.read_record(d).format == 1
+    (d / "config.json").write_text(json.dumps({**cfg, "format": "1"}))
+    with pytest.raises(CheckpointError, match="'format' must be an integer"):
+        load_model(d)
+
+
 @pytest.mark.parametrize("keep", [0, 5, 7, 100, -8])
 def test_truncated_weights(saved, keep):
     d, _ = saved
