@@ -13,6 +13,7 @@ from __future__ import annotations
 import argparse
 import shlex
 
+
 def _walk(parser: argparse.ArgumentParser, path: str = ""):
     """(path, sub-command names, flags, {flag: choices or None}) for the parser and each sub-command."""
     subs, flags, values = [], [], {}

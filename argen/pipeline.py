@@ -241,7 +241,7 @@ class _Progress:
             self.bar.n = self.passes * self.batches
         self.bar.set_postfix_str(f"{self.done}/{self.n_images} images")
 
-    def __enter__(self) -> _Progress:
+    def __enter__(self):
         return self
 
     def __exit__(self, *exc) -> None:
