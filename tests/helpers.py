@@ -145,6 +145,8 @@ def randomize_raster(model, seed: int = 0, logit_scale: float = 1.0):
         else:
             p.copy_(noise / math.sqrt(p.shape[1]))
     model.output.weight.mul_(logit_scale)
+    if hasattr(model, "output_down"):  # NAR's column head
+        model.output_down.weight.mul_(logit_scale)
     return model
 
 
@@ -153,6 +155,17 @@ def tiny_raster(seed: int = 0, randomize: bool = True, logit_scale: float = 1.0,
 
     torch.manual_seed(seed)
     model = RasterAR(tiny_raster_config(**overrides))
+    if randomize:
+        randomize_raster(model, seed, logit_scale)
+    return model.eval()
+
+
+def tiny_nar(seed: int = 0, randomize: bool = True, logit_scale: float = 1.0, **overrides):
+    """A tiny NAR generator: the tiny raster network, decoded by neighbours (both heads randomised)."""
+    from argen.generators.nar import NAR, NARConfig
+
+    torch.manual_seed(seed)
+    model = NAR(NARConfig(**tiny_raster_config(**overrides).to_dict()))
     if randomize:
         randomize_raster(model, seed, logit_scale)
     return model.eval()

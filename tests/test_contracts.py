@@ -15,7 +15,7 @@ from dataclasses import dataclass
 
 import pytest
 import torch
-from helpers import random_images, tiny_kl, tiny_mar, tiny_maskgit, tiny_msvq, tiny_raster, tiny_var, tiny_vq
+from helpers import random_images, tiny_kl, tiny_mar, tiny_maskgit, tiny_msvq, tiny_nar, tiny_raster, tiny_var, tiny_vq
 
 from argen.checkpoint import TOKENIZER_DIR, read_record, save_model
 from argen.cli import main
@@ -38,6 +38,7 @@ class Family:
 
 FAMILIES = {
     "raster": Family(tiny_raster, tiny_vq, {"cfg": 1.0}, {"forward_calls": 16}, ("raster-digits", "vq-digits")),
+    "nar": Family(tiny_nar, tiny_vq, {"cfg": 1.0}, {"forward_calls": 7}, ("nar-digits", "vq-digits")),
     "var": Family(tiny_var, tiny_msvq, {"cfg": 1.0}, {"forward_calls": 3}, ("var-digits", "msvq-digits")),
     "maskgit": Family(tiny_maskgit, tiny_vq, {"steps": 4, "cfg": 1.0}, {"forward_calls": 4},
                       ("maskgit-digits", "vq-digits")),

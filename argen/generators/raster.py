@@ -260,6 +260,11 @@ class RasterAR(Generator):
         advance at their own pace); then a cache longer than ``max_len`` and an explicit ``mask``
         (B, 1, L, cache length) let a row's window run past the last position, whose outputs the
         caller discards (they reuse the last position's rotation)."""
+        return self.output(self.features(x_BLC, input_pos, caches, mask)).float()
+
+    def features(self, x_BLC: torch.Tensor, input_pos: torch.Tensor | None = None,
+                 caches: list[StaticKVCache] | None = None, mask: torch.Tensor | None = None) -> torch.Tensor:
+        """``trunk`` before the output head: the normalised last hidden states (B, L, C)."""
         L = x_BLC.shape[1]
         if input_pos is None:
             freqs = self.freqs_cis[:L]
@@ -270,7 +275,7 @@ class RasterAR(Generator):
         x_BLC = self.tok_dropout(x_BLC)
         for i, layer in enumerate(self.layers):
             x_BLC = layer(x_BLC, freqs, mask, input_pos, caches[i] if caches is not None else None)
-        return self.output(self.norm(x_BLC)).float()
+        return self.norm(x_BLC)
 
     def forward(self, idx_BN: torch.Tensor, labels_B: torch.Tensor, input_pos: torch.Tensor | None = None,
                 caches: list[StaticKVCache] | None = None, mask: torch.Tensor | None = None) -> torch.Tensor:
