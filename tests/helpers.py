@@ -44,10 +44,12 @@ def tiny_vq(seed: int = 0, **overrides) -> VQTokenizer:
     return VQTokenizer(tiny_vq_config(**overrides)).eval()
 
 
+TINY_VAR = {"vocab_size": 16, "token_dim": 4, "scales": TINY_SCALES, "depth": 2, "width": 32, "heads": 2,
+            "num_classes": 3, "label_drop": 0.0, "drop_path": 0.0}
+
+
 def tiny_var_config(**overrides) -> VARConfig:
-    base = {"vocab_size": 16, "token_dim": 4, "scales": TINY_SCALES, "depth": 2, "width": 32, "heads": 2,
-                "num_classes": 3, "label_drop": 0.0, "drop_path": 0.0}
-    return VARConfig(**{**base, **overrides})
+    return VARConfig(**{**TINY_VAR, **overrides})
 
 
 @torch.no_grad()
@@ -80,6 +82,19 @@ def tiny_var(seed: int = 0, randomize: bool = True, **overrides) -> VAR:
     model = VAR(tiny_var_config(**overrides))
     if randomize:
         randomize_var(model, seed)
+    return model.eval()
+
+
+def tiny_hmar(seed: int = 0, randomize: bool = True, **overrides):
+    """A tiny HMAR generator: the tiny VAR network, Markov across scales, with its token embedding randomised."""
+    from argen.generators.hmar import HMAR, HMARConfig
+
+    torch.manual_seed(seed)
+    model = HMAR(HMARConfig(**{**TINY_VAR, **overrides}))
+    if randomize:
+        randomize_var(model, seed)
+        with torch.no_grad():
+            model.token_embed.weight.normal_(generator=torch.Generator().manual_seed(seed + 1))
     return model.eval()
 
 

@@ -15,7 +15,18 @@ from dataclasses import dataclass
 
 import pytest
 import torch
-from helpers import random_images, tiny_kl, tiny_mar, tiny_maskgit, tiny_msvq, tiny_nar, tiny_raster, tiny_var, tiny_vq
+from helpers import (
+    random_images,
+    tiny_hmar,
+    tiny_kl,
+    tiny_mar,
+    tiny_maskgit,
+    tiny_msvq,
+    tiny_nar,
+    tiny_raster,
+    tiny_var,
+    tiny_vq,
+)
 
 from argen.checkpoint import TOKENIZER_DIR, read_record, save_model
 from argen.cli import main
@@ -40,6 +51,8 @@ FAMILIES = {
     "raster": Family(tiny_raster, tiny_vq, {"cfg": 1.0}, {"forward_calls": 16}, ("raster-digits", "vq-digits")),
     "nar": Family(tiny_nar, tiny_vq, {"cfg": 1.0}, {"forward_calls": 7}, ("nar-digits", "vq-digits")),
     "var": Family(tiny_var, tiny_msvq, {"cfg": 1.0}, {"forward_calls": 3}, ("var-digits", "msvq-digits")),
+    "hmar": Family(tiny_hmar, tiny_msvq, {"cfg": 1.0, "refine_steps": 2}, {"forward_calls": 5},
+                   ("hmar-digits", "msvq-digits")),
     "maskgit": Family(tiny_maskgit, tiny_vq, {"steps": 4, "cfg": 1.0}, {"forward_calls": 4},
                       ("maskgit-digits", "vq-digits")),
     "mar": Family(tiny_mar, tiny_kl, {"ar_steps": 4, "head_steps": 3, "cfg": 1.0},

@@ -250,10 +250,15 @@ class VAR(Generator):
         """Teacher-forced logits for all L tokens: (B, L, V). Labels equal to num_classes are unconditional."""
         cond = self.cond_embed(labels_B)
         L = self.config.seq_len
-        x = torch.cat([self.first_input(cond),
-                       self.word_embed(x_BLCv_wo_first_l) + self.lvl_embed(self.lvl_1L[:, self.first_l:])
-                       + self.pos_1LC[:, self.first_l:]], 1)
-        return self.trunk(x, cond, mask=self.attn_bias_for_masking[:, :, :L, :L])
+        return self.trunk(self.teacher_inputs(cond, x_BLCv_wo_first_l), cond,
+                          mask=self.attn_bias_for_masking[:, :, :L, :L])
+
+    def teacher_inputs(self, cond_BC: torch.Tensor, x_BLCv_wo_first_l: torch.Tensor) -> torch.Tensor:
+        """The transformer input (B, L, C) of every scale at once: scale 0's start tokens, then the
+        tokenizer's teacher-forcing vectors of scales 1..K-1 (``tokens_from_images``) embedded."""
+        return torch.cat([self.first_input(cond_BC),
+                          self.word_embed(x_BLCv_wo_first_l) + self.lvl_embed(self.lvl_1L[:, self.first_l:])
+                          + self.pos_1LC[:, self.first_l:]], 1)
 
     @staticmethod
     def tokens_from_images(tokenizer, images: torch.Tensor) -> dict[str, torch.Tensor]:

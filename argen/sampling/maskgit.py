@@ -89,19 +89,25 @@ def sample(model, tokenizer, labels_B: torch.Tensor, config: MaskGITSamplerConfi
         logits_BNV = model(double(idx_BN, use_cfg), labels).float()
         if use_cfg:
             logits_BNV = guide(logits_BNV, config.weight(t / T, ramp=(t + 1) / T))
-        # Confidence comes from the guided logits before truncation: under top_k=1 every kept
-        # token would have p = 1 and the order in which positions are committed would be lost.
-        logp_BNV = torch.log_softmax(logits_BNV, -1)
-        drawn_BN = sample_categorical(apply(logits_BNV, procs), generator)
-
-        masked_BN = idx_BN == mask_id
-        drawn_BN = torch.where(masked_BN, drawn_BN, idx_BN)  # committed and known tokens stay
-        conf_BN = logp_BNV.gather(-1, drawn_BN[..., None])[..., 0]
-        noise_scale = config.choice_temperature * (1.0 - (t + 1) / T)
-        conf_BN = conf_BN + noise_scale * _gumbel((B, N), generator, device)
-        conf_BN = conf_BN.masked_fill(~masked_BN, float("inf"))
-        # Re-mask the counts_BT[:, t] least confident positions: a rank (stable on ties) rather
-        # than a threshold, so that exactly that many go back even when confidences tie.
-        rank_BN = conf_BN.argsort(dim=-1, stable=True).argsort(-1)
-        idx_BN = torch.where(rank_BN < counts_BT[:, t : t + 1], mask_id, drawn_BN)
+        idx_BN = commit_step(logits_BNV, idx_BN, mask_id, counts_BT[:, t], config.choice_temperature * (1 - (t + 1) / T),
+                             procs, generator)
     return idx_BN.view(B, h, w)
+
+
+def commit_step(logits_BNV: torch.Tensor, idx_BN: torch.Tensor, mask_id: int, still_masked_B: torch.Tensor,
+                noise_scale: float, procs, generator: torch.Generator | None) -> torch.Tensor:
+    """One MaskGIT step (steps 2-4 of the module doc) on guided logits: draw every masked position, then
+    put the ``still_masked_B`` least confident of them back to ``mask_id``. Returns the new (B, N) map."""
+    # Confidence comes from the guided logits before truncation: under top_k=1 every kept
+    # token would have p = 1 and the order in which positions are committed would be lost.
+    logp_BNV = torch.log_softmax(logits_BNV, -1)
+    drawn_BN = sample_categorical(apply(logits_BNV, procs), generator)
+    masked_BN = idx_BN == mask_id
+    drawn_BN = torch.where(masked_BN, drawn_BN, idx_BN)  # committed and known tokens stay
+    conf_BN = logp_BNV.gather(-1, drawn_BN[..., None])[..., 0]
+    conf_BN = conf_BN + noise_scale * _gumbel(idx_BN.shape, generator, idx_BN.device)
+    conf_BN = conf_BN.masked_fill(~masked_BN, float("inf"))
+    # Re-mask the still_masked_B least confident positions: a rank (stable on ties) rather
+    # than a threshold, so that exactly that many go back even when confidences tie.
+    rank_BN = conf_BN.argsort(dim=-1, stable=True).argsort(-1)
+    return torch.where(rank_BN < still_masked_B[:, None], mask_id, drawn_BN)
