@@ -25,62 +25,27 @@ import torch
 from argen.config import check
 from argen.errors import ArgenError, ConfigError
 from argen.sampling.base import check_inputs, knob, register_sampler
-from argen.sampling.guidance import GuidanceConfig, double, with_null
-from argen.sampling.head import sample_head
-from argen.schedulers.flow import SOLVERS
+from argen.sampling.guidance import double, with_null
+from argen.sampling.head import HEAD_SCHEDULES, HeadSamplerConfig, head_step_counts, sample_head  # noqa: F401
 from argen.schedulers.masking import MASK_SCHEDULES, mask_counts
-
-# How head steps go from ``head_steps`` (first AR step, progress r = 0) to ``head_steps_end`` (last, r = 1):
-# the fraction of the way there after progress r = t / (T - 1).
-HEAD_SCHEDULES = {
-    "linear": lambda r: r,
-    "cosine": lambda r: (1 - math.cos(math.pi * r)) / 2,  # flat at both ends, fastest in the middle
-}
 
 
 @dataclass(frozen=True)
-class MARSamplerConfig(GuidanceConfig):
+class MARSamplerConfig(HeadSamplerConfig):
     ar_steps: int = 64             # body calls per image (each batched 2B with cfg > 0)
     head_steps: int = 100          # diffusion steps (respaced) or flow steps per AR step (the first, if annealed)
     schedule: str = knob("cosine", "AR-step mask schedule, the fraction of tokens still masked after "
                                    "progress r: " + ", ".join(MASK_SCHEDULES))
-    temperature: float = 1.0       # diffusion: scales the noise of each step; flow: the initial noise
     cfg_schedule: str = "linear"   # "linear" (MAR): w_t = cfg * (tokens known after step t) / N
-    solver: str = knob("euler", "flow head only: euler (head_steps calls per AR step) or heun (2 head_steps - 1)")
-    head_steps_end: int = knob(0, "head steps at the last AR step (annealed from --head-steps at the "
-                                  "first); 0 = head_steps at every step (constant)")
-    head_schedule: str = knob("linear", "how head steps go from head_steps to head_steps_end over the "
-                                        "AR steps: " + ", ".join(HEAD_SCHEDULES))
 
     def __post_init__(self):
         super().__post_init__()
         check(self.ar_steps >= 1, f"ar_steps must be >= 1, got {self.ar_steps}")
-        check(self.head_steps >= 1, f"head_steps must be >= 1, got {self.head_steps}")
         check(self.schedule in MASK_SCHEDULES,
               f"schedule must be one of {', '.join(MASK_SCHEDULES)}, got {self.schedule!r}")
-        check(math.isfinite(self.temperature) and self.temperature > 0,
-              f"temperature must be a finite number > 0, got {self.temperature}")
-        check(self.solver in SOLVERS, f"solver must be one of {', '.join(SOLVERS)}, got {self.solver!r}")
-        check(self.head_steps_end >= 0,
-              f"head_steps_end must be >= 1, or 0 for head_steps at every AR step, got {self.head_steps_end}")
-        check(self.head_schedule in HEAD_SCHEDULES,
-              f"head_schedule must be one of {', '.join(HEAD_SCHEDULES)}, got {self.head_schedule!r}")
 
     def passes(self, model) -> int:
         return min(self.ar_steps, math.prod(model.config.grid))  # editing: at most one step per unknown token
-
-
-def head_step_counts(config: MARSamplerConfig, ar_steps: int) -> list[int]:
-    """Head steps of each of ``ar_steps`` AR steps: ``head_steps`` at every step when ``head_steps_end`` is 0,
-    else n_t = round(a + (b - a) f(t / (T - 1))) with a = head_steps, b = head_steps_end, T = ar_steps and f
-    the ``head_schedule`` (linear: f(r) = r; cosine: f(r) = (1 - cos(pi r)) / 2), halves rounded up. So
-    n_0 = a and n_{T-1} = b, every n_t lies between them, and one AR step runs a steps."""
-    check(isinstance(ar_steps, int) and ar_steps >= 1, f"ar_steps must be an int >= 1, got {ar_steps!r}")
-    a, b = config.head_steps, config.head_steps_end
-    if b == 0 or ar_steps == 1:
-        return [a] * ar_steps
-    f = HEAD_SCHEDULES[config.head_schedule]
-    return [math.floor(a + (b - a) * f(t / (ar_steps - 1)) + 0.5) for t in range(ar_steps)]
 
 
 @register_sampler("mar", family="mar", config=MARSamplerConfig)
