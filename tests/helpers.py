@@ -232,3 +232,17 @@ def tiny_mar(seed: int = 0, head: str = "diffusion", **overrides) -> MAR:
         for p in model.diffloss.parameters():
             p.add_(torch.randn_like(p) * 0.1)
     return model.eval()
+
+
+def tiny_xar(seed: int = 0, **overrides):
+    """A tiny xAR (3-channel tokens on a 4x4 grid, like ``tiny_kl``; scales 1-2-4) in eval mode, head off zero."""
+    from argen.generators.xar import XAR, XARConfig
+
+    base = dict(token_dim=3, grid=(4, 4), unit="scale", scales=(1, 2, 4), num_classes=3, width=32, depth=2, heads=2,
+                head_width=32, head_depth=1, label_drop=0.0, aln_gamma_init=1.0)
+    torch.manual_seed(seed)
+    model = XAR(XARConfig(**{**base, **overrides}))
+    with torch.no_grad():  # move off the zero-initialised head so that conditions matter
+        for p in model.head.parameters():
+            p.add_(torch.randn_like(p) * 0.1)
+    return model.eval()

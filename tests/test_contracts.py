@@ -26,6 +26,7 @@ from helpers import (
     tiny_raster,
     tiny_var,
     tiny_vq,
+    tiny_xar,
 )
 
 from argen.checkpoint import TOKENIZER_DIR, read_record, save_model
@@ -57,6 +58,8 @@ FAMILIES = {
                       ("maskgit-digits", "vq-digits")),
     "mar": Family(tiny_mar, tiny_kl, {"ar_steps": 4, "head_steps": 3, "cfg": 1.0},
                   {"forward_calls": 4, "head_calls": 12}, ("mar-flow-digits", "kl-digits")),
+    "xar": Family(tiny_xar, tiny_kl, {"head_steps": 3, "cfg": 1.0}, {"forward_calls": 3, "head_calls": 9},
+                  ("xar-digits", "kl-digits")),
 }
 NAMES = list(FAMILIES)
 LABELS = [0, 1, 2]

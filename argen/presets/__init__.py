@@ -5,4 +5,4 @@ architecture modules the presets build, every model class (``argen.registry.MODE
 ``argen.models`` imports it; nothing below the model layer does.
 """
 
-from argen.presets import classifier, hmar, mar, maskgit, nar, raster, tokenizers, var  # noqa: F401
+from argen.presets import classifier, hmar, mar, maskgit, nar, raster, tokenizers, var, xar  # noqa: F401

@@ -8,5 +8,5 @@ and ``head`` (MAR's per-token head sampling).
 """
 
 import argen.sampling.collaborative  # noqa: F401  (CoDe for VAR; it imports next_scale, VAR's default, first)
-from argen.sampling import autoregressive, hmar, mar, maskgit, nar, next_scale, speculative, zipar  # noqa: F401  (each registers)
+from argen.sampling import autoregressive, hmar, mar, maskgit, nar, next_scale, speculative, xar, zipar  # noqa: F401  (each registers)
 from argen.sampling.base import Sampler, is_lossy, knob_catalog, knobs, register_sampler, sampler_for, samplers_of  # noqa: F401
