@@ -85,8 +85,11 @@ class NAR(RasterAR):
         self.register_buffer("source_pos", torch.where(source < 0, c.cls_token_num - 1, c.cls_token_num + source),
                              persistent=False)
         self.register_buffer("head", head, persistent=False)
-        bounds = torch.searchsorted(diag, torch.arange(sum(c.grid)))  # (h + w,) diagonal starts, then N
-        self.diagonals = [(int(a), int(b)) for a, b in itertools.pairwise(bounds)]
+        # In Python, not from the tensors: a model built on the meta device has no values to read.
+        h, w = c.grid
+        sizes = [sum(1 for r in range(h) if 0 <= d - r < w) for d in range(h + w - 1)]
+        starts = list(itertools.accumulate([0, *sizes]))
+        self.diagonals = list(itertools.pairwise(starts))
         # The raster buffers, re-laid for this order: rotary angles by (row, column) of the token at each
         # position, and the proximity-aware mask (a position sees its own and earlier diagonals).
         table = rope_2d_table(c)
