@@ -1,15 +1,17 @@
 """Every family on Fashion-MNIST under one training budget, judged by the same metrics.
 
-    python benchmarks/compare_families.py --sweep            # runs/{var,raster,maskgit,mar,mar-flow}-fmnist
+    python benchmarks/compare_families.py --sweep            # runs/<preset> for every -fmnist generator preset
+    python benchmarks/compare_families.py --sweep --checkpoints runs/nar-fmnist argen/assets/models/fmnist-raster
 
-1. (``--sweep``) per family, guidance weight and temperature are chosen on a *validation* set
-   (the last 5,000 training images, which the reference classifier saw but the comparison
-   does not use for its figures): the setting with the lowest FD against them over
-   ``--sweep-n`` samples wins. Without ``--sweep`` each checkpoint's preset sampler is used.
+1. (``--sweep``) per family, guidance weight and temperature (and HMAR's refinement steps) are
+   chosen on a *validation* set (the last 5,000 training images, which the reference classifier
+   saw but the comparison does not use for its figures): the setting with the lowest FD against
+   them over ``--sweep-n`` samples wins. Without ``--sweep`` each checkpoint's preset sampler is used.
 2. With that setting: ``--n`` samples (classes balanced, seed 0) against the real *test*
    split: FD-fmnist, KID, precision, recall, class accuracy, exact bits per token (raster,
-   VAR), and seconds per image at batch 1 and 64 (``argen bench``), with each model's training
-   budget (optimizer steps x batch, wall seconds) from its checkpoint.
+   VAR, NAR), forward passes per image, seconds per image at batch 1 and 64 and peak memory at
+   batch 64 (``argen bench``), with each model's training budget (optimizer steps x batch, wall
+   seconds) from its checkpoint.
 3. Writes the markdown table to stdout and ``--out``/compare.json and a quality-vs-speed plot
    ``--out``/compare.svg (FD-fmnist against seconds per image at batch 64, log x axis).
 """
@@ -33,8 +35,10 @@ from argen.evaluation.metrics import features_of, frechet_distance_from_features
 from argen.images import to_uint8
 from argen.pipeline import Pipeline
 
-FAMILIES = ["var-fmnist", "raster-fmnist", "maskgit-fmnist", "mar-fmnist", "mar-flow-fmnist"]
+FAMILIES = ["var-fmnist", "raster-fmnist", "maskgit-fmnist", "mar-fmnist", "mar-flow-fmnist", "nar-fmnist",
+            "hmar-fmnist", "xar-fmnist"]
 SWEEP = {"cfg": (0.0, 0.5, 1.0, 2.0), "temperature": (0.9, 1.0)}
+FAMILY_SWEEP = {"hmar": {"refine_steps": (1, 2, 4)}}  # a family's own knob, swept with the two above
 
 
 def sample_u8(pipe: Pipeline, n: int, seed: int, **overrides) -> tuple[np.ndarray, np.ndarray]:
@@ -45,17 +49,19 @@ def sample_u8(pipe: Pipeline, n: int, seed: int, **overrides) -> tuple[np.ndarra
 def sweep(pipe: Pipeline, n: int, val_f: torch.Tensor) -> tuple[dict, list]:
     clf = load_reference_classifier("fashion-mnist")
     tried = []
-    for cfg, temp in itertools.product(SWEEP["cfg"], SWEEP["temperature"]):
-        images, _ = sample_u8(pipe, n, seed=1, cfg=cfg, temperature=temp)
+    grid = {**SWEEP, **FAMILY_SWEEP.get(pipe.generator.family, {})}
+    for values in itertools.product(*grid.values()):
+        setting = dict(zip(grid, values))
+        images, _ = sample_u8(pipe, n, seed=1, **setting)
         fd = frechet_distance_from_features(features_of(clf, images), val_f)
-        tried.append({"cfg": cfg, "temperature": temp, "val_fd": fd})
-        print(f"    cfg {cfg:<4} temperature {temp:<4} validation FD {fd:.2f}", flush=True)
+        tried.append({**setting, "val_fd": fd})
+        print("    " + " ".join(f"{k} {v:<4}" for k, v in setting.items()) + f" validation FD {fd:.2f}", flush=True)
     best = min(tried, key=lambda r: r["val_fd"])
-    return {"cfg": best["cfg"], "temperature": best["temperature"]}, tried
+    return {k: best[k] for k in grid}, tried
 
 
 def svg_plot(rows: list[dict], path: Path, w: int = 520, h: int = 320) -> None:
-    pts = [(r["s_per_image_64"], r["FD-fmnist"], r["preset"]) for r in rows]
+    pts = [(r["s_per_image_64"], r["FD-fmnist"], r["name"]) for r in rows]
     xs = [math.log10(p[0]) for p in pts]
     ys = [p[1] for p in pts]
     x0, x1 = min(xs) - 0.2, max(xs) + 0.2
@@ -88,6 +94,7 @@ def main() -> None:
     p.add_argument("--sweep", action="store_true", help="tune cfg and temperature on the validation set first")
     p.add_argument("--sweep-n", type=int, default=300)
     p.add_argument("--threads", type=int, default=2)
+    p.add_argument("--repeats", type=int, default=1, help="timed sampling calls per batch size (median)")
     p.add_argument("--out", default="compare")
     args = p.parse_args()
     torch.set_num_threads(args.threads)
@@ -109,28 +116,32 @@ def main() -> None:
         setting, tried = (sweep(pipe, args.sweep_n, val_f) if args.sweep else ({}, []))
         images, labels = sample_u8(pipe, args.n, seed=0, **setting)
         m = evaluate_samples(images, labels, "fashion-mnist")
-        speed = {r["batch_size"]: r["s_per_image"] for r in bench(pipe, batch_sizes=(1, 64), repeats=1, **setting)}
+        bench_rows = {r["batch_size"]: r for r in bench(pipe, batch_sizes=(1, 64), repeats=args.repeats, **setting)}
+        speed = {bs: r["s_per_image"] for bs, r in bench_rows.items()}
         tc = meta["meta"].get("train_config", {})
-        rows.append({"preset": meta.get("preset"), "family": pipe.generator.family,
+        rows.append({"name": Path(path).name, "preset": meta.get("preset"), "family": pipe.generator.family,
                      "sampler": pipe.settings.replace(**setting).to_dict(), "sweep": tried,
                      **{k: m[k] for k in ("FD-fmnist", "KID-fmnist", "precision-fmnist", "recall-fmnist",
                                           "class_accuracy")},
                      "bits_per_token": bits_per_token(pipe, "fashion-mnist"),
                      "s_per_image_1": speed[1], "s_per_image_64": speed[64],
+                     "passes_per_image": bench_rows[1]["forward_calls"], "head_calls": bench_rows[1].get("head_calls"),
+                     "peak_mem_mb_64": bench_rows[64]["peak_mem_mb"],
                      "train_steps": meta["meta"].get("step"), "train_batch": tc.get("batch_size"),
                      "train_seconds": meta["meta"].get("train_seconds")})
     floor = real_floor("fashion-mnist", n=args.n)
     print(f"\nn = {args.n} samples per model, {args.threads} threads; floor (real train vs test, same n): "
           f"FD-fmnist {floor['FD-fmnist']:.2f}, KID {floor['KID-fmnist']:.4f}, precision "
           f"{floor['precision-fmnist']:.3f}, recall {floor['recall-fmnist']:.3f}\n")
-    print("| model | cfg / temp | FD-fmnist | KID | precision | recall | class acc | bits/token | s/img @1 | "
-          "s/img @64 | training |")
-    print("|---|---|---|---|---|---|---|---|---|---|---|")
+    print("| model | cfg / temp | FD-fmnist | KID | precision | recall | class acc | bits/token | passes/img | s/img @1 | "
+          "s/img @64 | peak MB @64 | training |")
+    print("|---|---|---|---|---|---|---|---|---|---|---|---|---|")
     for r in rows:
         bpt = f"{r['bits_per_token']:.2f}" if r["bits_per_token"] is not None else "-"
-        print(f"| {r['preset']} | {r['sampler']['cfg']} / {r['sampler']['temperature']} | {r['FD-fmnist']:.2f} | "
+        print(f"| {r['name']} | {r['sampler']['cfg']} / {r['sampler']['temperature']} | {r['FD-fmnist']:.2f} | "
               f"{r['KID-fmnist']:.4f} | {r['precision-fmnist']:.3f} | {r['recall-fmnist']:.3f} | "
-              f"{r['class_accuracy']:.1%} | {bpt} | {r['s_per_image_1']:.3f} | {r['s_per_image_64']:.4f} | "
+              f"{r['class_accuracy']:.1%} | {bpt} | {r['passes_per_image']} | {r['s_per_image_1']:.3f} | "
+              f"{r['s_per_image_64']:.4f} | {r['peak_mem_mb_64']:.1f} | "
               f"{r['train_steps']} x {r['train_batch']}, {r['train_seconds']:.0f} s |")
     (out / "compare.json").write_text(json.dumps({"floor": floor, "rows": rows}, indent=2))
     if rows:
