@@ -23,10 +23,11 @@ def build(preset: str, device: str = "cpu", **overrides):
 
 
 def load(path: str, device: str = "cpu"):
-    """Load any argen checkpoint folder (config.json + model.safetensors)."""
+    """Load any argen checkpoint folder (config.json + model.safetensors), or hf://ORG/NAME from the Hub."""
+    from argen.hub import local_dir
     from argen.models import load_model
 
-    return load_model(path, device)
+    return load_model(local_dir(path), device)
 
 
 def list_presets(kind: str | None = None) -> list[str]:

@@ -8,6 +8,7 @@ Layout of a checkpoint folder::
     train_state.safetensors   only while/after training: raw weights, EMA, optimizer, RNG states;
                               step, data position and train config in its JSON metadata
     tokenizer/                generators only: a full copy of the tokenizer checkpoint
+    README.md                 finished checkpoints only: the model card, generated from config.json (argen.card)
 
 Versions: ``format`` numbers the folder layout and the meaning of ``config.json``. It grows only
 when an older argen could not read the folder right; a config field added with a default or a
@@ -45,6 +46,7 @@ TOKENIZER_DIR = "tokenizer"
 LOG = "log.jsonl"
 FORMAT = 1  # the checkpoint folder format this argen writes and the newest it reads (see the module doc)
 METRICS = "metrics.json"
+CARD = "README.md"  # the model card (argen.card); the name the Hugging Face Hub shows
 
 log = logging.getLogger(__name__)
 
@@ -95,11 +97,12 @@ def json_text(obj: Any) -> str:
     return json.dumps(_strict(obj), indent=2, sort_keys=True, allow_nan=False) + "\n"
 
 
-def write_json(path: str | Path, obj: Any) -> None:
-    def write(tmp):
-        Path(tmp).write_text(json_text(obj))
+def write_text(path: str | Path, text: str) -> None:
+    _atomic_write(Path(path), lambda tmp: Path(tmp).write_text(text))
 
-    _atomic_write(Path(path), write)
+
+def write_json(path: str | Path, obj: Any) -> None:
+    write_text(path, json_text(obj))
 
 
 def save_tensors(path: str | Path, tensors: dict[str, torch.Tensor], metadata: dict[str, str] | None = None) -> None:

@@ -22,6 +22,7 @@ import torch.nn.functional as F
 from tqdm import tqdm
 
 import argen.checkpoint as ckpt
+from argen.card import write_card
 from argen.errors import ArgenError
 from argen.generators.base import Generator
 from argen.models import load_checkpoint
@@ -70,13 +71,15 @@ class Pipeline:
     @classmethod
     def from_pretrained(cls, path: str | Path, device: str | torch.device = "cpu", precision: str = "fp32",
                         sampler: str | None = None) -> Pipeline:
-        """A generator checkpoint folder, or the name of a model shipped with argen (``"fmnist-var"``).
+        """A generator checkpoint folder, the name of a model shipped with argen (``"fmnist-var"``), or
+        a model on the Hugging Face Hub, ``"hf://ORG/NAME"`` or ``"hf://ORG/NAME@REVISION"`` (``argen.hub``).
 
         ``sampler``: one of the family's samplers by name (default: the one the checkpoint was saved
         with, else the family's own); it starts from the checkpoint's sampler settings."""
+        from argen.hub import local_dir
         from argen.pretrained import list_models, model_path
 
-        path = Path(path)
+        path = local_dir(path)
         if not path.exists() and str(path) in list_models():
             path = model_path(str(path))
         generator, record = load_checkpoint(path, device)
@@ -104,6 +107,7 @@ class Pipeline:
             ckpt.copy_tokenizer(tokenizer_dir, path)
         else:
             ckpt.save_model(path / ckpt.TOKENIZER_DIR, self.tokenizer)
+        write_card(path)  # the folder is complete: its model card (and its tokenizer's)
 
     def check_labels(self, labels: Sequence[int], name: str = "--labels") -> None:
         """Class ids: integers (1.7 is no class: int() would quietly make it 1), at least one, all in range."""

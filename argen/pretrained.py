@@ -1,7 +1,7 @@
 """Pretrained tiny models that ship inside the package: ``argen sample --model fmnist-var ...``.
 
 Each lives in ``argen/assets/models/<name>/`` as an ordinary generator checkpoint folder
-(``config.json``, ``model.safetensors``, ``tokenizer/``), stored in float16 to keep the
+(``config.json``, ``model.safetensors``, ``tokenizer/``, a ``README.md`` model card), stored in float16 to keep the
 package small and loaded back into float32. Its ``config.json`` records how it was trained
 (``meta.command``, ``meta.step``, ``meta.train_seconds``) and what it scored
 (``meta.eval``). ``export`` packs a trained checkpoint; nothing is ever downloaded.
@@ -15,6 +15,7 @@ from pathlib import Path
 import torch
 
 import argen.checkpoint as ckpt
+from argen.card import write_card
 from argen.errors import ArgenError
 
 MODELS_DIR = Path(__file__).parent / "assets" / "models"
@@ -57,6 +58,7 @@ def export(checkpoint_dir: str | Path, name: str, meta_update: dict | None = Non
         shutil.rmtree(dst)
     _export_folder(src, dst, meta_update)
     _export_folder(src / ckpt.TOKENIZER_DIR, dst / ckpt.TOKENIZER_DIR)
+    write_card(dst, load_as=name)
     return dst
 
 

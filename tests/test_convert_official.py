@@ -319,6 +319,9 @@ def test_generator_and_tokenizer_convert_into_one_sampling_folder(small, tmp_pat
     assert read_record(tmp_path / "out" / "tokenizer").preset == "llamagen-vq16"
     assert pipe.tokenizer.codebook_size == pipe.generator.config.vocab_size
     assert pipe.tokenizer.grid == (16, 16)
+    # the model cards, written inside the folder's unit; the weights keep the official release's license
+    assert "license: other" in (tmp_path / "out" / "README.md").read_text()
+    assert "llamagen-vq16" in (tmp_path / "out" / "tokenizer" / "README.md").read_text()
 
 
 def test_a_full_disk_leaves_no_half_written_folder(small, tmp_path, capsys, monkeypatch):

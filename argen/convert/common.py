@@ -156,6 +156,7 @@ def convert_files(out: str | Path, family: str, *, checkpoint: str | Path | None
     with the preset's sampler (the official FID settings in argen's terms); with one, ``out`` holds
     that model alone. Both files are read and checked before anything is written.
     """
+    from argen.card import write_card
     from argen.checkpoint import TOKENIZER_DIR, save_model
     from argen.models import get_preset
 
@@ -184,6 +185,7 @@ def convert_files(out: str | Path, family: str, *, checkpoint: str | Path | None
                 meta["sampler"] = get_preset(preset).sampler
             save_model(tmp / TOKENIZER_DIR if role == "tokenizer" and checkpoint is not None else tmp,
                        model, preset=preset, meta=meta)
+        write_card(tmp)  # inside the unit: a converted folder never lacks its card
         os.chmod(tmp, 0o777 & ~_umask())  # mkdtemp makes a private folder; checkpoints are meant to be shared
         if out.exists():
             out.rmdir()  # empty (checked above); rename cannot replace a folder on every system

@@ -12,6 +12,7 @@ from pathlib import Path
 import torch
 
 import argen.checkpoint as ckpt
+from argen.card import write_card
 from argen.data import load_dataset
 from argen.errors import ArgenError, CheckpointError, DataError
 from argen.evaluation.classifier import evaluate_accuracy
@@ -108,6 +109,7 @@ def _evaluate(kind, out, data, train_set, test_set, metrics, t0, device) -> dict
             result["test_accuracy"] = evaluate_accuracy(best, test_set, device=device)
         ckpt.write_record(out, record.replace_meta(eval=result))  # config.json: one write after training
         ckpt.write_json(Path(out) / "metrics.json", result)
+        write_card(out)  # the run is over: the card can state its command, steps and metrics
     dist.barrier()
     return result
 
