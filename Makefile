@@ -7,7 +7,7 @@ PIP     := $(PY) -m pip
 STAMP   := $(VENV)/.installed
 TORCH   := torch==2.13.0
 
-.PHONY: venv demo test data lint clean
+.PHONY: venv demo test browser data lint clean
 
 venv: $(STAMP)
 
@@ -23,8 +23,21 @@ demo: venv
 	$(VENV)/bin/argen demo --out argen-demo
 
 # --dist loadfile: a file's module fixtures (trained tiny models, the hostile-input driver) run once
-test: venv
+test: venv browser
 	OMP_NUM_THREADS=1 $(PY) -m pytest -n 2 --dist loadfile tests
+
+# Chromium for the web app's browser test (tests/test_browser.py), from Debian's package where apt-get can
+# install it; never fails the build: without it that test skips and says why.
+browser:
+	@if command -v chromium >/dev/null 2>&1; then :; \
+	elif command -v apt-get >/dev/null 2>&1 && [ "$$(id -u)" -eq 0 ]; then \
+		echo "installing chromium for the browser test (apt-get)"; \
+		{ apt-get install -y -qq --no-install-recommends chromium >/dev/null 2>&1 \
+		  || { apt-get update -qq && apt-get install -y -qq --no-install-recommends chromium >/dev/null 2>&1; }; } \
+		|| echo "make browser: apt-get could not install chromium; tests/test_browser.py will skip"; \
+	else \
+		echo "make browser: no chromium and no root apt-get; tests/test_browser.py will skip (install chromium to run it)"; \
+	fi
 
 # Fashion-MNIST from Debian's dataset-fashion-mnist package (installs into
 # /usr/share/datasets/fashion-mnist/). Never fails the build: without apt it says what to do.

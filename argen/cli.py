@@ -1,4 +1,4 @@
-"""The ``argen`` command: demo | train | sample | edit | eval | bench | convert | info.
+"""The ``argen`` command: demo | train | sample | edit | eval | bench | convert | info | push | serve | completion.
 
 Bad input (unknown preset, missing checkpoint, label out of range, corrupt
 file, ...) ends with exit code 2 and one line on stderr, never a traceback.
@@ -144,16 +144,17 @@ SAMPLER_FLAGS = ("cfg", "temperature", "top_k", "top_p", "steps", "ar_steps", "h
 def generator_source(p: argparse.ArgumentParser, samples: bool = False) -> None:
     """--checkpoint DIR or --model NAME (a model shipped with argen), exactly one; or --samples FILE (eval)."""
     g = p.add_mutually_exclusive_group(required=not samples)
-    g.add_argument("--checkpoint", help="generator checkpoint folder")
+    g.add_argument("--checkpoint", help="generator checkpoint folder, or hf://ORG/NAME[@REVISION] on the Hugging Face Hub")
     g.add_argument("--model", help="a pretrained model shipped with argen (see `argen info --models`)")
     if samples:
         g.add_argument("--samples", help="a .npz of uint8 images (N, H, W, C) and optional labels")
 
 
 def generator_dir(args) -> Path:
+    from argen.hub import local_dir
     from argen.pretrained import model_path
 
-    return model_path(args.model) if args.model else Path(args.checkpoint)
+    return model_path(args.model) if args.model else local_dir(args.checkpoint)  # hf://ORG/NAME: its cached copy
 
 
 def sampler_args(p: argparse.ArgumentParser, knobs: bool) -> None:
@@ -375,14 +376,17 @@ def cmd_info(args) -> int:
         return 0
     # on meta: the config (every field stated, a buildable size) and the weights' names, shapes and
     # dtypes are checked against each other, and nothing is allocated
-    model, record = load_checkpoint(args.checkpoint, "meta")
+    from argen.hub import local_dir
+
+    folder = local_dir(args.checkpoint)  # hf://ORG/NAME: its copy in the Hugging Face cache
+    model, record = load_checkpoint(folder, "meta")
     cfg = record.to_json()
     params = sum(p.numel() for p in model.parameters())
     meta = cfg.get("meta", {})
     info = {"path": str(args.checkpoint), "class": cfg["class"], "preset": cfg.get("preset"),
             "argen_version": cfg.get("argen_version"), "parameters": params, "tensors": len(model.state_dict()),
             "step": meta.get("step"), "config": cfg["config"], "eval": meta.get("eval"),
-            "tokenizer": (Path(args.checkpoint) / ckpt.TOKENIZER_DIR).is_dir() or None,
+            "tokenizer": (folder / ckpt.TOKENIZER_DIR).is_dir() or None,
             "samplers": _samplers_info(model)}
     if args.json:
         print(json.dumps(info, indent=2))
@@ -415,6 +419,17 @@ def _samplers_info(model) -> list[dict]:
     return out
 
 
+# ---- push ----------------------------------------------------------------------------------------------
+
+def cmd_push(args) -> int:
+    from argen.hub import files_to_push, push
+
+    url = push(args.checkpoint, args.repo, private=args.private, revision=args.revision)
+    print(f"pushed {', '.join(files_to_push(args.checkpoint))} to {url}")
+    print(f"load with: argen sample --checkpoint hf://{args.repo}{'@' + args.revision if args.revision else ''}")
+    return 0
+
+
 # ---- demo ----------------------------------------------------------------------------------------------
 
 def cmd_demo(args) -> int:
@@ -435,6 +450,15 @@ def cmd_completion(args) -> int:
 
     print(script(args.shell, build_parser(knobs=True)), end="")
     return 0
+
+
+# ---- serve ---------------------------------------------------------------------------------------------
+
+def cmd_serve(args) -> int:
+    from argen.serve import serve
+
+    device = _setup(args)
+    return serve(args.model, args.checkpoint, args.host, args.port, device, args.precision)
 
 
 # ---- parser --------------------------------------------------------------------------------------------
@@ -582,12 +606,25 @@ def build_parser(knobs: bool = False) -> argparse.ArgumentParser:
 
     i = sub.add_parser("info", help="describe a checkpoint, or list presets",
                        description="Config, parameter count and training step of a checkpoint; --presets lists presets.")
-    i.add_argument("checkpoint", nargs="?", default=None, help="checkpoint folder")
+    i.add_argument("checkpoint", nargs="?", default=None, help="checkpoint folder or hf://ORG/NAME[@REVISION]")
     i.add_argument("--presets", action="store_true", help="list the registered presets")
     i.add_argument("--models", action="store_true", help="list the pretrained models shipped with argen")
     json_flag(i, "the description")
     i.add_argument("--device", default=None, help="accepted for symmetry; info reads files only and needs no device")
     i.set_defaults(func=cmd_info)
+
+    pu = sub.add_parser("push", help="upload a checkpoint folder to the Hugging Face Hub (pip install 'argen[hub]')",
+                        description="Upload config.json, model.safetensors, the tokenizer/ and the model cards "
+                                    "(README.md, written first if missing) of a checkpoint folder to a model "
+                                    "repository, created if it does not exist; never train_state.safetensors or "
+                                    "logs. Log in first with `hf auth login` or set HF_TOKEN. Load it back with "
+                                    "--checkpoint hf://ORG/NAME.")
+    pu.add_argument("--checkpoint", required=True, help="checkpoint folder to upload")
+    pu.add_argument("--repo", required=True, help="ORG/NAME: the model repository on the Hub")
+    pu.add_argument("--private", action="store_true", help="create the repository private (an existing one keeps "
+                                                           "its visibility)")
+    pu.add_argument("--revision", default=None, help="branch to push to (created from main if missing; default main)")
+    pu.set_defaults(func=cmd_push)
 
     co = sub.add_parser("completion", help="print a shell completion script (bash or zsh)",
                         description="Print a completion script for commands, flags, presets and shipped models. "
@@ -595,6 +632,22 @@ def build_parser(knobs: bool = False) -> argparse.ArgumentParser:
                                     "`argen completion zsh > \"${fpath[1]}/_argen\"`, or eval it in ~/.zshrc.")
     co.add_argument("shell", choices=["bash", "zsh"], help="bash or zsh")
     co.set_defaults(func=cmd_completion)
+
+    sv = sub.add_parser("serve", help="a local web page (and JSON API) to sample and inpaint in a browser",
+                        description="Serve a page at http://HOST:PORT/ to pick a model, class, seed and sampler "
+                                    "knobs, generate, paint a mask and regenerate it, and download PNG / npz; "
+                                    "the same as JSON under /api (docs/serve.md). Offers every shipped model, "
+                                    "after the one --model or --checkpoint names; each loads on first use.")
+    g = sv.add_mutually_exclusive_group()
+    g.add_argument("--checkpoint", help="also offer this generator checkpoint folder (listed first)")
+    g.add_argument("--model", help="a shipped model to list first (see `argen info --models`)")
+    sv.add_argument("--host", default="127.0.0.1",
+                    help="address to listen on (default 127.0.0.1: this machine only; there is no login)")
+    sv.add_argument("--port", type=flags.int_flag("--port", 0, 65535), default=8000,
+                    help="port (default 8000; 0 picks a free one)")
+    precision_arg(sv)
+    _common(sv)
+    sv.set_defaults(func=cmd_serve)
     return p
 
 

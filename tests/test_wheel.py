@@ -31,9 +31,10 @@ def installed(tmp_path_factory) -> Path:
     names = zipfile.ZipFile(wheel).namelist()
     for name in list_models():
         for part in ("", "tokenizer/"):
-            for f in ("config.json", "model.safetensors"):
+            for f in ("config.json", "model.safetensors", "README.md"):
                 assert f"argen/assets/models/{name}/{part}{f}" in names
     assert any(n.startswith("argen/assets/classifier-") for n in names)
+    assert "argen/web/index.html" in names  # the page of argen serve
     subprocess.run([*pip, "install", "--no-deps", "--target", str(tmp / "site"), str(wheel)],
                    check=True, capture_output=True)
     return tmp
