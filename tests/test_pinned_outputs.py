@@ -25,6 +25,8 @@ PINS = [  # (model, sampler overrides, sha256[:16] of the float32 samples, of th
     ('fmnist-mar', {}, '4ac700ab09a66d11', '5b99ad3c0674c56a'),
     ('fmnist-mar', {'solver': 'heun', 'cfg_schedule': 'linear', 'temperature': 0.9}, '24ce7c0a7c2712b8',
      'fe277f5bce633201'),
+    ('fmnist-nar', {}, 'c2d0f083f681fc49', '50071ba5e252548e'),
+    ('fmnist-nar', {'top_k': 20, 'cfg_schedule': 'linear'}, '94fb29a51ac51502', '6403e70713b319f3'),
 ]
 
 
