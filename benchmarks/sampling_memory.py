@@ -7,7 +7,8 @@ Why a fresh process: ``argen bench`` measures the growth of the resident set dur
 follows a warm-up, and by then the C allocator keeps the memory of the warm-up's tensors, so the
 growth of small CPU models reads 0 MB. Here each model is loaded in a new interpreter, its resident
 set read, one call made (with its preset sampler, or the settings given with ``--set``), and the
-peak resident set (``ru_maxrss``) read after: the growth is what sampling itself needed. On CUDA
+peak resident set (``ru_maxrss``) read after: the growth is what sampling itself needed (tokenizer
+decode included). On CUDA
 the allocator's own peak over the call is exact. One JSON row per model is printed and written to
 ``--json``.
 """
@@ -27,6 +28,7 @@ torch.set_num_threads(int(sys.argv[3]))
 from argen.pipeline import Pipeline
 path, batch, device, settings = sys.argv[1], int(sys.argv[2]), sys.argv[4], json.loads(sys.argv[5])
 pipe = Pipeline.from_pretrained(path, device)
+settings = {k: v for k, v in settings.items() if k in pipe.settings.to_dict()}  # what this sampler takes
 labels = [i % pipe.num_classes for i in range(batch)]
 def rss_mb():
     with open("/proc/self/statm") as f:
@@ -54,7 +56,7 @@ def main() -> None:
     p.add_argument("--threads", type=int, default=1)
     p.add_argument("--device", default="cpu")
     p.add_argument("--set", action="append", default=[], metavar="KEY=VALUE",
-                   help="sampler setting for every model, e.g. --set cfg=2.0 (JSON values)")
+                   help="sampler setting for every model whose sampler has it, e.g. --set cfg=2.0 (JSON values)")
     p.add_argument("--repeats", type=int, default=3, help="fresh processes per model (the median is reported)")
     p.add_argument("--json", default=None)
     args = p.parse_args()
