@@ -80,9 +80,15 @@ def svg_plot(rows: list[dict], path: Path, w: int = 520, h: int = 320) -> None:
     for frac in (0.0, 0.5, 1.0):
         y = y1 * frac
         parts.append(f'<text x="20" y="{sy(y) + 4:.0f}">{y:.1f}</text>')
-    for (x, y, name), lx in zip(pts, xs):
-        parts.append(f'<circle cx="{sx(lx):.1f}" cy="{sy(y):.1f}" r="5" fill="#1f77b4"/>'
-                     f'<text x="{sx(lx) + 8:.1f}" y="{sy(y) - 6:.1f}">{name}</text>')
+    placed: list[tuple[float, float]] = []  # label positions so far: a label that would overlap one moves off
+    for (x, y, name), lx in sorted(zip(pts, xs), key=lambda t: t[0][1], reverse=True):
+        cx, cy = sx(lx), sy(y)
+        free = [cy + 4 + d for d in (0, -13, 13, -26, 26, -39, 39)
+                if not any(abs(cy + 4 + d - py) < 13 and abs(cx - px) < 70 for px, py in placed)]
+        ty = free[0] if free else cy + 4
+        placed.append((cx, ty))
+        parts.append(f'<circle cx="{cx:.1f}" cy="{cy:.1f}" r="5" fill="#1f77b4"/>'
+                     f'<text x="{cx + 8:.1f}" y="{ty:.1f}">{name}</text>')
     path.write_text("".join(parts) + "</svg>\n")
 
 
