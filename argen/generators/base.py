@@ -17,6 +17,7 @@ from __future__ import annotations
 
 from typing import ClassVar
 
+import torch
 from torch import nn
 
 from argen.tokens import TokenSpec
@@ -37,3 +38,12 @@ class Generator(nn.Module):
     def counted_modules(self) -> dict[str, nn.Module]:
         """``counted`` resolved to submodules: {"forward_calls": module, ...}."""
         return {name: self.get_submodule(path) for name, path in self.counted.items()}
+
+    def drop_labels(self, labels_B: torch.Tensor) -> torch.Tensor:
+        """While training, each label becomes the null class (``num_classes``) with probability ``label_drop``:
+        the unconditional model that classifier-free guidance needs, trained in the same network."""
+        c = self.config
+        if not self.training or c.label_drop <= 0:
+            return labels_B
+        drop_B = torch.rand(labels_B.shape, device=labels_B.device) < c.label_drop
+        return labels_B.masked_fill(drop_B, c.num_classes)

@@ -108,9 +108,7 @@ class HMAR(VAR):
     def loss(self, tokens: dict[str, torch.Tensor], labels_B: torch.Tensor) -> tuple[torch.Tensor, dict[str, float]]:
         """Cross-entropy of the masked tokens, each scale weighted by ``scale_weights`` over its masked count."""
         c = self.config
-        if self.training and c.label_drop > 0:
-            drop = torch.rand(labels_B.shape, device=labels_B.device) < c.label_drop
-            labels_B = labels_B.masked_fill(drop, c.num_classes)
+        labels_B = self.drop_labels(labels_B)
         target = tokens["target_BL"]
         masked = self.random_mask(*target.shape[:1], target.device)
         logits = self(labels_B, tokens["x_BLCv_wo_first_l"], target.masked_fill(masked, self.mask_id))

@@ -246,11 +246,8 @@ class MAR(Generator):
         return rank_BN < n_masked
 
     def loss(self, tokens_BNC: torch.Tensor, labels_B: torch.Tensor) -> tuple[torch.Tensor, dict[str, float]]:
-        c = self.config
         B = tokens_BNC.shape[0]
-        if self.training and c.label_drop > 0:
-            drop_B = torch.rand(B, device=labels_B.device) < c.label_drop
-            labels_B = labels_B.masked_fill(drop_B, c.num_classes)
+        labels_B = self.drop_labels(labels_B)
         mask_BN = self.random_mask(B, tokens_BNC.device)
         z_BND = self(tokens_BNC, mask_BN, labels_B)
         loss = self.diffloss.loss(tokens_BNC[mask_BN], z_BND[mask_BN])  # masked tokens only

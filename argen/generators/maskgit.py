@@ -161,9 +161,7 @@ class MaskGIT(Generator):
         c = self.config
         idx_BN = tokens["idx_BN"]
         mask_BN = self.draw_mask(*idx_BN.shape, idx_BN.device)
-        if self.training and c.label_drop > 0:
-            drop_B = torch.rand(labels_B.shape, device=labels_B.device) < c.label_drop
-            labels_B = torch.where(drop_B, torch.full_like(labels_B, c.num_classes), labels_B)
+        labels_B = self.drop_labels(labels_B)
         logits_BNV = self(idx_BN.masked_fill(mask_BN, self.mask_token_id), labels_B)
         # Visible tokens are copied from the input; only the masked ones are something to learn.
         logits_MV, target_M = logits_BNV[mask_BN].float(), idx_BN[mask_BN]

@@ -318,10 +318,7 @@ class RasterAR(Generator):
 
     def loss(self, tokens: dict[str, torch.Tensor], labels_B: torch.Tensor) -> tuple[torch.Tensor, dict[str, float]]:
         """Cross-entropy over all N image tokens; labels drop to the null class while training (for CFG)."""
-        c = self.config
-        if self.training and c.label_drop > 0:
-            drop = torch.rand(labels_B.shape, device=labels_B.device) < c.label_drop
-            labels_B = labels_B.masked_fill(drop, c.num_classes)
+        labels_B = self.drop_labels(labels_B)
         idx_BN = tokens["idx_BN"]
         logits_BNV = self(idx_BN, labels_B)
         loss = F.cross_entropy(logits_BNV.flatten(0, 1), idx_BN.flatten())

@@ -158,6 +158,24 @@ class AdaLNBeforeHead(nn.Module):
         return self.ln_wo_grad(x_BLC) * (1 + scale) + shift
 
 
+@torch.no_grad()
+def init_adaln(blocks: nn.ModuleList, head_nm: AdaLNBeforeHead, c) -> None:
+    """VAR's scaling of freshly initialised AdaLN blocks: residual projections / sqrt(2 depth), AdaLN
+    scales and shifts x aln_init, gates x aln_gamma_init (near-identity blocks), zero q / v biases,
+    attention temperature 4. ``c``: a config with VAR's fields (VAR, HMAR, xAR)."""
+    C = c.width
+    head_nm.ada_lin[-1].weight.mul_(c.aln_init)
+    for b in blocks:
+        b.attn.proj.weight.div_(math.sqrt(2 * c.depth))
+        b.ffn.fc2.weight.div_(math.sqrt(2 * c.depth))
+        b.ada_lin[-1].weight[2 * C:].mul_(c.aln_init)
+        b.ada_lin[-1].weight[:2 * C].mul_(c.aln_gamma_init)
+        b.attn.q_bias.zero_()
+        b.attn.v_bias.zero_()
+        if c.attn_l2_norm:
+            b.attn.scale_mul_1H11.fill_(math.log(4.0))
+
+
 @register_model
 class VAR(Generator):
     config_class = VARConfig
@@ -202,16 +220,7 @@ class VAR(Generator):
         nn.init.trunc_normal_(self.pos_start, std=std)
         nn.init.trunc_normal_(self.pos_1LC, std=std)
         self.head.weight.mul_(c.head_init)
-        self.head_nm.ada_lin[-1].weight.mul_(c.aln_init)
-        for b in self.blocks:
-            b.attn.proj.weight.div_(math.sqrt(2 * c.depth))
-            b.ffn.fc2.weight.div_(math.sqrt(2 * c.depth))
-            b.ada_lin[-1].weight[2 * C:].mul_(c.aln_init)
-            b.ada_lin[-1].weight[:2 * C].mul_(c.aln_gamma_init)
-            b.attn.q_bias.zero_()
-            b.attn.v_bias.zero_()
-            if c.attn_l2_norm:
-                b.attn.scale_mul_1H11.fill_(math.log(4.0))
+        init_adaln(self.blocks, self.head_nm, c)
 
     # ---- pieces the sampler calls ----------------------------------------------------------------
     def cond_embed(self, labels_B: torch.Tensor) -> torch.Tensor:
@@ -268,9 +277,7 @@ class VAR(Generator):
                 "x_BLCv_wo_first_l": tokenizer.teacher_forcing_input(idx_list)}
 
     def loss(self, tokens: dict[str, torch.Tensor], labels_B: torch.Tensor) -> tuple[torch.Tensor, dict[str, float]]:
-        if self.training and self.config.label_drop > 0:
-            drop = torch.rand(labels_B.shape, device=labels_B.device) < self.config.label_drop
-            labels_B = torch.where(drop, torch.full_like(labels_B, self.config.num_classes), labels_B)
+        labels_B = self.drop_labels(labels_B)
         logits = self(labels_B, tokens["x_BLCv_wo_first_l"])
         target = tokens["target_BL"]
         loss = F.cross_entropy(logits.flatten(0, 1).float(), target.flatten())

@@ -34,7 +34,7 @@ from torch import nn
 from argen.config import Config, check
 from argen.generators.base import Generator
 from argen.generators.heads import FlowHead
-from argen.generators.var import AdaLNBeforeHead, AdaLNBlock
+from argen.generators.var import AdaLNBeforeHead, AdaLNBlock, init_adaln
 from argen.nn.kv_cache import KVCache
 from argen.registry import register_model
 
@@ -140,8 +140,8 @@ class XAR(Generator):
 
     @torch.no_grad()
     def reset_parameters(self) -> None:
-        c, C = self.config, self.config.width
-        std = math.sqrt(1 / C / 3)
+        c = self.config
+        std = math.sqrt(1 / c.width / 3)
         for m in [self.word_embed, self.class_emb, self.lvl_embed, self.head_nm, *self.blocks]:
             for sub in m.modules():
                 if isinstance(sub, (nn.Linear, nn.Embedding)):
@@ -149,14 +149,7 @@ class XAR(Generator):
                     if getattr(sub, "bias", None) is not None:
                         sub.bias.zero_()
         nn.init.trunc_normal_(self.pos_1LC, std=std)
-        self.head_nm.ada_lin[-1].weight.mul_(c.aln_init)
-        for b in self.blocks:
-            b.attn.proj.weight.div_(math.sqrt(2 * c.depth))
-            b.ffn.fc2.weight.div_(math.sqrt(2 * c.depth))
-            b.ada_lin[-1].weight[2 * C:].mul_(c.aln_init)
-            b.ada_lin[-1].weight[:2 * C].mul_(c.aln_gamma_init)
-            if c.attn_l2_norm:
-                b.attn.scale_mul_1H11.fill_(math.log(4.0))
+        init_adaln(self.blocks, self.head_nm, c)
 
     # ---- entities ---------------------------------------------------------------------------------
     def entities(self, x_BCHW: torch.Tensor) -> list[torch.Tensor]:
@@ -238,9 +231,7 @@ class XAR(Generator):
     def loss(self, x_BCHW: torch.Tensor, labels_B: torch.Tensor) -> tuple[torch.Tensor, dict[str, float]]:
         """Flow-matching loss of every token of every entity given the (noised) entities before it."""
         c = self.config
-        if self.training and c.label_drop > 0:
-            drop = torch.rand(labels_B.shape, device=labels_B.device) < c.label_drop
-            labels_B = labels_B.masked_fill(drop, c.num_classes)
+        labels_B = self.drop_labels(labels_B)
         z_BLD = self(x_BCHW, labels_B, c.context_noise if self.training else 0.0)
         target_BLC = torch.cat(self.entities(x_BCHW), 1)
         loss = self.head.loss(target_BLC.flatten(0, 1), z_BLD.flatten(0, 1))
