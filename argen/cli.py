@@ -245,7 +245,8 @@ def cmd_sample(args) -> int:
     overrides = sampler_overrides(args, pipe)
     t0 = time.time()
     images = pipe(labels, seed=args.seed, batch_size=args.batch_size, progress=not args.quiet, **overrides)
-    npz, png = save_samples(images, labels, args.out, nrow=args.per_label, meta=sampling_meta(pipe, overrides, args))
+    npz, png = save_samples(images, labels, args.out, nrow=args.per_label, meta=sampling_meta(pipe, overrides, args),
+                            fmt=args.format)
     if not args.quiet:
         print(f"wrote {npz} and {png}: {len(labels)} images in {time.time() - t0:.1f} s")
     return 0
@@ -517,6 +518,9 @@ def build_parser(knobs: bool = False) -> argparse.ArgumentParser:
     sampler_args(s, knobs)
     precision_arg(s)
     s.add_argument("--batch-size", type=flags.positive("--batch-size"), default=256)
+    s.add_argument("--format", choices=["argen", "adm"], default="argen",
+                   help="the .npz layout: argen (images, labels, meta) or adm (arr_0 RGB uint8 and arr_1 labels, "
+                        "what the standard FID evaluation suites read)")
     s.add_argument("--out", type=flags.out_file, required=True,
                    help="output path; .npz and .png are written beside each other")
     _common(s)

@@ -116,16 +116,27 @@ def save_grid(images_u8: np.ndarray, path: str | Path, nrow: int, scale: int = 1
     write_files({Path(path): lambda f: img.save(f, format="PNG")})
 
 
+SAMPLE_FORMATS = ("argen", "adm")
+
+
 def save_samples(images: torch.Tensor, labels: Sequence[int], out: str | Path, nrow: int,
-                 meta: dict | None = None) -> tuple[Path, Path]:
-    """Write ``OUT.npz`` (images uint8 N x H x W x C, labels int64 N, and ``meta``, how they were made, as a
-    JSON string) and ``OUT.png`` (a grid), both or neither."""
+                 meta: dict | None = None, fmt: str = "argen") -> tuple[Path, Path]:
+    """Write ``OUT.npz`` and ``OUT.png`` (a grid), both or neither. ``fmt="argen"``: images uint8
+    N x H x W x C, labels int64 N, and ``meta`` (how they were made, a JSON string). ``fmt="adm"``: the
+    layout the standard FID suites read (guided-diffusion's evaluator): ``arr_0`` uint8 N x H x W x 3
+    (grey images repeated over RGB) and ``arr_1`` the labels, with ``meta`` beside them."""
+    if fmt not in SAMPLE_FORMATS:
+        raise ArgenError(f"--format must be one of {', '.join(SAMPLE_FORMATS)}, got {fmt!r}")
     out = Path(out)
     stem = out.with_suffix("") if out.suffix in (".png", ".npz") else out
     u8 = to_uint8(images)
     npz, png = stem.with_name(stem.name + ".npz"), stem.with_name(stem.name + ".png")
     grid = grid_image(u8, nrow=nrow, scale=max(1, 64 // u8.shape[1]))
-    extra = {"meta": np.asarray(json.dumps(meta, sort_keys=True))} if meta is not None else {}
-    write_files({npz: lambda f: np.savez(f, images=u8, labels=np.asarray(labels, dtype=np.int64), **extra),
-                png: lambda f: grid.save(f, format="PNG")})
+    arrays = {"meta": np.asarray(json.dumps(meta, sort_keys=True))} if meta is not None else {}
+    labels = np.asarray(labels, dtype=np.int64)
+    if fmt == "adm":
+        arrays.update(arr_0=np.repeat(u8, 3, axis=-1) if u8.shape[-1] == 1 else u8, arr_1=labels)
+    else:
+        arrays.update(images=u8, labels=labels)
+    write_files({npz: lambda f: np.savez(f, **arrays), png: lambda f: grid.save(f, format="PNG")})
     return npz, png

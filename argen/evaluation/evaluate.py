@@ -208,13 +208,16 @@ def run_eval(out: str | Path, *, checkpoint: str | Path | None = None, samples: 
             raise ArgenError("--data: evaluating a samples file needs the dataset it imitates (digits, fashion-mnist)")
         try:
             with np.load(samples) as z:
-                images, labels = z["images"], z.get("labels")
+                adm = "images" not in z and "arr_0" in z  # `argen sample --format adm`, or another suite's file
+                images, labels = (z["arr_0"], z.get("arr_1")) if adm else (z["images"], z.get("labels"))
                 made = json.loads(str(z["meta"])) if "meta" in z else None  # sampler, settings, lossy
         except (OSError, ValueError, KeyError) as e:
             raise ArgenError(f"--samples: cannot read images from {samples}: {e}") from None
         if images.dtype != np.uint8 or images.ndim != 4:
             raise ArgenError(f"--samples: expected uint8 images (N, H, W, C) as `argen sample` writes, got "
                              f"{images.dtype} {images.shape}")
+        if adm and images.shape[-1] == 3 and (images == images[..., :1]).all():
+            images = images[..., :1]  # grey images repeated over RGB for the FID suites: one channel again
         check_samples(images, labels, data, samples)
         dataset = data
         metrics = evaluate_samples(images, labels, dataset, seed=seed, device=device, progress=progress)
