@@ -173,6 +173,23 @@ def test_a_closed_pipe_ends_quietly():
     assert p.wait(timeout=120) == 0 and err == ""
 
 
+def test_tf32_flag_switches_tf32_on(tmp_path):
+    import torch
+
+    matmul, cudnn = torch.backends.cuda.matmul, torch.backends.cudnn
+    saved = matmul.allow_tf32, cudnn.allow_tf32  # backend switches, not plain attributes: restored by hand
+    try:
+        matmul.allow_tf32 = cudnn.allow_tf32 = False
+        args = ["sample", "--model", "digits-var", "--labels", "0", "--per-label", "1", "--out", str(tmp_path / "s"),
+                "--quiet", "--device", "cpu", "--threads", "1"]
+        assert main(args) == 0
+        assert not matmul.allow_tf32 and not cudnn.allow_tf32
+        assert main([*args, "--tf32"]) == 0
+        assert matmul.allow_tf32 and cudnn.allow_tf32
+    finally:
+        matmul.allow_tf32, cudnn.allow_tf32 = saved
+
+
 def test_train_set_reaches_the_training_config(tmp_path, capsys):
     from dataclasses import fields
 
