@@ -246,3 +246,19 @@ def tiny_xar(seed: int = 0, **overrides):
         for p in model.head.parameters():
             p.add_(torch.randn_like(p) * 0.1)
     return model.eval()
+
+
+def chi2_pvalue(counts: torch.Tensor, p: torch.Tensor) -> float:
+    """Chi-square p-value of sample ``counts`` against the exact distribution ``p`` over the same outcomes,
+    outcomes with fewer than 5 expected draws pooled into one bin (if there are any). Drawing an outcome
+    that ``p`` rules out fails at once."""
+    from scipy import stats
+
+    assert counts[p == 0].sum() == 0  # never an outcome the target rules out
+    counts, p = counts[p > 0], p[p > 0]
+    expected = p * counts.sum()
+    rare = expected < 5
+    obs, exp = counts[~rare], expected[~rare]
+    if rare.any():
+        obs, exp = torch.cat([obs, counts[rare].sum()[None]]), torch.cat([exp, expected[rare].sum()[None]])
+    return float(stats.chisquare(obs.numpy(), exp.numpy() * obs.sum().item() / exp.sum().item()).pvalue)

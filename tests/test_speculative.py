@@ -11,7 +11,7 @@ from __future__ import annotations
 
 import pytest
 import torch
-from helpers import tiny_raster, tiny_vq
+from helpers import chi2_pvalue, tiny_raster, tiny_vq
 
 from argen.errors import ArgenError, ConfigError
 from argen.sampling import is_lossy, sampler_for, samplers_of
@@ -88,16 +88,6 @@ def count_passes(model, fn) -> int:
     finally:
         hook.remove()
     return len(calls)
-
-
-def chi2_pvalue(counts: torch.Tensor, p: torch.Tensor) -> float:
-    """Chi-square of the counts against p, outcomes with fewer than 5 expected draws pooled into one bin."""
-    assert counts[p == 0].sum() == 0  # never an outcome the target rules out
-    expected = p * counts.sum()
-    rare = expected < 5
-    obs = torch.cat([counts[~rare], counts[rare].sum()[None]])
-    exp = torch.cat([expected[~rare], expected[rare].sum()[None]])
-    return float(stats.chisquare(obs.numpy(), exp.numpy() * obs.sum().item() / exp.sum().item()).pvalue)
 
 
 def tv(counts: torch.Tensor, p: torch.Tensor) -> float:
