@@ -313,15 +313,24 @@ class App:
         self.jobs: OrderedDict[str, Job] = OrderedDict()
         self.dir = Path(tempfile.mkdtemp(prefix="argen-serve-"))
         self._lock, self._run_lock = threading.Lock(), threading.Lock()
+        self._threads: list[threading.Thread] = []  # background jobs, joined on close
         self.stopping = False
 
     def close(self, timeout: float = 30) -> bool:
         """Stop the running job, if any, at its next generator step, and remove the result files. False when it
         did not stop within ``timeout`` seconds (torch aborts the process if it exits under a running thread)."""
         self.stopping = True
+        # Join the job threads, not just wait for the run lock: a thread that has not taken the lock yet,
+        # or is still leaving its run, must be gone too before the interpreter exits under it.
+        deadline = time.monotonic() + timeout
         stopped = self._run_lock.acquire(timeout=timeout)
         if stopped:
             self._run_lock.release()
+        with self._lock:
+            threads = list(self._threads)
+        for t in threads:
+            t.join(max(0.0, deadline - time.monotonic()))
+        stopped = stopped and not any(t.is_alive() for t in threads)
         shutil.rmtree(self.dir, ignore_errors=True)
         return stopped
 
@@ -336,7 +345,10 @@ class App:
         if wait:
             self.run(job)
         else:
-            threading.Thread(target=self.run, args=(job,), daemon=True).start()
+            thread = threading.Thread(target=self.run, args=(job,), daemon=True)
+            with self._lock:
+                self._threads = [t for t in self._threads if t.is_alive()] + [thread]
+            thread.start()
         return job
 
     def run(self, job: Job) -> None:
