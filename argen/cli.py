@@ -74,6 +74,9 @@ def _train_args(p: argparse.ArgumentParser, kind: str) -> None:
     p.add_argument("--warmup", type=int, default=None, help="warm-up steps (default: preset)")
     p.add_argument("--ema", type=float, default=None, help="EMA decay, 0 = off (default: preset)")
     p.add_argument("--bf16", action="store_true", help="bf16 autocast")
+    p.add_argument("--tensorboard", action="store_true",
+                   help="also log to OUT/tensorboard for TensorBoard (pip install 'argen[tensorboard]'); "
+                        "OUT/log.jsonl is written either way")
     p.add_argument("--save-every", type=flags.positive("--save-every"), default=None, help="checkpoint period in steps")
     p.add_argument("--seed", type=flags.seed, default=None, help="weights, data order and every random draw "
                    "(default 0)")
@@ -132,7 +135,7 @@ def cmd_train(args) -> int:
                              tokenizer_dir=getattr(args, "tokenizer", None), train_overrides=overrides,
                              model_overrides=dict(args.set), device=device, resume=args.resume,
                              overwrite=args.overwrite, quiet=args.quiet,
-                             command=shlex.join(["argen", *args.argv]))
+                             command=shlex.join(["argen", *args.argv]), tensorboard=args.tensorboard)
     finally:
         dist.shutdown()
     if dist.is_main() and not args.quiet:

@@ -173,6 +173,27 @@ def test_a_closed_pipe_ends_quietly():
     assert p.wait(timeout=120) == 0 and err == ""
 
 
+def test_tensorboard_logs_the_rows_of_log_jsonl(tmp_path, capsys, monkeypatch):
+    pytest.importorskip("tensorboard")
+    from tensorboard.backend.event_processing.event_accumulator import EventAccumulator
+
+    from argen.checkpoint import read_log
+
+    base = ["train", "tokenizer", "--preset", "vq-digits", "--steps", "3", "--batch-size", "4", "--quiet",
+            "--device", "cpu", "--threads", "1", "--train-set", "log_every=1"]
+    assert main([*base, "--out", str(tmp_path / "t"), "--tensorboard"]) == 0
+    events = EventAccumulator(str(tmp_path / "t" / "tensorboard"))
+    events.Reload()
+    loss = events.Scalars("train/loss")
+    rows = read_log(tmp_path / "t" / "log.jsonl")
+    assert [e.step for e in loss] == [r["step"] for r in rows] == [1, 2, 3]
+    assert [e.value for e in loss] == pytest.approx([r["loss"] for r in rows], rel=1e-6)
+    # without the package: one line before anything is written
+    monkeypatch.setitem(sys.modules, "torch.utils.tensorboard", None)  # `import` of it now raises ImportError
+    assert main([*base, "--out", str(tmp_path / "u"), "--tensorboard"]) == 2
+    assert "pip install 'argen[tensorboard]'" in capsys.readouterr().err and not (tmp_path / "u").exists()
+
+
 def test_tf32_flag_switches_tf32_on(tmp_path):
     import torch
 

@@ -23,14 +23,14 @@ from argen.tokenizers.base import Tokenizer
 from argen.tokens import check_kind
 from argen.training import dist
 from argen.training.outdir import check_run_folder, clear_run, lock_folder
-from argen.training.trainer import GeneratorObjective, TrainConfig, train
+from argen.training.trainer import GeneratorObjective, TrainConfig, tensorboard_writer, train
 
 
 def train_preset(kind: str, preset_name: str, out: str | Path, *, data: str | None = None,
                  data_path: str | None = None, tokenizer_dir: str | Path | None = None,
                  train_overrides: dict | None = None, model_overrides: dict | None = None,
                  device: str | torch.device = "cpu", resume: bool = False, overwrite: bool = False,
-                 quiet: bool = False, command: str | None = None) -> dict:
+                 quiet: bool = False, command: str | None = None, tensorboard: bool = False) -> dict:
     """Train preset ``preset_name`` of ``kind`` into ``out``; returns (and saves) its metrics.
 
     A generator reads its token shapes from ``tokenizer_dir`` (copied into ``out/tokenizer``)
@@ -41,6 +41,8 @@ def train_preset(kind: str, preset_name: str, out: str | Path, *, data: str | No
     tokenizer against the data, a resumed run against this one, the output folder (``resume``
     continues the run in it, ``overwrite`` replaces it; otherwise it must hold no run).
     """
+    if tensorboard:
+        tensorboard_writer()  # a missing package is refused before anything is written
     preset = get_preset(preset_name, kind)
     device = dist.init(torch.device(device))
     data = data or preset.data
@@ -88,7 +90,7 @@ def train_preset(kind: str, preset_name: str, out: str | Path, *, data: str | No
                 ckpt.copy_tokenizer(tokenizer_dir, out)
         t0 = time.time()
         metrics = train(model, train_set, cfg, out, objective=objective, device=device, resume=resume,
-                        preset=preset_name, meta=meta, quiet=quiet)
+                        preset=preset_name, meta=meta, quiet=quiet, tensorboard=tensorboard)
         return _evaluate(kind, out, data, train_set, test_set, metrics, t0, device)
 
 

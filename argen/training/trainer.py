@@ -138,8 +138,11 @@ def _set_rng_state(state: dict) -> None:
 
 def train(model: nn.Module, dataset, cfg: TrainConfig, out_dir: str | Path, *, objective: nn.Module | None = None,
           device: torch.device | str = "cpu", resume: bool = False, preset: str | None = None,
-          meta: dict | None = None, quiet: bool = False) -> dict[str, float]:
-    """Train ``model`` (through ``objective`` if given) and checkpoint it to ``out_dir``. Returns the last metrics."""
+          meta: dict | None = None, quiet: bool = False, tensorboard: bool = False) -> dict[str, float]:
+    """Train ``model`` (through ``objective`` if given) and checkpoint it to ``out_dir``. Returns the last metrics.
+
+    ``tensorboard``: also write every logged row as TensorBoard scalars to ``out_dir/tensorboard``
+    (rank 0; needs the ``tensorboard`` package, the extra ``argen[tensorboard]``)."""
     device = torch.device(device)
     out = Path(out_dir)
     world, rank = dist.world_size(), dist.rank()
@@ -197,6 +200,7 @@ def train(model: nn.Module, dataset, cfg: TrainConfig, out_dir: str | Path, *, o
             "train_config": cfg.to_dict(), "train_seconds": seconds,
         })
 
+    board = _board(out) if tensorboard and dist.is_main() else None
     amp = torch.autocast(device.type, dtype=torch.bfloat16, enabled=cfg.bf16)
     bar = tqdm(total=cfg.steps, initial=step, disable=quiet or not dist.is_main(), desc=f"train {preset or ''}",
                dynamic_ncols=True)
@@ -228,6 +232,10 @@ def train(model: nn.Module, dataset, cfg: TrainConfig, out_dir: str | Path, *, o
                 bar.set_postfix(loss=f"{metrics['loss']:.4f}", img_s=f"{ips:.0f}")
                 if dist.is_main():
                     ckpt.append_log(out / ckpt.LOG, {"step": step, **metrics, "img_per_s": ips})
+                if board is not None:
+                    for k, v in {**metrics, "img_per_s": ips}.items():
+                        board.add_scalar(f"train/{k}", v, step)
+                    board.flush()  # a crash keeps what was logged, as log.jsonl does
             bar.update(1)
             if step % cfg.save_every == 0 or step == cfg.steps or stop.requested:
                 save(step, metrics)
@@ -235,8 +243,23 @@ def train(model: nn.Module, dataset, cfg: TrainConfig, out_dir: str | Path, *, o
                 bar.close()
                 raise KeyboardInterrupt
     bar.close()
+    if board is not None:
+        board.close()
     dist.barrier()
     return metrics
+
+
+def tensorboard_writer():
+    """torch's TensorBoard ``SummaryWriter`` class, or a one-line error naming the extra to install."""
+    try:
+        from torch.utils.tensorboard import SummaryWriter
+    except ImportError:
+        raise ArgenError("--tensorboard needs the tensorboard package: pip install 'argen[tensorboard]'") from None
+    return SummaryWriter
+
+
+def _board(out: Path):
+    return tensorboard_writer()(str(out / "tensorboard"))
 
 
 class _StopFlag:
