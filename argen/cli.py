@@ -70,6 +70,9 @@ def _train_args(p: argparse.ArgumentParser, kind: str) -> None:
     p.add_argument("--steps", type=flags.positive("--steps"), default=None, help="optimizer steps (default: preset)")
     p.add_argument("--batch-size", type=flags.positive("--batch-size"), default=None,
                    help="global batch size, split over torchrun processes (default: preset)")
+    p.add_argument("--grad-accum", type=flags.positive("--grad-accum"), default=None, metavar="M",
+                   help="micro-batches per process and step (gradient accumulation); the global batch and every "
+                        "random draw keep their meaning, so the weights do not depend on M (default 1)")
     p.add_argument("--lr", type=float, default=None, help="peak learning rate (default: preset)")
     p.add_argument("--warmup", type=int, default=None, help="warm-up steps (default: preset)")
     p.add_argument("--ema", type=float, default=None, help="EMA decay, 0 = off (default: preset)")
@@ -106,7 +109,7 @@ def _classifier_preset(data: str | None) -> str:
 
 # TrainConfig's fields (argen.training.trainer), named here so that `--help` does not import torch; a test
 # keeps the two in step. Those with a flag of their own are set by that flag.
-TRAIN_FIELDS = ("steps", "batch_size", "lr", "min_lr_ratio", "warmup", "weight_decay", "beta1", "beta2", "grad_clip",
+TRAIN_FIELDS = ("steps", "batch_size", "grad_accum", "lr", "min_lr_ratio", "warmup", "weight_decay", "beta1", "beta2", "grad_clip",
                 "ema", "bf16", "save_every", "log_every", "seed")
 
 
@@ -114,7 +117,7 @@ def cmd_train(args) -> int:
     from argen.training import dist
 
     device = _setup(args)
-    flagged = dict(steps=args.steps, batch_size=args.batch_size, lr=args.lr, warmup=args.warmup, ema=args.ema,
+    flagged = dict(steps=args.steps, batch_size=args.batch_size, grad_accum=args.grad_accum, lr=args.lr, warmup=args.warmup, ema=args.ema,
                    save_every=args.save_every, seed=args.seed, bf16=args.bf16 or None)
     overrides = {}
     for k, v in args.train_set:

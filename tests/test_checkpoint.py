@@ -37,7 +37,10 @@ def one_line(e: pytest.ExceptionInfo) -> str:
 def trained_msvq() -> MultiScaleVQ:
     """A tiny tokenizer whose buffers (usage, initialized, train_steps) are not at their defaults."""
     tok = tiny_msvq().train()
-    tok.loss((random_images(4), torch.zeros(4, dtype=torch.long)))
+    batch = (random_images(4), torch.zeros(4, dtype=torch.long))
+    tok.begin_training(batch)
+    tok.loss(batch)
+    tok.end_step()
     return tok.eval()
 
 

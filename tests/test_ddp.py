@@ -1,16 +1,19 @@
-"""DDP: ``torchrun --nproc_per_node 2 -m argen train ...`` gives the same weights as one process.
+"""DDP: ``torchrun --nproc_per_node 2 -m argen train ...`` gives the weights one process gives.
 
-``--batch-size`` is the global batch: each of the 2 ranks takes half of every global batch and
-DDP averages the gradients, so 3 steps on 2 ranks equal 3 steps in one process up to float
-summation order. Label dropout and EMA are off so the comparison is exact up to rounding.
+``--batch-size`` is the global batch: each of the 2 ranks takes half of every global batch, DDP averages
+the gradients, and every random draw (label dropout, masks, dropout, diffusion noise and times, a KL
+posterior's noise) is made for the global batch (``argen.nn.shard``). A tokenizer's k-means initialisation,
+usage statistics and dead-code restarts see the whole global batch too. So the same command gives the same
+weights up to float summation order, with label dropout, dropout and masking on; and so does one process
+with ``--grad-accum 2`` (two micro-batches per step).
 
-The commands run through a small launcher that is ``python -m argen`` plus one hook: rank 0
-saves the model's initial weights (to check that training moved them, and that both runs
-started from the same ones).
+All commands of a mode run through one small launcher process (``python -m argen`` per command, plus a
+hook that saves each model's initial weights), so the torch start-up is paid once per mode.
 """
 
 from __future__ import annotations
 
+import json
 import os
 import socket
 import subprocess
@@ -22,47 +25,74 @@ import torch
 import torch.distributed as dist
 from safetensors.torch import load_file
 
+from argen.checkpoint import load_train_state
 from argen.cli import main
 
 pytestmark = pytest.mark.skipif(not (dist.is_available() and dist.is_gloo_available()),
                                 reason="torch.distributed with the gloo backend is not available")
 
 CPU = ["--threads", "1", "--quiet", "--device", "cpu"]
-TINY_TOK = ["--set", "ch=8", "--set", "z_channels=4", "--set", "codebook_size=16"]
+# groups=2: with one channel per GroupNorm group a conv bias before the norm has a gradient of exactly 0,
+# whose float rounding (1e-9, the size of AdamW's eps) AdamW would amplify into lr-sized steps of noise
+TINY_AE = ["--set", "ch=8", "--set", "z_channels=4", "--set", "groups=2"]
 TINY_GEN = ["--set", "depth=1", "--set", "width=32", "--set", "heads=2"]
-STEPS = 3
+STEPS = 8
+TRAIN = ["--batch-size", "8", "--steps", str(STEPS), "--ema", "0", "--warmup", "0", "--train-set", "log_every=1", *CPU]
+
+TOKENIZERS = {  # name: (preset, --set values); restarts every 2 steps with a high threshold, so some happen
+    "msvq": ("msvq-digits", [*TINY_AE, "--set", "codebook_size=16", "--set", "restart_every=2",
+                             "--set", "restart_threshold=0.9"]),
+    "vq": ("vq-digits", [*TINY_AE, "--set", "codebook_size=16", "--set", "restart_every=2",
+                         "--set", "restart_threshold=0.9"]),
+    "kl": ("kl-digits", TINY_AE),
+}
+HEAD = ["--set", "head_width=32", "--set", "head_depth=1"]
+GENERATORS = {  # family: (preset, tokenizer, --set values with dropout and label dropout on)
+    "raster": ("raster-digits", "vq", [*TINY_GEN, "--set", "label_drop=0.5"]),
+    "var": ("var-digits", "msvq", [*TINY_GEN, "--set", "label_drop=0.5", "--set", "dropout=0.1",
+                                   "--set", "drop_path=0.1"]),
+    "maskgit": ("maskgit-digits", "vq", [*TINY_GEN, "--set", "label_drop=0.5"]),
+    "mar": ("mar-digits", "kl", [*TINY_GEN, *HEAD, "--set", "label_drop=0.5"]),
+    "nar": ("nar-digits", "vq", [*TINY_GEN, "--set", "label_drop=0.5"]),
+    "hmar": ("hmar-digits", "msvq", [*TINY_GEN, "--set", "label_drop=0.5", "--set", "drop_path=0.1"]),
+    "xar": ("xar-digits", "kl", [*TINY_GEN, *HEAD, "--set", "label_drop=0.5"]),
+}
 
 _LAUNCHER = r"""
-import os, runpy, sys
+import json, os, sys
 
+import torch.distributed
+
+import argen.training.dist as argen_dist
 import argen.training.run as run
+from argen.cli import main
 from safetensors.torch import save_file
 
+# One process group for all commands: re-creating it in one process races (a fast rank can meet the
+# other rank's old store entries), so the CLI's per-command shutdown is skipped here.
+if "RANK" in os.environ:
+    torch.distributed.init_process_group("gloo")
+argen_dist.shutdown = lambda: None
+
 _train = run.train
+init_out = None
 
 
 def train(model, *args, **kwargs):
     if int(os.environ.get("RANK", "0")) == 0:
-        save_file({k: v.detach().clone().contiguous() for k, v in model.state_dict().items()},
-                  os.environ["ARGEN_TEST_INIT_OUT"])
+        save_file({k: v.detach().clone().contiguous() for k, v in model.state_dict().items()}, init_out)
     return _train(model, *args, **kwargs)
 
 
 run.train = train
-sys.argv = ["argen", *sys.argv[1:]]
-runpy.run_module("argen", run_name="__main__", alter_sys=True)  # = python -m argen
+for command in json.loads(open(sys.argv[1]).read()):
+    init_out = command["init"]
+    code = main(command["argv"])
+    if code != 0:
+        sys.exit(f"{command['argv']} exited with {code}")
+if torch.distributed.is_initialized():
+    torch.distributed.destroy_process_group()
 """
-
-
-@pytest.fixture(scope="module")
-def setup(tmp_path_factory) -> tuple[Path, Path]:
-    root = tmp_path_factory.mktemp("ddp")
-    tok = root / "tok"
-    assert main(["train", "tokenizer", "--preset", "msvq-digits", "--steps", "5", "--batch-size", "32",
-                 "--out", str(tok), *TINY_TOK, *CPU]) == 0
-    launcher = root / "launcher.py"
-    launcher.write_text(_LAUNCHER)
-    return tok, launcher
 
 
 def _free_port() -> int:
@@ -71,51 +101,97 @@ def _free_port() -> int:
         return s.getsockname()[1]
 
 
-def _train_argv(tok: Path, out: Path) -> list[str]:
-    return ["train", "generator", "--preset", "var-digits", "--tokenizer", str(tok), "--out", str(out),
-            "--batch-size", "8", "--steps", str(STEPS), "--set", "label_drop=0", "--ema", "0", "--warmup", "0",
-            *TINY_GEN, *CPU]
+@pytest.fixture(scope="module")
+def runs(tmp_path_factory) -> Path:
+    """Every model trained three ways: one process; torchrun with 2 processes; one process, --grad-accum 2."""
+    root = tmp_path_factory.mktemp("ddp")
+    toks = {}
+    for name, (preset, sets) in TOKENIZERS.items():  # the generators' frozen tokenizers
+        toks[name] = root / f"tok-{name}"
+        assert main(["train", "tokenizer", "--preset", preset, "--steps", "5", "--batch-size", "32",
+                     "--out", str(toks[name]), *sets, *CPU]) == 0
+    launcher = root / "launcher.py"
+    launcher.write_text(_LAUNCHER)
+    modes = {"single": [], "ddp": [], "accum": ["--grad-accum", "2"]}
+    for mode, extra in modes.items():
+        commands = []
+        for name, (preset, sets) in TOKENIZERS.items():
+            out = root / mode / f"tokenizer-{name}"
+            commands.append({"init": str(out) + ".init", "argv": ["train", "tokenizer", "--preset", preset,
+                                                                  "--out", str(out), *sets, *TRAIN, *extra]})
+        for family, (preset, tok, sets) in GENERATORS.items():
+            out = root / mode / family
+            commands.append({"init": str(out) + ".init", "argv": ["train", "generator", "--preset", preset,
+                                                                  "--tokenizer", str(toks[tok]), "--out", str(out),
+                                                                  *sets, *TRAIN, *extra]})
+        (root / mode).mkdir()
+        spec = root / f"{mode}.json"
+        spec.write_text(json.dumps(commands))
+        torchrun = [sys.executable, "-m", "torch.distributed.run", "--nproc_per_node", "2",
+                    "--master_port", str(_free_port())]
+        cmd = [*(torchrun if mode == "ddp" else [sys.executable]), str(launcher), str(spec)]
+        r = subprocess.run(cmd, check=False, env={**os.environ, "OMP_NUM_THREADS": "1"}, capture_output=True,
+                           text=True, timeout=600)
+        assert r.returncode == 0, f"{' '.join(cmd)}\nexit code {r.returncode}\n{r.stdout[-3000:]}\n{r.stderr[-3000:]}"
+    return root
 
 
-def _run(cmd: list[str], init_out: Path) -> None:
-    env = {**os.environ, "OMP_NUM_THREADS": "1", "ARGEN_TEST_INIT_OUT": str(init_out)}
-    r = subprocess.run(cmd, check=False, env=env, capture_output=True, text=True, timeout=300)
-    assert r.returncode == 0, f"{' '.join(cmd)}\nexit code {r.returncode}\n{r.stdout[-3000:]}\n{r.stderr[-3000:]}"
+def _load(root: Path, mode: str, name: str):
+    out = root / mode / name
+    return (load_file(str(out) + ".init"), load_file(str(out / "model.safetensors")),
+            load_file(str(out / "train_state.safetensors")), int(load_train_state(out)["step"]))
 
 
-def _ddp_vs_single(tmp_path: Path, tok: Path, launcher: Path):
-    single, ddp = tmp_path / "single", tmp_path / "ddp"
-    _run([sys.executable, str(launcher), *_train_argv(tok, single)], tmp_path / "init_single.safetensors")
-    _run([sys.executable, "-m", "torch.distributed.run", "--nproc_per_node", "2", "--master_port", str(_free_port()),
-          str(launcher), *_train_argv(tok, ddp)], tmp_path / "init_ddp.safetensors")
-    out = {}
-    for name in ("single", "ddp"):
-        out[name] = (load_file(str(tmp_path / f"init_{name}.safetensors")),
-                     load_file(str(tmp_path / name / "model.safetensors")),
-                     load_file(str(tmp_path / name / "train_state.safetensors")))
-    return out
-
-
-def _check(runs) -> None:
-    (init_1, final_1, state_1), (init_2, final_2, state_2) = runs["single"], runs["ddp"]
+def _check_same(one, other, what: str) -> None:
+    (init_1, final_1, state_1, step_1), (init_2, final_2, state_2, step_2) = one, other
     assert sorted(final_1) == sorted(final_2) == sorted(init_1)
     differ = [k for k in init_1 if not torch.equal(init_1[k], init_2[k])]
-    assert not differ, (f"the one-process and torchrun runs of the same command start from different weights "
+    assert not differ, (f"{what}: the runs of the same command start from different weights "
                         f"({len(differ)} tensors, e.g. {differ[:3]}): the model initialisation is not seeded")
-    moved = max((final_1[k].double() - init_1[k].double()).abs().max().item() for k in final_1)
-    assert moved > 1e-3, f"training hardly moved the weights (max change {moved:g}): the comparison says nothing"
+    moved = max((final_1[k].double() - init_1[k].double()).abs().max().item() for k in final_1
+                if final_1[k].is_floating_point())
+    assert moved > 1e-3, f"{what}: training hardly moved the weights (max change {moved:g}): the test says nothing"
     for k in final_1:
-        torch.testing.assert_close(final_2[k], final_1[k], atol=1e-5, rtol=0, msg=lambda m, k=k: f"{k}: {m}")
-    # AdamW moments too (these are what DDP's gradient averaging feeds)
-    for k in state_1:
+        torch.testing.assert_close(final_2[k], final_1[k], atol=1e-5, rtol=0, msg=lambda m, k=k: f"{what} {k}: {m}")
+    for k in state_1:  # AdamW moments too (what the gradient averaging feeds)
         if "/optimizer/state/" in k and k.endswith(("exp_avg", "exp_avg_sq")):
-            torch.testing.assert_close(state_2[k], state_1[k], atol=1e-6, rtol=1e-4, msg=lambda m, k=k: f"{k}: {m}")
-    assert int(state_1["s/optimizer/state/0/step"]) == int(state_2["s/optimizer/state/0/step"]) == STEPS
+            torch.testing.assert_close(state_2[k], state_1[k], atol=1e-6, rtol=1e-4,
+                                       msg=lambda m, k=k: f"{what} {k}: {m}")
+    assert step_1 == step_2 == STEPS
 
 
-def test_torchrun_2_processes_equals_one_process(setup, tmp_path):
-    """The same command, once with torchrun and once without: the same initial weights (the CLI seeds the
-    model's initialisation), and the same final weights and AdamW moments (DDP's gradient averaging over
-    the per-rank halves of each global batch)."""
-    tok, launcher = setup
-    _check(_ddp_vs_single(tmp_path, tok, launcher))
+NAMES = [f"tokenizer-{t}" for t in TOKENIZERS] + list(GENERATORS)
+
+
+@pytest.mark.parametrize("name", NAMES)
+def test_torchrun_2_processes_equals_one_process(runs, name):
+    """The same command with torchrun (2 ranks) and without: the same initial weights, final weights and
+    AdamW moments (max abs weight difference <= 1e-5 after 8 steps)."""
+    _check_same(_load(runs, "single", name), _load(runs, "ddp", name), f"{name} ddp")
+
+
+@pytest.mark.parametrize("name", NAMES)
+def test_grad_accum_equals_one_batch(runs, name):
+    """``--grad-accum 2``: two micro-batches per step give the weights of the whole batch at once."""
+    _check_same(_load(runs, "single", name), _load(runs, "accum", name), f"{name} --grad-accum 2")
+
+
+def test_every_rank_random_state_is_saved(runs):
+    state = load_file(str(runs / "ddp" / "var" / "train_state.safetensors"))
+    assert {k for k in state if k.startswith("s/rng/")} >= {"s/rng/0/cpu", "s/rng/1/cpu"}
+    # draws are made for the global batch, so the ranks' streams stay in step
+    assert torch.equal(state["s/rng/0/cpu"], state["s/rng/1/cpu"])
+
+
+def test_tokenizer_restarts_happened(runs):
+    """The restart path ran in the compared runs (else their equality would not cover it)."""
+    for name in ("msvq", "vq"):
+        rows = [json.loads(x) for x in (runs / "ddp" / f"tokenizer-{name}" / "log.jsonl").read_text().splitlines()]
+        assert len(rows) == STEPS and sum(r.get("restarted", 0) for r in rows) > 0, rows
+
+
+def test_batch_not_divisible_by_shards_is_one_line(tmp_path, capsys):
+    code = main(["train", "tokenizer", "--preset", "vq-digits", "--out", str(tmp_path / "t"), "--batch-size", "6",
+                 "--grad-accum", "4", "--steps", "1", *CPU])
+    err = capsys.readouterr().err.strip()
+    assert code == 2 and "--batch-size 6" in err and "--grad-accum (4)" in err and len(err.splitlines()) == 1

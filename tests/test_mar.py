@@ -128,19 +128,13 @@ def test_training_mask_ratio_is_a_truncated_normal_with_mode_one():
     assert abs(float(r.mean()) - 0.8670) < 0.005
 
 
-def test_loss_is_on_masked_tokens_only_and_reaches_every_parameter(monkeypatch):
+def test_loss_is_on_masked_tokens_only_and_reaches_every_parameter():
     model = tiny_mar().train()
-    seen = {}
-    real = model.diffloss.loss
-
-    def spy(target, cond):
-        seen["rows"] = target.shape[0]
-        return real(target, cond)
-
-    monkeypatch.setattr(model.diffloss, "loss", spy)
+    net = CallCounter(model.diffloss.net)  # the head's network sees batch_mul copies of each masked token
     torch.manual_seed(0)
     loss, metrics = model.loss(torch.randn(4, 16, 3), torch.tensor([0, 1, 2, 0]))
-    assert seen["rows"] == round(metrics["mask_ratio"] * 64) and 0.7 <= metrics["mask_ratio"] <= 1.0
+    assert net.rows == [model.diffloss.batch_mul * round(metrics["mask_ratio"] * 64)]
+    assert 0.7 <= metrics["mask_ratio"] <= 1.0
     loss.backward()
     # With a fully masked batch (ratio can be 1) the known-token projection gets no gradient; all else does.
     missing = [n for n, p in model.named_parameters() if p.grad is None and not n.startswith("z_proj.")]

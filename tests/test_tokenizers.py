@@ -211,28 +211,29 @@ def test_vq_loss_backward_reaches_encoder_decoder_and_codebook():
 
 
 @pytest.mark.parametrize("make", [tiny_msvq, tiny_vq])
-def test_kmeans_init_on_first_training_loss_only(make):
+def test_kmeans_init_once_in_begin_training(make):
     tok = make(spread_codebook=False) if make is tiny_msvq else make()
     q = tok.quantize
     before = q.embedding.weight.detach().clone()
     assert int(q.initialized) == 0
-    # Eval-mode losses never initialise.
+    # Losses never initialise, in either mode: the trainer's begin_training does, once.
     tok.eval().loss(batch())
-    assert int(q.initialized) == 0 and torch.equal(q.embedding.weight, before)
     tok.train().loss(batch())
+    assert int(q.initialized) == 0 and torch.equal(q.embedding.weight, before)
+    tok.begin_training(batch())
     assert int(q.initialized) == 1
     after = q.embedding.weight.detach().clone()
     assert not torch.allclose(after, before)
     assert torch.allclose(q.usage_SV.sum(-1), torch.ones(q.usage_SV.shape[0]), atol=1e-5)
-    # The second call keeps the codebook (no optimizer step, no restart yet).
-    tok.loss(batch(seed=1))
+    # A resumed run (initialized set) keeps its codebook.
+    tok.begin_training(batch(seed=1))
     assert torch.equal(q.embedding.weight, after)
 
 
 def test_kmeans_init_can_be_disabled():
     tok = tiny_msvq(spread_codebook=False, kmeans_init=False).train()
     before = tok.quantize.embedding.weight.detach().clone()
-    tok.loss(batch())
+    tok.begin_training(batch())
     assert int(tok.quantize.initialized) == 0
     assert torch.equal(tok.quantize.embedding.weight, before)
 
@@ -243,21 +244,22 @@ def test_msvq_kmeans_init_spreads_codes_over_features():
     tok = tiny_msvq(spread_codebook=False).train()
     x = batch(8)
     f = tok.features(x[0]).detach()
-    pooled = torch.cat(tok._pooled(f), 0)
+    pooled = torch.cat(tok.init_vectors(x[0]), 0).detach()
     d_before = torch.cdist(pooled, tok.quantize.embedding.weight).min(-1).values.mean()
-    tok.loss(x)
+    tok.begin_training(x)
     d_after = torch.cdist(pooled, tok.quantize.embedding.weight).min(-1).values.mean()
     assert d_after < 0.5 * d_before
 
 
-def test_restart_schedule_runs_from_training_loss():
+def test_restart_schedule_runs_at_step_ends():
     tok = tiny_msvq(restart_every=2, restart_threshold=0.5, usage_decay=0.99).train()
     q = tok.quantize
-    m1 = tok.loss(batch())[1]
-    assert "restarted" not in m1
+    tok.loss(batch())
+    assert tok.end_step() == {}
+    tok.loss(batch(seed=1))
     q.usage_SV.zero_()  # every code looks dead (one batch at decay 0.99 cannot revive any)
-    m2 = tok.loss(batch(seed=1))[1]
-    assert m2["restarted"] == 16
+    q.usage_SV[0, 0] = 1.0  # ... but code 0; the step's own hits are applied first, at decay 0.99
+    assert tok.end_step() == {"restarted": 15}
     assert int(tok.train_steps) == 2
 
 
@@ -303,10 +305,13 @@ def test_restart_dead_returns_zero_when_all_codes_live():
 
 def test_record_usage_is_an_ema_of_hit_shares():
     cb = Codebook(4, 2, num_scales=2)
-    cb.record_usage(torch.tensor([0, 0, 1, 3]), scale=1)
+    cb.record_usage(torch.tensor([0, 0, 1]), scale=1)
+    cb.record_usage(torch.tensor([3]), scale=1)  # a second micro-batch of the same step
+    assert torch.equal(cb.usage_SV, torch.zeros(2, 4))  # applied at the step's end
+    assert cb.end_step(None, 0.5) == 0
     expected = 0.01 * torch.tensor([0.5, 0.25, 0.0, 0.25])
     assert torch.allclose(cb.usage_SV[1], expected)
-    assert torch.equal(cb.usage_SV[0], torch.zeros(4))
+    assert torch.equal(cb.usage_SV[0], torch.zeros(4))  # a scale without hits keeps its EMA
 
 
 def test_usage_stats_exact():

@@ -25,6 +25,7 @@ from torch import nn
 
 from argen.config import Config, check
 from argen.errors import ArgenError
+from argen.nn import shard
 from argen.registry import register_model
 
 ASSETS = Path(__file__).resolve().parent.parent / "assets"
@@ -74,12 +75,13 @@ def random_shift(x_BCHW: torch.Tensor, shift: int, fill: float = -1.0) -> torch.
     """Translate every image by its own random (dy, dx) in [-shift, shift], filling with ``fill`` (black).
 
     One gather on the padded batch instead of a Python loop per image; the offsets come from the
-    global torch RNG, whose state the trainer saves, so augmented runs still resume exactly."""
+    global torch RNG for the global batch (``shard``), whose state the trainer saves, so augmented runs
+    still resume exactly and N ranks equal one process."""
     if shift == 0:
         return x_BCHW
     B, _, H, W = x_BCHW.shape
     padded = F.pad(x_BCHW, (shift, shift, shift, shift), value=fill)
-    off_B2 = torch.randint(0, 2 * shift + 1, (B, 2), device=x_BCHW.device)
+    off_B2 = shard.randint(2 * shift + 1, (B, 2), device=x_BCHW.device)
     rows_BH = torch.arange(H, device=x_BCHW.device) + off_B2[:, :1]
     cols_BW = torch.arange(W, device=x_BCHW.device) + off_B2[:, 1:]
     b = torch.arange(B, device=x_BCHW.device)[:, None, None]
@@ -113,7 +115,7 @@ class Classifier(nn.Module):
         self.body = nn.Sequential(*layers)
         self.fc = nn.Linear(cin * c.pooled_size ** 2, c.hidden)
         self.norm = nn.BatchNorm1d(c.hidden)
-        self.drop = nn.Dropout(c.dropout)
+        self.drop = shard.Dropout(c.dropout)
         self.head = nn.Linear(c.hidden, c.num_classes)
 
     def _check(self, images: torch.Tensor) -> None:
@@ -150,7 +152,7 @@ class Classifier(nn.Module):
         if self.training:
             images = random_shift(images, c.shift)
             if c.hflip:
-                flip_B = torch.rand(images.shape[0], device=images.device) < 0.5
+                flip_B = shard.rand(images.shape[0], device=images.device) < 0.5
                 images = torch.where(flip_B[:, None, None, None], images.flip(-1), images)
         logits = self(images)
         loss = F.cross_entropy(logits, labels, label_smoothing=c.label_smoothing)

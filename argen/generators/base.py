@@ -20,6 +20,7 @@ from typing import ClassVar
 import torch
 from torch import nn
 
+from argen.nn import shard
 from argen.tokens import TokenSpec
 
 
@@ -45,5 +46,5 @@ class Generator(nn.Module):
         c = self.config
         if not self.training or c.label_drop <= 0:
             return labels_B
-        drop_B = torch.rand(labels_B.shape, device=labels_B.device) < c.label_drop
+        drop_B = shard.rand(*labels_B.shape, device=labels_B.device) < c.label_drop
         return labels_B.masked_fill(drop_B, c.num_classes)

@@ -6,7 +6,7 @@ them. Both heads share one network, ``AdaLNMLP`` (the official "SimpleMLPAdaLN",
 names kept so that official checkpoints load by key map: ``diffloss.net.*`` in MAR), and one
 interface:
 
-    head.loss(target_NC, cond_ND) -> scalar        # rows repeated batch_mul times with fresh t and noise
+    head.loss(target_BNC, cond_BND, mask_BN) -> scalar   # tokens repeated batch_mul times, fresh t and noise
     head.net_calls(steps, solver) -> int           # network evaluations per sampling call
 
 * ``DiffusionHead``: DDPM with improved DDPM's cosine schedule and epsilon prediction,
@@ -31,6 +31,7 @@ import torch.nn.functional as F
 from torch import nn
 
 from argen.config import check
+from argen.nn import shard
 from argen.schedulers import ddpm, flow
 
 HEAD_KINDS = ("diffusion", "flow")
@@ -177,15 +178,17 @@ class DiffusionHead(nn.Module):
         is ignored (there is one, ancestral sampling); it is accepted so that callers treat both heads alike."""
         return ddpm.net_calls(steps)
 
-    def loss(self, target_NC: torch.Tensor, cond_ND: torch.Tensor) -> torch.Tensor:
-        """Epsilon MSE over batch_mul noisy copies of each row (t ~ U{0..T-1}); with ``learn_sigma`` plus the
-        VLB term (in bits per channel) of the learned variance, the mean held fixed (stop-gradient)."""
-        x0_MC, cond_MD = target_NC.repeat(self.batch_mul, 1), cond_ND.repeat(self.batch_mul, 1)
-        C, M = self.token_dim, x0_MC.shape[0]
+    def loss(self, target_BNC: torch.Tensor, cond_BND: torch.Tensor, mask_BN: torch.Tensor | None = None) -> torch.Tensor:
+        """Epsilon MSE over batch_mul noisy copies of each token (t ~ U{0..T-1}); with ``learn_sigma`` plus the
+        VLB term (in bits per channel) of the learned variance, the mean held fixed (stop-gradient).
+        See ``training_rows`` for the shapes and ``mask_BN``."""
+        x0, cond, rows = training_rows(target_BNC, cond_BND, mask_BN, self.batch_mul)
+        C = self.token_dim
         sched = self.scheduler(self.train_steps)
-        i_M = torch.randint(self.train_steps, (M,), device=x0_MC.device)
+        i_M = rows(shard.randint(self.train_steps, x0.shape[:3], batch_dim=1, device=x0.device))
         i_M1 = i_M[:, None]
-        noise_MC = torch.randn_like(x0_MC)
+        noise_MC = rows(shard.randn_like(x0, batch_dim=1))
+        x0_MC, cond_MD = rows(x0), rows(cond)
         x_t = sched.add_noise(x0_MC, noise_MC, i_M1)
         out = self.net(x_t, sched.timestep(i_M, x0_MC), cond_MD)
         eps = out[:, :C]
@@ -220,13 +223,30 @@ class FlowHead(nn.Module):
         Heun two per step except the last, which is a plain Euler step onto t = 0 (2 steps - 1)."""
         return flow.net_calls(steps, solver)
 
-    def loss(self, target_NC: torch.Tensor, cond_ND: torch.Tensor) -> torch.Tensor:
-        """Velocity MSE over batch_mul noisy copies of each row, t ~ U(0, 1)."""
-        x0_MC, cond_MD = target_NC.repeat(self.batch_mul, 1), cond_ND.repeat(self.batch_mul, 1)
-        t_M1 = torch.rand(x0_MC.shape[0], 1, device=x0_MC.device, dtype=x0_MC.dtype)
-        noise_MC = torch.randn_like(x0_MC)
+    def loss(self, target_BNC: torch.Tensor, cond_BND: torch.Tensor, mask_BN: torch.Tensor | None = None) -> torch.Tensor:
+        """Velocity MSE over batch_mul noisy copies of each token, t ~ U(0, 1) (shapes: ``training_rows``)."""
+        x0, cond, rows = training_rows(target_BNC, cond_BND, mask_BN, self.batch_mul)
+        t_M1 = rows(shard.rand(*x0.shape[:3], 1, batch_dim=1, device=x0.device, dtype=x0.dtype))
+        noise_MC = rows(shard.randn_like(x0, batch_dim=1))
+        x0_MC, cond_MD = rows(x0), rows(cond)
         x_t = flow.add_noise(x0_MC, noise_MC, t_M1)
         return F.mse_loss(self.net(x_t, t_M1[:, 0] * self.train_steps, cond_MD), flow.velocity(x0_MC, noise_MC))
+
+
+def training_rows(target_BNC: torch.Tensor, cond_BND: torch.Tensor, mask_BN: torch.Tensor | None, batch_mul: int):
+    """The rows a head trains on: ``target`` (B, N, C) or (B, C) and its conditions repeated batch_mul
+    times, as (batch_mul, B, N, .) views, and ``rows`` mapping such a tensor to the trained rows (M, .):
+    every token, or those where ``mask_BN`` is true, copy-major. Noise and times are drawn per token in
+    that (batch_mul, B, N) shape (the batch on dim 1), so they are defined for the global batch (``shard``)
+    whichever tokens are kept; shards must keep equal numbers of rows for the mean to be global (MAR masks
+    the same count in every image of a batch)."""
+    if target_BNC.ndim == 2:
+        target_BNC, cond_BND = target_BNC[:, None], cond_BND[:, None]
+    x0 = target_BNC.expand(batch_mul, *target_BNC.shape)
+    cond = cond_BND.expand(batch_mul, *cond_BND.shape)
+    if mask_BN is None:
+        return x0, cond, lambda x: x.flatten(0, 2)
+    return x0, cond, lambda x: x[:, mask_BN].flatten(0, 1)
 
 
 def make_head(kind: str, token_dim: int, cond_dim: int, width: int, depth: int, **kw) -> DiffusionHead | FlowHead:

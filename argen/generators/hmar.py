@@ -31,6 +31,7 @@ from torch import nn
 
 from argen.config import check
 from argen.generators.var import VAR, VARConfig
+from argen.nn import shard
 from argen.registry import register_model
 
 SCALE_LOSSES = ("tokens", "lognormal")
@@ -95,13 +96,14 @@ class HMAR(VAR):
 
     def random_mask(self, B: int, device) -> torch.Tensor:
         """(B, L) bool, true = masked: per image and scale a fraction cos(pi u / 2), u ~ U(0, 1), of the
-        scale's tokens at random (at least one), as MaskGIT trains."""
+        scale's tokens at random (at least one), as MaskGIT trains. Drawn for the whole global batch of
+        which ``B`` rows are this shard's (``shard.local`` keeps them): the loss divides by global counts."""
         masked = []
         for pn in self.config.scales:
             n = pn * pn
-            r = torch.cos(math.pi / 2 * torch.rand(B, 1, device=device))
+            r = torch.cos(math.pi / 2 * shard.rand(B, 1, device=device, whole=True))
             count = (r * n).ceil().clamp(min=1)
-            rank = torch.rand(B, n, device=device).argsort(1).argsort(1)
+            rank = shard.rand(B, n, device=device, whole=True).argsort(1).argsort(1)
             masked.append(rank < count)
         return torch.cat(masked, 1)
 
@@ -110,13 +112,14 @@ class HMAR(VAR):
         c = self.config
         labels_B = self.drop_labels(labels_B)
         target = tokens["target_BL"]
-        masked = self.random_mask(*target.shape[:1], target.device)
+        masked_all = self.random_mask(*target.shape[:1], target.device)
+        masked = shard.local(masked_all)
         logits = self(labels_B, tokens["x_BLCv_wo_first_l"], target.masked_fill(masked, self.mask_id))
         ce_BL = F.cross_entropy(logits.flatten(0, 1), target.flatten(), reduction="none").view_as(target)
-        ce = (ce_BL * masked).sum() / masked.sum()
+        ce = shard.mean((ce_BL * masked).sum(), masked_all.sum())
         loss = ce
         if c.scale_loss == "lognormal":  # each scale's mean over its masked tokens, weighted
-            loss = sum(w * (ce_BL[:, b:e] * masked[:, b:e]).sum() / masked[:, b:e].sum()
+            loss = sum(w * shard.mean((ce_BL[:, b:e] * masked[:, b:e]).sum(), masked_all[:, b:e].sum())
                        for (b, e), w in zip(c.begin_ends, c.scale_weights()))
         with torch.no_grad():
             b, e = c.begin_ends[-1]

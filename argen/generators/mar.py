@@ -35,6 +35,7 @@ from argen.config import Config, check
 from argen.errors import ArgenError
 from argen.generators.base import Generator
 from argen.generators.heads import HEAD_KINDS, make_head
+from argen.nn import shard
 from argen.registry import register_model
 
 
@@ -103,12 +104,12 @@ class Attention(nn.Module):
         self.num_heads, self.head_dim = num_heads, dim // num_heads
         self.qkv = nn.Linear(dim, 3 * dim)
         self.proj = nn.Linear(dim, dim)
-        self.attn_drop, self.proj_drop = attn_drop, nn.Dropout(proj_drop)
+        self.attn_drop, self.proj_drop = attn_drop, shard.Dropout(proj_drop)
 
     def forward(self, x_BLC: torch.Tensor) -> torch.Tensor:
         B, L, C = x_BLC.shape
         q, k, v = self.qkv(x_BLC).view(B, L, 3, self.num_heads, self.head_dim).permute(2, 0, 3, 1, 4).unbind(0)
-        out = F.scaled_dot_product_attention(q, k, v, dropout_p=self.attn_drop if self.training else 0.0)
+        out = shard.attention(q, k, v, dropout_p=self.attn_drop if self.training else 0.0)
         return self.proj_drop(self.proj(out.transpose(1, 2).reshape(B, L, C)))
 
 
@@ -116,7 +117,7 @@ class Mlp(nn.Module):
     def __init__(self, dim: int, hidden: int, drop: float):
         super().__init__()
         self.fc1, self.fc2 = nn.Linear(dim, hidden), nn.Linear(hidden, dim)
-        self.drop = nn.Dropout(drop)
+        self.drop = shard.Dropout(drop)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         return self.drop(self.fc2(self.drop(F.gelu(self.fc1(x)))))
@@ -242,7 +243,7 @@ class MAR(Generator):
         """(B, N) bool: the first ceil(N * ratio) positions of a random order per image, one ratio per batch."""
         N = self.config.num_tokens
         n_masked = math.ceil(N * truncated_mask_ratio(self.config.mask_ratio_min, generator))
-        rank_BN = torch.rand(B, N, device=device, generator=generator).argsort(1).argsort(1)
+        rank_BN = shard.rand(B, N, device=device, generator=generator).argsort(1).argsort(1)
         return rank_BN < n_masked
 
     def loss(self, tokens_BNC: torch.Tensor, labels_B: torch.Tensor) -> tuple[torch.Tensor, dict[str, float]]:
@@ -250,5 +251,5 @@ class MAR(Generator):
         labels_B = self.drop_labels(labels_B)
         mask_BN = self.random_mask(B, tokens_BNC.device)
         z_BND = self(tokens_BNC, mask_BN, labels_B)
-        loss = self.diffloss.loss(tokens_BNC[mask_BN], z_BND[mask_BN])  # masked tokens only
+        loss = self.diffloss.loss(tokens_BNC, z_BND, mask_BN)  # masked tokens only
         return loss, {"head_loss": float(loss.detach()), "mask_ratio": float(mask_BN.float().mean())}

@@ -28,6 +28,7 @@ from torch import nn
 
 from argen.config import Config, check
 from argen.generators.base import Generator
+from argen.nn import shard
 from argen.registry import register_model
 from argen.schedulers.masking import MASK_SCHEDULES, get_schedule
 
@@ -80,7 +81,7 @@ class Attention(nn.Module):
     def forward(self, x_BLC: torch.Tensor) -> torch.Tensor:
         B, L, C = x_BLC.shape
         q, k, v = self.qkv(x_BLC).view(B, L, 3, self.num_heads, self.head_dim).permute(2, 0, 3, 1, 4).unbind(0)
-        out = F.scaled_dot_product_attention(q, k, v, dropout_p=self.dropout if self.training else 0.0)
+        out = shard.attention(q, k, v, dropout_p=self.dropout if self.training else 0.0)
         return self.proj(out.transpose(1, 2).reshape(B, L, C))  # (B, L, C)
 
 
@@ -94,7 +95,7 @@ class Block(nn.Module):
         self.attn = Attention(c)
         self.ln2 = nn.LayerNorm(c.width, eps=c.norm_eps)
         self.mlp = nn.Sequential(nn.Linear(c.width, hidden), nn.GELU(approximate="tanh"), nn.Linear(hidden, c.width))
-        self.drop = nn.Dropout(c.dropout)
+        self.drop = shard.Dropout(c.dropout)
 
     def forward(self, x_BLC: torch.Tensor) -> torch.Tensor:
         x_BLC = x_BLC + self.drop(self.attn(self.ln1(x_BLC)))
@@ -115,7 +116,7 @@ class MaskGIT(Generator):
         self.tok_emb = nn.Embedding(c.vocab_size + 1, c.width)     # + 1: the [MASK] token
         self.class_emb = nn.Embedding(c.num_classes + 1, c.width)  # + 1: the null class
         self.pos_emb = nn.Parameter(torch.zeros(1, 1 + c.num_tokens, c.width))
-        self.drop = nn.Dropout(c.dropout)
+        self.drop = shard.Dropout(c.dropout)
         self.blocks = nn.ModuleList(Block(c) for _ in range(c.depth))
         self.ln_f = nn.LayerNorm(c.width, eps=c.norm_eps)
         self.head = nn.Linear(c.width, c.vocab_size)               # never predicts the mask id
@@ -150,22 +151,26 @@ class MaskGIT(Generator):
         return {"idx_BN": tokenizer.encode(images).flatten(1)}
 
     def draw_mask(self, B: int, N: int, device: torch.device | str) -> torch.Tensor:
-        """Training mask (B, N) bool: per image ceil(gamma(u) * N) random positions, at least one."""
-        ratio_B = get_schedule(self.config.mask_schedule)(torch.rand(B, device=device))
+        """Training mask bool, per image ceil(gamma(u) * N) random positions, at least one; drawn for the
+        whole global batch of which ``B`` rows are this shard's (``shard.local`` keeps them), so that
+        the loss can divide by the global number of masked tokens."""
+        ratio_B = get_schedule(self.config.mask_schedule)(shard.rand(B, device=device, whole=True))
         n_mask_B = torch.ceil(ratio_B * N).long().clamp(1, N)
         # A uniformly random subset of size n: the n positions with the smallest random scores.
-        rank_BN = torch.rand(B, N, device=device).argsort(-1).argsort(-1)
+        rank_BN = shard.rand(B, N, device=device, whole=True).argsort(-1).argsort(-1)
         return rank_BN < n_mask_B[:, None]
 
     def loss(self, tokens: dict[str, torch.Tensor], labels_B: torch.Tensor) -> tuple[torch.Tensor, dict[str, float]]:
         c = self.config
         idx_BN = tokens["idx_BN"]
-        mask_BN = self.draw_mask(*idx_BN.shape, idx_BN.device)
+        mask_all = self.draw_mask(*idx_BN.shape, idx_BN.device)
+        mask_BN = shard.local(mask_all)
         labels_B = self.drop_labels(labels_B)
         logits_BNV = self(idx_BN.masked_fill(mask_BN, self.mask_token_id), labels_B)
         # Visible tokens are copied from the input; only the masked ones are something to learn.
         logits_MV, target_M = logits_BNV[mask_BN].float(), idx_BN[mask_BN]
-        loss = F.cross_entropy(logits_MV, target_M, label_smoothing=c.label_smoothing)
+        ce_sum = F.cross_entropy(logits_MV, target_M, label_smoothing=c.label_smoothing, reduction="sum")
+        loss = shard.mean(ce_sum, mask_all.sum())
         with torch.no_grad():
             acc = (logits_MV.argmax(-1) == target_M).float().mean()
             nll = F.cross_entropy(logits_MV, target_M) if c.label_smoothing > 0 else loss.detach()

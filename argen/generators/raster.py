@@ -26,6 +26,7 @@ from torch import nn
 
 from argen.config import Config, check
 from argen.generators.base import Generator
+from argen.nn import shard
 from argen.nn.kv_cache import StaticKVCache
 from argen.nn.layers import DropPath
 from argen.registry import register_model
@@ -149,7 +150,7 @@ class Attention(nn.Module):
         self.n_head, self.kv_heads, self.head_dim = c.heads, c.num_kv_heads, c.head_dim
         self.wqkv = nn.Linear(c.width, (c.heads + 2 * c.num_kv_heads) * c.head_dim, bias=False)
         self.wo = nn.Linear(c.width, c.width, bias=False)
-        self.resid_dropout = nn.Dropout(c.resid_dropout_p)
+        self.resid_dropout = shard.Dropout(c.resid_dropout_p)
 
     def forward(self, x_BLC: torch.Tensor, freqs_LQ2: torch.Tensor, mask: torch.Tensor | None,
                 input_pos: torch.Tensor | None = None, cache: StaticKVCache | None = None) -> torch.Tensor:
@@ -175,7 +176,7 @@ class FeedForward(nn.Module):
         self.w1 = nn.Linear(c.width, c.ffn_hidden, bias=False)
         self.w3 = nn.Linear(c.width, c.ffn_hidden, bias=False)
         self.w2 = nn.Linear(c.ffn_hidden, c.width, bias=False)
-        self.ffn_dropout = nn.Dropout(c.ffn_dropout_p)
+        self.ffn_dropout = shard.Dropout(c.ffn_dropout_p)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         return self.ffn_dropout(self.w2(F.silu(self.w1(x)) * self.w3(x)))
@@ -221,7 +222,7 @@ class RasterAR(Generator):
         self.config = c = config
         self.tok_embeddings = nn.Embedding(c.vocab_size, c.width)
         self.cls_embedding = ClassEmbedder(c.num_classes, c.width)
-        self.tok_dropout = nn.Dropout(c.token_dropout_p)
+        self.tok_dropout = shard.Dropout(c.token_dropout_p)
         dpr = [c.drop_path_rate * i / max(c.depth - 1, 1) for i in range(c.depth)]
         self.layers = nn.ModuleList(TransformerBlock(c, dpr[i]) for i in range(c.depth))
         self.norm = RMSNorm(c.width, c.norm_eps)

@@ -28,6 +28,7 @@ from torch import nn
 
 from argen.config import Config, check
 from argen.generators.base import Generator
+from argen.nn import shard
 from argen.nn.kv_cache import KVCache
 from argen.nn.layers import DropPath
 from argen.registry import register_model
@@ -121,7 +122,7 @@ class FFN(nn.Module):
         hidden = round(c.width * c.mlp_ratio)
         self.fc1 = nn.Linear(c.width, hidden)
         self.fc2 = nn.Linear(hidden, c.width)
-        self.drop = nn.Dropout(c.dropout)
+        self.drop = shard.Dropout(c.dropout)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         return self.drop(self.fc2(F.gelu(self.fc1(x), approximate="tanh")))

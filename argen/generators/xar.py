@@ -35,6 +35,7 @@ from argen.config import Config, check
 from argen.generators.base import Generator
 from argen.generators.heads import FlowHead
 from argen.generators.var import AdaLNBeforeHead, AdaLNBlock, init_adaln
+from argen.nn import shard
 from argen.nn.kv_cache import KVCache
 from argen.registry import register_model
 
@@ -216,8 +217,8 @@ class XAR(Generator):
         for e in range(1, len(ents)):
             prev = ents[e - 1]
             if context_noise > 0:
-                tau = context_noise * torch.rand(prev.shape[0], 1, 1, device=prev.device, dtype=prev.dtype)
-                prev = (1 - tau) * prev + tau * torch.randn_like(prev)
+                tau = context_noise * shard.rand(prev.shape[0], 1, 1, device=prev.device, dtype=prev.dtype)
+                prev = (1 - tau) * prev + tau * shard.randn_like(prev)
             blocks.append(self.block_input(cond, self.context(prev, e), e))
         L = self.config.seq_len
         return self.trunk(torch.cat(blocks, 1), cond, mask=self.attn_bias[:, :, :L, :L])
@@ -234,5 +235,5 @@ class XAR(Generator):
         labels_B = self.drop_labels(labels_B)
         z_BLD = self(x_BCHW, labels_B, c.context_noise if self.training else 0.0)
         target_BLC = torch.cat(self.entities(x_BCHW), 1)
-        loss = self.head.loss(target_BLC.flatten(0, 1), z_BLD.flatten(0, 1))
+        loss = self.head.loss(target_BLC, z_BLD)
         return loss, {"flow_mse": float(loss.detach())}

@@ -12,12 +12,12 @@ from dataclasses import dataclass
 from typing import Any, ClassVar
 
 import torch
-import torch.distributed as dist
 import torch.nn.functional as F
 from torch import nn
 
 from argen.config import Config, check
 from argen.errors import ArgenError
+from argen.nn import shard
 from argen.tokenizers.losses import ExtraLosses
 from argen.tokenizers.nets import Decoder, Encoder
 from argen.tokens import TokenSpec
@@ -127,10 +127,6 @@ def recon_loss(kind: str, x: torch.Tensor, y: torch.Tensor) -> torch.Tensor:
     return F.l1_loss(x, y) if kind == "l1" else F.mse_loss(x, y)
 
 
-def _distributed() -> bool:
-    return dist.is_available() and dist.is_initialized()
-
-
 def kmeans(x_NC: torch.Tensor, k: int, iters: int = 10, generator: torch.Generator | None = None) -> torch.Tensor:
     """Plain Lloyd k-means; an empty cluster is re-seeded with a random point. Returns (k, C) centres."""
     n = x_NC.shape[0]
@@ -155,8 +151,10 @@ class Codebook(nn.Module):
 
     ``usage_SV`` counts (as an EMA) how often each code is hit, per scale S (1 for
     single-scale tokenizers); it is what ``codebook usage`` and the dead-code
-    restart read. Under DDP the counts are summed over ranks and replacement
-    vectors are broadcast from rank 0, so every rank keeps the same codebook.
+    restart read. These updates are made once per optimizer step (``end_step``), from the
+    hits and candidate vectors of the whole global batch: summed over micro-batches and ranks,
+    gathered in batch order. So every rank keeps the same codebook, and N ranks the one that
+    one process keeps.
     """
 
     def __init__(self, codebook_size: int, dim: int, num_scales: int = 1, l2_norm: bool = False,
@@ -168,6 +166,8 @@ class Codebook(nn.Module):
         self.register_buffer("usage_SV", torch.zeros(num_scales, codebook_size))
         self.register_buffer("initialized", torch.zeros((), dtype=torch.long))
         self.usage_decay = usage_decay
+        self._hits_SV: torch.Tensor | None = None     # this step's hits, summed over its micro-batches
+        self._candidates: list[list[torch.Tensor]] = []  # per micro-batch, per scale: restart candidates
 
     @property
     def codebook_size(self) -> int:
@@ -190,21 +190,39 @@ class Codebook(nn.Module):
 
     @torch.no_grad()
     def record_usage(self, idx: torch.Tensor, scale: int = 0) -> None:
-        hits = torch.bincount(idx.flatten(), minlength=self.codebook_size).to(self.usage_SV.dtype)
-        if _distributed():
-            dist.all_reduce(hits)
-        share = hits / hits.sum().clamp(min=1)
-        self.usage_SV[scale].mul_(self.usage_decay).add_(share, alpha=1 - self.usage_decay)
+        """Count this micro-batch's hits of ``scale``; ``end_step`` applies them."""
+        if self._hits_SV is None:
+            self._hits_SV = torch.zeros_like(self.usage_SV)
+        self._hits_SV[scale] += torch.bincount(idx.flatten(), minlength=self.codebook_size).to(self.usage_SV.dtype)
+
+    def keep_candidates(self, per_scale: list[torch.Tensor]) -> None:
+        """Keep this micro-batch's vectors (per scale) as restart candidates for ``end_step``."""
+        self._candidates.append([x.detach() for x in per_scale])
 
     @torch.no_grad()
-    def maybe_init(self, candidates_NC: torch.Tensor) -> None:
-        """k-means initialisation on the first training batch (rank 0's result is broadcast)."""
-        if bool(self.initialized):
-            return
+    def end_step(self, combine, threshold: float) -> int:
+        """Apply the step's statistics: the usage EMA from the hits of the global batch, then (when candidates
+        were kept) restart dead codes from ``combine(per-scale candidates of the global batch)``. Returns the
+        number of codes restarted."""
+        if self._hits_SV is not None:
+            hits_SV = shard.all_sum(self._hits_SV)
+            seen_S = hits_SV.sum(1) > 0
+            share_SV = hits_SV / hits_SV.sum(1, keepdim=True).clamp(min=1)
+            d = self.usage_decay
+            self.usage_SV[seen_S] = d * self.usage_SV[seen_S] + (1 - d) * share_SV[seen_S]
+        self._hits_SV = None
+        restarted = 0
+        if self._candidates:
+            per_scale = [shard.gather(torch.cat(parts)) for parts in zip(*self._candidates)]
+            restarted = self.restart_dead(combine(per_scale), threshold)
+        self._candidates = []
+        return restarted
+
+    @torch.no_grad()
+    def init_codes(self, candidates_NC: torch.Tensor) -> None:
+        """k-means initialisation from vectors of the first global batch (the same on every rank)."""
         x = F.normalize(candidates_NC, dim=-1) if self.l2_norm else candidates_NC
         self.embedding.weight.copy_(kmeans(x.float(), self.codebook_size))
-        if _distributed():
-            dist.broadcast(self.embedding.weight.data, 0)
         self.initialized.fill_(1)
         # Start the usage EMA at uniform so restarts only hit codes that really stay unused.
         self.usage_SV.fill_(1.0 / self.codebook_size)
@@ -220,11 +238,35 @@ class Codebook(nn.Module):
         pick = torch.randint(candidates_NC.shape[0], (n_dead,), device="cpu").to(candidates_NC.device)
         new = candidates_NC[pick].to(self.embedding.weight.dtype)
         new = new + 0.01 * new.std() * torch.randn_like(new)
-        if _distributed():
-            dist.broadcast(new, 0)
         self.embedding.weight.data[dead] = new
         self.usage_SV[:, dead] = 1.0 / V  # give new codes a grace period
         return n_dead
+
+
+class CodebookTraining:
+    """The training steps outside the gradient of a tokenizer with a ``Codebook`` (``self.quantize``) and a
+    ``train_steps`` buffer; the trainer calls ``begin_training`` once before a fresh run's first step (with
+    this rank's part of that step's batch) and ``end_step`` after every optimizer step. A tokenizer gives
+    ``init_vectors(images)`` (per scale, for k-means) and ``combine(per_scale)`` (one candidate set)."""
+
+    @torch.no_grad()
+    def begin_training(self, batch) -> None:
+        """k-means initialisation of the codebook from the first global batch (gathered from every rank)."""
+        if self.config.kmeans_init and not bool(self.quantize.initialized):
+            per_scale = [shard.gather(x) for x in self.init_vectors(batch[0])]
+            self.quantize.init_codes(self.combine(per_scale))
+
+    def restart_due(self) -> bool:
+        """Whether this step ends with a dead-code restart (so its micro-batches keep candidates)."""
+        every = self.config.restart_every
+        return self.training and every > 0 and (int(self.train_steps) + 1) % every == 0
+
+    def end_step(self) -> dict[str, float]:
+        """Usage statistics and restarts of the global batch; counts the step."""
+        restarted = self.quantize.end_step(self.combine, self.config.restart_threshold)
+        due = self.restart_due()
+        self.train_steps += 1
+        return {"restarted": restarted} if due else {}
 
 
 def usage_stats(idx: torch.Tensor, codebook_size: int) -> dict[str, float]:

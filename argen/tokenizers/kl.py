@@ -17,6 +17,7 @@ import torch
 from torch import nn
 
 from argen.config import check
+from argen.nn import shard
 from argen.registry import register_model
 from argen.tokenizers.base import ConvAEConfig, Tokenizer, build_autoencoder, build_extra_losses, recon_loss
 from argen.tokens import TokenSpec
@@ -71,7 +72,7 @@ class KLTokenizer(Tokenizer):
         (MAR trains its generator on draws, a cheap augmentation)."""
         mean, logvar = self.posterior(images)
         if sample:
-            noise = torch.randn(mean.shape, generator=generator, device=mean.device, dtype=mean.dtype)
+            noise = shard.randn(*mean.shape, generator=generator, device=mean.device, dtype=mean.dtype)
             mean = mean + (0.5 * logvar).exp() * noise
         return mean * self.config.scale_factor
 
@@ -85,7 +86,7 @@ class KLTokenizer(Tokenizer):
     def loss(self, batch) -> tuple[torch.Tensor, dict[str, float]]:
         images = batch[0]
         mean, logvar = self.posterior(images)
-        z = mean + (0.5 * logvar).exp() * torch.randn_like(mean)  # reparameterised draw
+        z = mean + (0.5 * logvar).exp() * shard.randn_like(mean)  # reparameterised draw
         rec = self.latents_to_image(z)
         rl = recon_loss(self.config.recon_loss, rec, images)
         kl = 0.5 * (mean.pow(2) + logvar.exp() - 1.0 - logvar).mean()

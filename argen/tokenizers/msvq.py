@@ -33,6 +33,7 @@ from argen.registry import register_model
 from argen.tokenizers.base import (
     Codebook,
     CodebookConfig,
+    CodebookTraining,
     Tokenizer,
     build_autoencoder,
     build_extra_losses,
@@ -133,7 +134,7 @@ class MultiScaleQuantizer(Codebook):
 
 
 @register_model
-class MultiScaleVQ(Tokenizer):
+class MultiScaleVQ(CodebookTraining, Tokenizer):
     """Images (B, C, H, W) in [-1, 1] <-> list of K index maps [(B, pn_k, pn_k)]."""
 
     config_class = MSVQConfig
@@ -211,29 +212,25 @@ class MultiScaleVQ(Tokenizer):
         images = batch[0]
         c = self.config
         f = self.features(images)
-        rests = None
-        if self.training and c.kmeans_init and not bool(self.quantize.initialized):
-            # k-means on equal numbers of vectors from every scale (area-pooled features).
-            self.quantize.maybe_init(self._balanced(self._pooled(f.detach())))
         f_hat, idx_list, vq_loss, rests = self.quantize.quantize(f, train=self.training)
         rec = self.decoder(self.post_quant_conv(f_hat))
         rl = recon_loss(c.recon_loss, rec, images)
         extra, metrics = self.losses(images, rec, rl, self.decoder.conv_out.weight, int(self.train_steps))
         metrics.update(rec=float(rl.detach()), vq=float(vq_loss.detach()))
-        if self.training:
-            self.train_steps += 1
-            if c.restart_every and int(self.train_steps) % c.restart_every == 0:
-                metrics["restarted"] = self.quantize.restart_dead(self._balanced(rests), c.restart_threshold)
+        if self.restart_due():
+            self.quantize.keep_candidates(rests)
         for si, idx in enumerate(idx_list):
             metrics[f"usage_s{si}"] = usage_stats(idx, c.codebook_size)["usage"]
         return rl + vq_loss + extra, metrics
 
-    def _pooled(self, f: torch.Tensor) -> list[torch.Tensor]:
+    def init_vectors(self, images: torch.Tensor) -> list[torch.Tensor]:
+        """k-means starts from equal numbers of vectors of every scale (``combine``): area-pooled features."""
+        f = self.features(images)
         return [F.interpolate(f, size=(pn, pn), mode="area").permute(0, 2, 3, 1).reshape(-1, f.shape[1])
                 for pn in self.scales]
 
     @staticmethod
-    def _balanced(per_scale: list[torch.Tensor]) -> torch.Tensor:
+    def combine(per_scale: list[torch.Tensor]) -> torch.Tensor:
         """Concatenate per-scale vectors after resampling each scale to the same count."""
         n = max(x.shape[0] for x in per_scale)
         out = [x[torch.randint(x.shape[0], (n,), device="cpu").to(x.device)] for x in per_scale]

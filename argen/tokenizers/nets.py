@@ -14,6 +14,8 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
+from argen.nn import shard
+
 
 def _norm(ch: int, groups: int) -> nn.GroupNorm:
     # gcd: the largest group count <= groups that divides ch (= groups for the official 32-multiples)
@@ -26,7 +28,7 @@ class ResnetBlock(nn.Module):
         self.norm1 = _norm(cin, groups)
         self.conv1 = nn.Conv2d(cin, cout, 3, padding=1)
         self.norm2 = _norm(cout, groups)
-        self.dropout = nn.Dropout(dropout)
+        self.dropout = shard.Dropout(dropout)
         self.conv2 = nn.Conv2d(cout, cout, 3, padding=1)
         self.nin_shortcut = nn.Conv2d(cin, cout, 1) if cin != cout else nn.Identity()
 

@@ -20,6 +20,7 @@ from argen.registry import register_model
 from argen.tokenizers.base import (
     Codebook,
     CodebookConfig,
+    CodebookTraining,
     Tokenizer,
     build_autoencoder,
     build_extra_losses,
@@ -39,7 +40,7 @@ class VQConfig(CodebookConfig):
 
 
 @register_model
-class VQTokenizer(Tokenizer):
+class VQTokenizer(CodebookTraining, Tokenizer):
     """Images (B, C, H, W) in [-1, 1] <-> token map (B, h, w) of codebook indices."""
 
     config_class = VQConfig
@@ -75,6 +76,13 @@ class VQTokenizer(Tokenizer):
     def encode(self, images: torch.Tensor) -> torch.Tensor:
         return self._quantize(images)[2]
 
+    def init_vectors(self, images: torch.Tensor) -> list[torch.Tensor]:
+        return [self._quantize(images)[1]]
+
+    @staticmethod
+    def combine(per_scale: list[torch.Tensor]) -> torch.Tensor:
+        return per_scale[0]
+
     def codes_to_image(self, q_BDhw: torch.Tensor) -> torch.Tensor:
         return self.decoder(self.post_quant_conv(q_BDhw))
 
@@ -86,9 +94,6 @@ class VQTokenizer(Tokenizer):
         images = batch[0]
         c = self.config
         z, z_ND, idx = self._quantize(images)
-        if self.training and c.kmeans_init and not bool(self.quantize.initialized):
-            self.quantize.maybe_init(z_ND.detach())
-            idx = self.quantize.nearest(z_ND).view_as(idx)
         q = self.quantize.lookup(idx).permute(0, 3, 1, 2)
         vq_loss = F.mse_loss(q, z.detach()) + c.beta * F.mse_loss(z, q.detach())
         q_st = z + (q - z).detach()  # straight-through estimator
@@ -98,7 +103,6 @@ class VQTokenizer(Tokenizer):
         metrics.update(rec=float(rl.detach()), vq=float(vq_loss.detach()), **usage_stats(idx, c.codebook_size))
         if self.training:
             self.quantize.record_usage(idx)
-            self.train_steps += 1
-            if c.restart_every and int(self.train_steps) % c.restart_every == 0:
-                metrics["restarted"] = self.quantize.restart_dead(z_ND.detach(), c.restart_threshold)
+            if self.restart_due():
+                self.quantize.keep_candidates([z_ND])
         return rl + vq_loss + extra, metrics

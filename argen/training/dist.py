@@ -52,6 +52,15 @@ def shutdown() -> None:
         dist.destroy_process_group()
 
 
+def mean(x: torch.Tensor) -> torch.Tensor:
+    """``x`` averaged over ranks (a new tensor; every rank must call it)."""
+    if not is_dist():
+        return x
+    x = x.detach().clone()
+    dist.all_reduce(x)
+    return x / world_size()
+
+
 def all_true(flag: bool) -> bool:
     """``flag`` and-ed over every rank (so that a decision to stop is the same everywhere)."""
     if not is_dist():

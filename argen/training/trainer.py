@@ -3,12 +3,19 @@
 Tokenizers train on ``(images, labels)`` batches directly; generators train
 through ``GeneratorObjective``, which encodes the batch with a frozen tokenizer
 first. The loop runs unchanged as one process or under ``torchrun`` (DDP, with
-``batch_size`` the global batch split evenly over ranks).
+``batch_size`` the global batch split evenly over ranks, and over ``grad_accum``
+micro-batches per rank).
 
-Exact resume: the data order is a pure function of (seed, step) and everything
-else that changes while training (weights, EMA, AdamW moments, RNG states, step)
-is saved in ``train_state.safetensors``, so a run killed at any point and resumed
-from its last checkpoint ends bit-identical to an uninterrupted one.
+One meaning for every global batch: the data order is a pure function of (seed, step),
+and every random draw of a step (label dropout, masks, noise, dropout) is made for the
+global batch (``argen.nn.shard``), each shard keeping its rows; a tokenizer's codebook
+statistics are gathered from every shard. So N ranks x M micro-batches give the weights
+one process gives, up to float summation order.
+
+Exact resume: everything else that changes while training (weights, EMA, AdamW
+moments, every rank's RNG state, step) is saved in ``train_state.safetensors``, so a
+run killed at any point and resumed from its last checkpoint ends bit-identical to an
+uninterrupted one.
 """
 
 from __future__ import annotations
@@ -29,6 +36,7 @@ from tqdm import tqdm
 import argen.checkpoint as ckpt
 from argen.config import Config, check
 from argen.errors import ArgenError, CheckpointError
+from argen.nn import shard
 from argen.training import dist
 from argen.training.ema import EMA
 
@@ -38,7 +46,8 @@ log = logging.getLogger(__name__)
 @dataclass(frozen=True)
 class TrainConfig(Config):
     steps: int = 1000
-    batch_size: int = 64            # global batch: split over ranks under torchrun
+    batch_size: int = 64            # global batch: split over ranks under torchrun, then over micro-batches
+    grad_accum: int = 1             # micro-batches per rank and step (gradient accumulation)
     lr: float = 1e-3                # peak learning rate after warm-up
     min_lr_ratio: float = 0.05      # cosine decays to lr * min_lr_ratio
     warmup: int = 100
@@ -60,6 +69,7 @@ class TrainConfig(Config):
                   f"{name} must be a finite number, got {value}")
         check(self.steps >= 1, f"steps must be >= 1, got {self.steps}")
         check(self.batch_size >= 1, f"batch_size must be >= 1, got {self.batch_size}")
+        check(self.grad_accum >= 1, f"grad_accum must be >= 1, got {self.grad_accum}")
         check(self.lr > 0, f"lr must be > 0, got {self.lr}")
         check(0 <= self.ema < 1, f"ema must be in [0, 1), got {self.ema}")
         check(self.save_every >= 1, f"save_every must be >= 1, got {self.save_every}")
@@ -136,6 +146,22 @@ def _set_rng_state(state: dict) -> None:
         torch.cuda.set_rng_state(state["cuda"])
 
 
+def _rank_rng_states() -> list[dict]:
+    """Every rank's RNG state, in rank order (on every rank; rank 0 saves them)."""
+    if not dist.is_dist():
+        return [_rng_state()]
+    states = [None] * dist.world_size()
+    torch.distributed.all_gather_object(states, _rng_state())
+    return states
+
+
+def _restore_rng(saved) -> None:
+    """This rank's saved state. Draws are made for the global batch, so every rank's state is the same
+    and a run resumed on another number of ranks takes rank 0's (older train states hold one dict)."""
+    states = saved if isinstance(saved, list) else [saved]
+    _set_rng_state(states[dist.rank()] if len(states) == dist.world_size() else states[0])
+
+
 def train(model: nn.Module, dataset, cfg: TrainConfig, out_dir: str | Path, *, objective: nn.Module | None = None,
           device: torch.device | str = "cpu", resume: bool = False, preset: str | None = None,
           meta: dict | None = None, quiet: bool = False, tensorboard: bool = False) -> dict[str, float]:
@@ -146,9 +172,11 @@ def train(model: nn.Module, dataset, cfg: TrainConfig, out_dir: str | Path, *, o
     device = torch.device(device)
     out = Path(out_dir)
     world, rank = dist.world_size(), dist.rank()
-    if cfg.batch_size % world:
-        raise ArgenError(f"--batch-size {cfg.batch_size} must be divisible by the number of processes ({world})")
-    local_bs = cfg.batch_size // world
+    shards = world * cfg.grad_accum
+    if cfg.batch_size % shards:
+        raise ArgenError(f"--batch-size {cfg.batch_size} must be divisible by the number of processes ({world}) "
+                         f"times --grad-accum ({cfg.grad_accum})")
+    local_bs, micro_bs = cfg.batch_size // world, cfg.batch_size // shards
     objective = objective if objective is not None else model
     model.to(device)
     objective.to(device)
@@ -168,7 +196,7 @@ def train(model: nn.Module, dataset, cfg: TrainConfig, out_dir: str | Path, *, o
                 ema.state = {k: state["ema"][k].to(device) for k in ema.state}
             step = int(state["step"])
             seconds_before = float(state.get("train_seconds", 0.0))
-            _set_rng_state(state["rng"])
+            _restore_rng(state["rng"])
         except (RuntimeError, ValueError, KeyError, TypeError, AttributeError) as e:
             lines = [x.strip() for x in str(e).splitlines() if x.strip()] or [type(e).__name__]
             detail = lines[1] if len(lines) > 1 and lines[0].startswith("Error(s) in loading") else lines[0]
@@ -188,15 +216,16 @@ def train(model: nn.Module, dataset, cfg: TrainConfig, out_dir: str | Path, *, o
 
     def save(step_done: int, metrics: dict) -> None:
         _stop_if_not_finite(model, step_done, out)  # on every rank: the weights are the same everywhere
-        if not dist.is_main():
-            return
+        rng = _rank_rng_states()  # a collective: every rank takes part
         weights = ema.state if ema is not None else model.state_dict()
         seconds = round(seconds_before + time.perf_counter() - t0, 1)  # the budget, summed over resumes
+        if not dist.is_main():
+            return
         ckpt.save_model(out, model, preset=preset, state_dict=weights,
                         meta=dict(meta, step=step_done, train_seconds=seconds, metrics=metrics))
         ckpt.save_train_state(out, {
             "model": model.state_dict(), "optimizer": opt.state_dict(),
-            "ema": ema.state if ema is not None else {}, "step": step_done, "rng": _rng_state(),
+            "ema": ema.state if ema is not None else {}, "step": step_done, "rng": rng,
             "train_config": cfg.to_dict(), "train_seconds": seconds,
         })
 
@@ -206,27 +235,50 @@ def train(model: nn.Module, dataset, cfg: TrainConfig, out_dir: str | Path, *, o
                dynamic_ncols=True)
     metrics: dict[str, float] = {}
     t0, seen = time.perf_counter(), 0
+
+    def local_batch(step: int):
+        idx = batch_indices(step, cfg.batch_size, len(dataset), cfg.seed)[rank * local_bs:(rank + 1) * local_bs]
+        images, labels = dataset.batch(idx)
+        return images.to(device, non_blocking=True), labels.to(device, non_blocking=True)
+
+    if step == 0 and hasattr(model, "begin_training"):  # a tokenizer's k-means, on the first global batch
+        with shard.shard_of(rank, world):
+            model.begin_training(local_batch(0))
     with _stop_at_step_boundary() as stop:
         while step < cfg.steps:
-            idx = batch_indices(step, cfg.batch_size, len(dataset), cfg.seed)[rank * local_bs:(rank + 1) * local_bs]
-            images, labels = dataset.batch(idx)
-            batch = (images.to(device, non_blocking=True), labels.to(device, non_blocking=True))
+            images, labels = local_batch(step)
             for g in opt.param_groups:
                 g["lr"] = cfg.lr_at(step)
-            with amp:
-                loss, metrics = runner(batch)
             opt.zero_grad(set_to_none=True)
-            loss.backward()
+            rng = _rng_state()  # every micro-batch of the step draws from the same stream (``shard``)
+            losses, micro_metrics = [], []
+            for m in range(cfg.grad_accum):
+                _set_rng_state(rng)
+                part = slice(m * micro_bs, (m + 1) * micro_bs)
+                # DDP averages gradients over ranks at the last micro-batch's backward only.
+                sync = contextlib.nullcontext() if m == cfg.grad_accum - 1 or world == 1 else runner.no_sync()
+                with sync, shard.shard_of(rank * cfg.grad_accum + m, shards):
+                    with amp:
+                        loss, metrics = runner((images[part], labels[part]))
+                    (loss / cfg.grad_accum).backward()
+                losses.append(loss.detach())
+                micro_metrics.append(metrics)
+            loss = torch.stack(losses).mean()
+            metrics = {k: sum(d[k] for d in micro_metrics) / len(micro_metrics) for k in micro_metrics[0]}
             if cfg.grad_clip > 0:
                 metrics["grad_norm"] = float(torch.nn.utils.clip_grad_norm_(model.parameters(), cfg.grad_clip))
             opt.step()
-            if not dist.all_true(bool(torch.isfinite(loss.detach()).all())):  # every rank stops together
-                _diverged(step + 1, f"the loss is {float(loss.detach())}", out)
+            if hasattr(model, "end_step"):  # a tokenizer's codebook statistics of the global batch
+                metrics.update(model.end_step())
+            if not dist.all_true(bool(torch.isfinite(loss).all())):  # every rank stops together
+                _diverged(step + 1, f"the loss is {float(loss)}", out)
             if ema is not None:
                 ema.update(model, step)
             step += 1
             seen += cfg.batch_size
-            metrics = {"loss": float(loss.detach()), **metrics, "lr": opt.param_groups[0]["lr"]}
+            if step % cfg.log_every == 0 or step == cfg.steps:
+                loss = dist.mean(loss)  # the global batch's loss, not rank 0's shard's
+            metrics = {"loss": float(loss), **metrics, "lr": opt.param_groups[0]["lr"]}
             if step % cfg.log_every == 0 or step == cfg.steps:
                 ips = seen / (time.perf_counter() - t0)
                 bar.set_postfix(loss=f"{metrics['loss']:.4f}", img_s=f"{ips:.0f}")
