@@ -243,10 +243,20 @@ def sampling_meta(pipe, overrides: dict, args) -> dict:
 
 
 def cmd_sample(args) -> int:
-    from argen.images import save_samples
-    from argen.pipeline import Pipeline
+    from argen.training import dist
 
-    device = _setup(args)
+    device = dist.init(_setup(args))  # under torchrun: join the process group (this rank's GPU)
+    try:
+        return _sample(args, device)
+    finally:
+        dist.shutdown()
+
+
+def _sample(args, device) -> int:
+    from argen.images import save_samples
+    from argen.pipeline import Pipeline, num_batches
+    from argen.training import dist
+
     pipe = Pipeline.from_pretrained(generator_dir(args), device, args.precision, args.sampler)
     labels = args.labels if args.labels is not None else list(range(pipe.num_classes))
     pipe.check_labels(labels)
@@ -256,12 +266,41 @@ def cmd_sample(args) -> int:
     labels = [x for x in labels for _ in range(args.per_label)]
     overrides = sampler_overrides(args, pipe)
     t0 = time.time()
-    images = pipe(labels, seed=args.seed, batch_size=args.batch_size, progress=not args.quiet, **overrides)
-    npz, png = save_samples(images, labels, args.out, nrow=args.per_label, meta=sampling_meta(pipe, overrides, args),
-                            fmt=args.format)
+    # every batch has its own seed, so rank r of N samples batches r, r + N, ... and rank 0, gathering
+    # them, holds exactly the images of one process
+    n_batches = num_batches(len(labels), args.batch_size)
+    mine = pipe.sample_batches(labels, args.seed, args.batch_size, range(dist.rank(), n_batches, dist.world_size()),
+                               progress=not args.quiet and dist.is_main(), **overrides)
+    images = _gather_batches(mine, n_batches)
+    if not dist.is_main():
+        return 0
+    meta = {**sampling_meta(pipe, overrides, args), "batch_size": args.batch_size}  # the images depend on it
+    npz, png = save_samples(images, labels, args.out, nrow=args.per_label, meta=meta, fmt=args.format)
     if not args.quiet:
         print(f"wrote {npz} and {png}: {len(labels)} images in {time.time() - t0:.1f} s")
     return 0
+
+
+def _gather_batches(mine: list, n_batches: int):
+    """All the images on rank 0, in batch order (rank r holds batches r, r + N, ...); None on other ranks.
+
+    One ``gather_object`` per round of N batches, so rank 0 takes in one batch per rank at a time (a
+    rank with no batch left sends None). Works on gloo and nccl, and needs no file system shared by
+    the nodes."""
+    import torch
+    import torch.distributed as tdist
+
+    from argen.training import dist
+
+    if not dist.is_dist():
+        return torch.cat(mine)
+    world, rank = dist.world_size(), dist.rank()
+    out = []
+    for k in range(-(-n_batches // world)):
+        got = [None] * world if rank == 0 else None
+        tdist.gather_object(mine[k] if k < len(mine) else None, got, dst=0)
+        out += [x for x in got or [] if x is not None]
+    return torch.cat(out) if rank == 0 else None
 
 
 # ---- edit ----------------------------------------------------------------------------------------------
@@ -323,7 +362,7 @@ def cmd_eval(args) -> int:
     t0 = time.time()
     metrics = run_eval(args.out, checkpoint=checkpoint, samples=args.samples, data=args.data, n=args.n,
                        seed=args.seed, device=device, progress=not args.quiet,
-                       inception_weights=args.inception_weights, pipe=pipe, **overrides)
+                       inception_weights=args.inception_weights, reference=args.reference, pipe=pipe, **overrides)
     if args.json:
         print(json.dumps(metrics, indent=2))
     elif not args.quiet:
@@ -521,7 +560,10 @@ def build_parser(knobs: bool = False) -> argparse.ArgumentParser:
 
     s = sub.add_parser("sample", help="sample class-conditional images from a generator checkpoint",
                        description="Writes OUT.npz (images uint8 N x H x W x C, labels int64 N) and OUT.png (a grid, "
-                                   "one row per label). Same seed, same images.")
+                                   "one row per label). Same seed and --batch-size, same images: each batch has "
+                                   "its own seed. Runs unchanged under torchrun --nproc_per_node N -m argen "
+                                   "sample ...: rank r samples batches r, r + N, ... and rank 0 writes the "
+                                   "files one process writes.")
     generator_source(s)
     s.add_argument("--labels", type=flags.labels, default=None, help="comma-separated class ids (default: all classes)")
     s.add_argument("--per-label", type=flags.positive("--per-label", flags.MAX_IMAGES), default=8,
@@ -529,7 +571,9 @@ def build_parser(knobs: bool = False) -> argparse.ArgumentParser:
     s.add_argument("--seed", type=flags.seed, default=0)
     sampler_args(s, knobs)
     precision_arg(s)
-    s.add_argument("--batch-size", type=flags.positive("--batch-size"), default=256)
+    s.add_argument("--batch-size", type=flags.positive("--batch-size"), default=256,
+                   help="images per sampler call (default 256); batch b is seeded from (--seed, b), so the images "
+                        "depend on it")
     s.add_argument("--format", choices=["argen", "adm"], default="argen",
                    help="the .npz layout: argen (images, labels, meta) or adm (arr_0 RGB uint8 and arr_1 labels, "
                         "what the standard FID evaluation suites read)")
@@ -564,16 +608,25 @@ def build_parser(knobs: bool = False) -> argparse.ArgumentParser:
                                    "/ density / coverage, IS-<data>), plus class accuracy and, for raster and VAR, "
                                    "exact bits per token. Writes OUT/metrics.json and a self-contained "
                                    "OUT/report.html (sample grids, per-class accuracy, nearest training neighbours, "
-                                   "training curves).")
+                                   "training curves). Any other model (a converted official checkpoint, one trained "
+                                   "on a folder) is compared with your own images: --reference REF "
+                                   "--inception-weights W gives FID, IS, KID and precision / recall in Inception "
+                                   "space, as the ADM evaluation suite computes them.")
     generator_source(v, samples=True)
     v.add_argument("--data", choices=["digits", "fashion-mnist"], default=None,
-                   help="the dataset a --samples file imitates (a checkpoint knows its own)")
+                   help="the dataset a --samples file imitates (a checkpoint knows its own); optional with "
+                        "--reference")
+    v.add_argument("--reference", default=None, metavar="REF",
+                   help="reference images to compare the samples with, in the Inception-v3 features of "
+                        "--inception-weights: a folder of images (sub-folders too; centre-cropped and resized to "
+                        "the samples' size) or an .npz with arr_0 uint8 N x H x W x C (an ADM reference batch)")
     eval_n = flags.int_flag("--n", flags.MIN_EVAL_SAMPLES, flags.MAX_IMAGES,
                             f" (the metrics need at least {flags.MIN_EVAL_SAMPLES} images)")
     v.add_argument("--n", type=eval_n, default=1000, help="images to sample (default 1000)")
     v.add_argument("--inception-weights", default=None, metavar="PATH",
                    help="also compute the standard FID with this Inception-v3 weights file (pytorch-fid's "
-                        "pt_inception-2015-12-05-6726825d.pth, torchvision layout); never downloaded")
+                        "pt_inception-2015-12-05-6726825d.pth, torchvision layout; never downloaded): against "
+                        "--reference, else against the data set's test split")
     v.add_argument("--seed", type=flags.seed, default=0)
     sampler_args(v, knobs)
     precision_arg(v)

@@ -7,13 +7,20 @@
 A generator checkpoint folder holds its tokenizer in ``tokenizer/`` and its
 default sampler settings in ``config.json`` (``meta.sampler``), so the folder
 alone is enough to sample.
+
+Seeding: a call samples its labels in batches of ``batch_size``, and batch b draws from its own
+``torch.Generator`` seeded with ``batch_seed(seed, b)``. So image i depends on the seed, the batch
+size and i only (its batch's labels aside), never on the batches sampled before it: any subset
+of batches, in any order and on any number of processes (``sample_batches``), gives the same
+images as one call.
 """
 
 from __future__ import annotations
 
 import contextlib
+import hashlib
 import operator
-from collections.abc import Sequence
+from collections.abc import Iterable, Sequence
 from pathlib import Path
 from typing import Any
 
@@ -31,6 +38,24 @@ from argen.tokenizers.base import Tokenizer
 from argen.tokens import check_fit
 
 PRECISIONS = ("fp32", "bf16")
+
+
+def batch_seed(seed: int, index: int) -> int:
+    """The seed of batch ``index`` of a sampling call with ``seed``.
+
+    Batch 0 takes ``seed`` itself, so a call of one batch (``sample_tokens``, ``edit``, any call of at
+    most ``batch_size`` labels) draws exactly what it did when all batches shared one stream. Later
+    batches take 63 bits of SHA-256 of (seed, index): ``seed + index`` would make batch 1 of seed 0
+    batch 0 of seed 1, and neighbouring seeds would share images."""
+    if index == 0:
+        return seed
+    digest = hashlib.sha256(f"argen sampling batch {seed} {index}".encode()).digest()
+    return int.from_bytes(digest[:8], "little") >> 1  # a non-negative signed 64-bit seed
+
+
+def num_batches(n: int, batch_size: int) -> int:
+    """How many batches a call with ``n`` labels samples: batch b holds labels b * batch_size onwards."""
+    return -(-n // batch_size)
 
 
 class Pipeline:
@@ -126,7 +151,19 @@ class Pipeline:
     @torch.no_grad()
     def __call__(self, labels: Sequence[int], seed: int = 0, batch_size: int = 256, progress: bool = False,
                  **sampler_overrides) -> torch.Tensor:
-        """Sample one image per label: (N, C, H, W) in [-1, 1]. Same seed, same images."""
+        """Sample one image per label: (N, C, H, W) in [-1, 1]. Same seed and batch size, same images;
+        image i depends on them and on i only (module docstring)."""
+        return torch.cat(self.sample_batches(labels, seed, batch_size, None, progress, **sampler_overrides))
+
+    @torch.no_grad()
+    def sample_batches(self, labels: Sequence[int], seed: int = 0, batch_size: int = 256,
+                       batches: Iterable[int] | None = None, progress: bool = False,
+                       **sampler_overrides) -> list[torch.Tensor]:
+        """The images of some batches of ``self(labels, seed, batch_size)``: one (n_b, C, H, W) tensor per
+        index in ``batches`` (default: every batch, ``range(num_batches(len(labels), batch_size))``).
+
+        Each batch is sampled from its own seed (``batch_seed``), so ``torchrun`` ranks can take batches
+        r, r + N, ... and together give exactly the images of one process."""
         self.check_labels(labels)
         try:
             ok = operator.index(batch_size) >= 1
@@ -134,19 +171,26 @@ class Pipeline:
             ok = False
         if not ok:
             raise ArgenError(f"batch_size must be an integer >= 1, got {batch_size!r}")
+        total = num_batches(len(labels), batch_size)
+        batches = range(total) if batches is None else list(batches)
+        for b in batches:
+            if not (isinstance(b, int) and not isinstance(b, bool) and 0 <= b < total):
+                raise ArgenError(f"batches: {b!r} is not one of the {total} batches of {len(labels)} labels in "
+                                 f"batches of {batch_size} (0..{total - 1})")
         config = self.settings.replace(**sampler_overrides)
         models = self._sampler_models(config)
         labels_t = torch.as_tensor(list(labels), dtype=torch.long, device=self.device)
-        gen = torch.Generator(device=self.device).manual_seed(seed)
+        n_images = sum(len(labels_t[b * batch_size:(b + 1) * batch_size]) for b in batches)
         out = []
-        with _Progress(self.generator, config.passes(self.generator), len(labels_t), batch_size, progress) as bar:
-            for i in range(0, len(labels_t), batch_size):
+        with _Progress(self.generator, config.passes(self.generator), n_images, len(batches), progress) as bar:
+            for b in batches:
+                gen = torch.Generator(device=self.device).manual_seed(batch_seed(seed, b))
                 with self._autocast():
-                    tokens = self.sampler.sample(self.generator, self.tokenizer, labels_t[i:i + batch_size], config,
-                                                 gen, **models)
+                    tokens = self.sampler.sample(self.generator, self.tokenizer,
+                                                 labels_t[b * batch_size:(b + 1) * batch_size], config, gen, **models)
                     out.append(self.tokenizer.decode(tokens).float().cpu())
                 bar.batch_done(len(out[-1]))
-        return torch.cat(out)
+        return out
 
     @torch.no_grad()
     def sample_tokens(self, labels: Sequence[int], seed: int = 0, known=None, **sampler_overrides):
@@ -227,9 +271,9 @@ class _Progress:
     instead, and the total (``passes`` per batch, from the sampler config) gives a time estimate.
     Speculative samplers take at most ``passes`` steps: the bar jumps ahead when a batch ends early."""
 
-    def __init__(self, generator: Generator, passes: int | None, n_images: int, batch_size: int, enabled: bool):
+    def __init__(self, generator: Generator, passes: int | None, n_images: int, n_batches: int, enabled: bool):
         self.passes, self.n_images, self.done, self.batches = passes, n_images, 0, 0
-        total = passes * -(-n_images // batch_size) if passes else None
+        total = passes * n_batches if passes else None
         self.bar = tqdm(total=total, desc="sample", unit="step", disable=not enabled, dynamic_ncols=True)
         self.bar.set_postfix_str(f"0/{n_images} images", refresh=False)
         module = generator.counted_modules().get("forward_calls") if enabled else None

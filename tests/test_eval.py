@@ -13,6 +13,7 @@ from helpers import tiny_raster, tiny_vq
 from argen.cli import main
 from argen.data import load_dataset
 from argen.evaluation.evaluate import bits_per_token, evaluate_samples, run_eval
+from argen.images import to_uint8
 from argen.pipeline import Pipeline
 
 
@@ -117,3 +118,163 @@ def test_adm_format_holds_the_same_images_and_evaluates_the_same(tmp_path, capsy
     with pytest.raises(SystemExit):
         main([*common, "--format", "png", "--out", str(tmp_path / "c")])
     assert "--format" in capsys.readouterr().err
+
+
+# ---- against reference images the user supplies (any model), in Inception space ----------------------
+
+class StandIn(torch.nn.Module):
+    """The FID network's interface at a fraction of its cost: one torchvision-named conv + BN unit, 16-d
+    pooled features. ``load_inception`` builds it (monkeypatched) and fills it from the weights file."""
+
+    def __init__(self):
+        super().__init__()
+        from argen.evaluation.inception import BasicConv2d
+
+        self.Conv2d_1a_3x3 = BasicConv2d(3, 16, kernel_size=3, stride=2)
+
+    def features(self, x_BCHW: torch.Tensor) -> torch.Tensor:
+        return self.Conv2d_1a_3x3(x_BCHW.expand(-1, 3, -1, -1)).mean((2, 3))
+
+    forward = features
+
+
+@pytest.fixture
+def scorer(tmp_path, monkeypatch):
+    """A weights file of the stand-in network with a 1008-way fc (as pytorch-fid's file), and the network."""
+    from argen.evaluation import inception
+
+    monkeypatch.setattr(inception, "InceptionV3", StandIn)
+    torch.manual_seed(0)
+    net = StandIn().eval()
+    sd = {k: v for k, v in net.state_dict().items() if not k.endswith("num_batches_tracked")}
+    sd["fc.weight"], sd["fc.bias"] = torch.randn(1008, 16) * 3, torch.randn(1008)
+    path = tmp_path / "pt_inception.pth"
+    torch.save(sd, path)
+    return path, net, sd["fc.weight"]
+
+
+def _ref_images(n: int = 20) -> np.ndarray:
+    return load_dataset("digits", "test").images[:n].permute(0, 2, 3, 1).numpy()  # uint8 (n, 8, 8, 1)
+
+
+def _reference_folder(root, images_u8: np.ndarray):
+    """PNGs in two sub-folders (an ImageNet-like layout; read in the order of ``images_u8``), plus files that
+    are not reference images."""
+    from PIL import Image
+
+    for i, im in enumerate(images_u8):
+        sub = root / f"c{2 * i // len(images_u8)}"
+        sub.mkdir(parents=True, exist_ok=True)
+        Image.fromarray(im[..., 0]).save(sub / f"{i:03d}.png")
+    (root / "README.txt").write_text("not an image")
+    (root / ".hidden.png").write_bytes(b"not a png either: skipped, as hidden")
+    return root
+
+
+def _cli(*args) -> int:
+    return main(["eval", *map(str, args), "--quiet", "--threads", "1", "--device", "cpu"])
+
+
+def test_eval_of_samples_against_a_reference_folder_or_npz(tmp_path, scorer):
+    weights, net, fc = scorer
+    ref = _ref_images()
+    folder = _reference_folder(tmp_path / "ref", ref)
+    np.savez(tmp_path / "ref.npz", arr_0=np.repeat(ref, 3, axis=-1))  # an ADM reference batch: RGB
+    np.savez(tmp_path / "same.npz", images=ref, labels=np.zeros(len(ref), dtype=np.int64))
+    noise = np.random.default_rng(0).integers(0, 256, (12, 8, 8, 1), dtype=np.uint8)
+    np.savez(tmp_path / "noise.npz", images=noise)
+    runs = {}
+    for name, samples, reference in (("same-folder", "same", folder), ("same-npz", "same", tmp_path / "ref.npz"),
+                                     ("noise", "noise", folder)):
+        assert _cli("--samples", tmp_path / f"{samples}.npz", "--reference", reference, "--inception-weights",
+                    weights, "--out", tmp_path / name) == 0
+        runs[name] = json.loads((tmp_path / name / "metrics.json").read_text())
+        assert (tmp_path / name / "report.html").stat().st_size > 0
+    same, noisy = runs["same-folder"], runs["noise"]
+    # the samples are the reference images: FID 0 and every sample inside the reference manifold and back
+    assert same["FID"] < 1e-6 and same["precision"] == same["recall"] == 1.0
+    assert same["n_samples"] == same["n_reference"] == 20 and same["reference"] == str(folder)
+    # the folder (grey PNGs read as RGB, README and hidden file skipped) and the npz hold the same images
+    assert {k: v for k, v in same.items() if k != "reference"} == {k: v for k, v in runs["same-npz"].items()
+                                                                    if k != "reference"}
+    assert not any(k.endswith("-digits") for k in same)  # no --data: no reference-classifier metrics
+    # noise against digits, checked against the metric functions on the network's own features
+    from argen.evaluation.metrics import features_of, frechet_distance_from_features
+
+    f_fake, f_real = features_of(net, noise), features_of(net, ref)
+    assert noisy["FID"] > 10 * max(same["FID"], 1e-3)
+    assert noisy["FID"] == pytest.approx(frechet_distance_from_features(f_fake, f_real), rel=1e-6)
+    # IS from the file's 1008-way fc without its bias: exp(E KL(p(y|x) || p(y)))
+    p = (f_fake.double() @ fc.double().T).softmax(-1).numpy()
+    want = math.exp(np.mean(np.sum(p * (np.log(p) - np.log(p.mean(0, keepdims=True))), 1)))
+    assert noisy["IS"] == pytest.approx(want, rel=1e-6) and noisy["IS_std"] == 0.0 and noisy["IS"] > 1.01
+
+
+def test_eval_of_a_checkpoint_with_no_reference_classifier(tmp_path, scorer, capsys):
+    """A model trained on data argen has no classifier for (a folder, or a converted official checkpoint):
+    its samples against the user's reference images."""
+    weights, _, _ = scorer
+    Pipeline(tiny_vq(), tiny_raster(num_classes=3, vocab_size=16), {}).save_pretrained(
+        tmp_path / "gen", meta={"data": "folder"})
+    assert _cli("--checkpoint", tmp_path / "gen", "--out", tmp_path / "e0") == 2
+    err = capsys.readouterr().err.strip().splitlines()
+    assert len(err) == 1 and "'folder'" in err[0] and "--reference" in err[0]
+    folder = _reference_folder(tmp_path / "ref", _ref_images())
+    assert _cli("--checkpoint", tmp_path / "gen", "--reference", folder, "--inception-weights", weights,
+                "--n", "12", "--seed", "3", "--out", tmp_path / "e") == 0
+    metrics = json.loads((tmp_path / "e" / "metrics.json").read_text())
+    for key in ("FID", "KID", "precision", "recall", "IS"):
+        assert math.isfinite(metrics[key]), key
+    assert metrics["n_samples"] == 12 and metrics["dataset"] == "folder" and metrics["seed"] == 3
+    assert "class_accuracy" not in metrics and "floor" not in metrics
+    with np.load(tmp_path / "e" / "samples.npz") as z:  # the images the metrics saw: the pipeline's, seeded
+        want = to_uint8(Pipeline.from_pretrained(tmp_path / "gen")([i % 3 for i in range(12)], seed=3,
+                                                                    batch_size=250))
+        assert np.array_equal(z["images"], want) and z["labels"].tolist() == [i % 3 for i in range(12)]
+
+
+def test_reference_folder_images_are_centre_cropped_to_the_samples_size(tmp_path):
+    from PIL import Image
+
+    from argen.evaluation.evaluate import load_reference
+
+    wide = np.zeros((8, 16, 3), dtype=np.uint8)
+    wide[:, 4:12] = 255  # white in the middle: the centre crop to a square
+    for i in range(6):
+        Image.fromarray(wide).save(tmp_path / f"{i}.png")
+    out = load_reference(tmp_path, (8, 8))
+    assert out.shape == (6, 8, 8, 3) and (out == 255).all()
+    assert load_reference(tmp_path).shape == (6, 8, 16, 3)  # without a size: the first image's
+
+
+def test_bad_references_are_one_line_errors(tmp_path, scorer, capsys):
+    weights, _, _ = scorer
+    np.savez(tmp_path / "s.npz", images=_ref_images(8))
+    (tmp_path / "empty").mkdir()
+    (tmp_path / "empty" / "notes.txt").write_text("no images here")
+    broken = _reference_folder(tmp_path / "broken", _ref_images(8))
+    (broken / "c0" / "bad.png").write_bytes(b"\x89PNG\r\n\x1a\n truncated")
+    (tmp_path / "list.txt").write_text("a.png\n")
+    (tmp_path / "junk.npz").write_bytes(b"PK\x03\x04 not really a zip")
+    np.savez(tmp_path / "other.npz", x=np.zeros(3))
+    np.savez(tmp_path / "float.npz", arr_0=np.zeros((8, 8, 8, 3), dtype=np.float32))
+    np.savez(tmp_path / "few.npz", arr_0=np.zeros((3, 8, 8, 3), dtype=np.uint8))
+    cases = {  # REF: what the one line says
+        tmp_path / "missing": "no such file or folder",
+        tmp_path / "empty": "no image files",
+        broken: "cannot read image",
+        tmp_path / "list.txt": "not a folder of images, or an .npz",
+        tmp_path / "junk.npz": "cannot read it as an .npz",
+        tmp_path / "other.npz": "no arr_0 array",
+        tmp_path / "float.npz": "arr_0 must be uint8 (N, H, W, C)",
+        tmp_path / "few.npz": "3 images; the metrics need at least 6",
+    }
+    for ref, what in cases.items():
+        assert _cli("--samples", tmp_path / "s.npz", "--reference", ref, "--inception-weights", weights,
+                    "--out", tmp_path / "e") == 2, ref
+        err = capsys.readouterr().err.strip().splitlines()
+        assert len(err) == 1 and "--reference" in err[0] and what in err[0], (ref, err)
+    assert _cli("--samples", tmp_path / "s.npz", "--reference", tmp_path / "few.npz", "--out", tmp_path / "e") == 2
+    err = capsys.readouterr().err.strip().splitlines()
+    assert len(err) == 1 and "--reference" in err[0] and "--inception-weights" in err[0]
+    assert not (tmp_path / "e").exists()  # nothing written

@@ -5,8 +5,14 @@ shipped in ``argen/assets``) and are named for it: ``FD-fmnist``, never "FID". T
 test split is the reference set; ``real_floor`` gives the same metrics for real test
 images against real train images, the floor every model is compared to.
 
+Models with no such classifier (a converted official checkpoint, a model trained on a folder)
+are compared with reference images the user supplies (``--reference``: a folder of images or
+an ADM reference-batch ``.npz``) in the feature space of the standard Inception-v3, from the
+user's weights file: FID, IS, KID and precision / recall (``reference_metrics``).
+
     metrics = evaluate_checkpoint(Pipeline.from_pretrained("runs/var-fmnist"), n=1000, seed=0)
     metrics = evaluate_samples(images_u8, labels, "fashion-mnist")
+    metrics = reference_metrics(images_u8, load_reference("VIRTUAL_imagenet256_labeled.npz"), *load_scorer(w))
 """
 
 from __future__ import annotations
@@ -14,6 +20,7 @@ from __future__ import annotations
 import functools
 import json
 import time
+import zipfile
 from pathlib import Path
 
 import numpy as np
@@ -28,6 +35,11 @@ from argen.sampling import is_lossy
 SHORT = {"fashion-mnist": "fmnist", "digits": "digits"}
 # precision / recall / density / coverage use k = 5 nearest neighbours: a set needs k + 1 samples
 MIN_SAMPLES = 6
+# Inception-space precision / recall use k = 3 and the Inception Score splits of 5,000 images, as the
+# ADM evaluation suite (guided-diffusion's evaluator) does, so that the numbers compare with papers'
+REFERENCE_K = 3
+IS_SPLIT_SIZE = 5000
+REFERENCE_LAYOUT = "a folder of images, or an .npz with arr_0 uint8 (N, H, W, C) as the ADM reference batches"
 
 
 def short_name(dataset: str) -> str:
@@ -89,6 +101,104 @@ def inception_fid(images_u8: np.ndarray, dataset: str, weights: str | Path | tor
     return {"FID": frechet_distance_from_features(fake_f, real_f), "FID_n_real": len(real_f)}
 
 
+# ---- against reference images the user supplies --------------------------------------------------------
+
+def load_reference(path: str | Path, size: tuple[int, int] | None = None, progress: bool = False) -> np.ndarray:
+    """The reference images of ``path`` as uint8 (N, H, W, C), C = 1 or 3.
+
+    ``path``: an ``.npz`` with ``arr_0`` uint8 (N, H, W, C) (the ADM reference batches; ``images``, as
+    ``argen sample`` writes, is read too), or a folder whose image files (any PIL reads; sub-folders
+    included, hidden files skipped) are read as RGB. Folder images of another size than ``size`` (H, W)
+    are centre-cropped to its aspect ratio and resized (bicubic), as reference batches are made; the
+    first image's size is used without ``size``. One-line ``ArgenError``s for a missing, empty or odd
+    ``path``."""
+    from PIL import Image, ImageOps
+    from tqdm import tqdm
+
+    from argen.images import open_image
+
+    path = Path(path)
+    where = f"--reference {path}"
+    if path.is_dir():
+        suffixes = {k.lower() for k, fmt in Image.registered_extensions().items() if fmt in Image.OPEN}  # not .pdf
+        files = sorted(f for f in path.rglob("*") if f.is_file() and f.suffix.lower() in suffixes
+                       and not any(part.startswith(".") for part in f.relative_to(path).parts))
+        if not files:
+            raise ArgenError(f"{where}: no image files in the folder or its sub-folders ({REFERENCE_LAYOUT})")
+        images = []
+        for f in tqdm(files, desc="reference", disable=not progress, leave=False):
+            try:
+                with open_image(f) as im:
+                    rgb = im.convert("RGB")
+            except ArgenError as e:
+                raise ArgenError(f"--reference: {e}") from None
+            except (OSError, ValueError) as e:  # a truncated file fails only when its pixels are decoded
+                raise ArgenError(f"--reference: cannot read image {f}: {e}") from None
+            size = size or (rgb.height, rgb.width)
+            if (rgb.height, rgb.width) != tuple(size):
+                rgb = ImageOps.fit(rgb, (size[1], size[0]), method=Image.Resampling.BICUBIC)
+            images.append(np.asarray(rgb, dtype=np.uint8))
+        out = np.stack(images)
+    elif path.is_file():
+        if path.suffix.lower() != ".npz":
+            raise ArgenError(f"{where}: not {REFERENCE_LAYOUT}")
+        try:
+            with np.load(path) as z:
+                key = "arr_0" if "arr_0" in z else "images" if "images" in z else None
+                if key is None:
+                    raise ArgenError(f"{where}: no arr_0 array ({REFERENCE_LAYOUT}); it holds "
+                                     f"{', '.join(z.files) or 'nothing'}")
+                out = z[key]
+        except ArgenError:
+            raise
+        except (OSError, ValueError, EOFError, zipfile.BadZipFile) as e:
+            raise ArgenError(f"{where}: cannot read it as an .npz ({type(e).__name__}: {e})") from None
+        if out.dtype != np.uint8 or out.ndim != 4 or out.shape[-1] not in (1, 3):
+            raise ArgenError(f"{where}: {key} must be uint8 (N, H, W, C) with C = 1 or 3, got {out.dtype} "
+                             f"{tuple(out.shape)}")
+    else:
+        raise ArgenError(f"{where}: no such file or folder")
+    if len(out) < MIN_SAMPLES:
+        raise ArgenError(f"{where}: {len(out)} images; the metrics need at least {MIN_SAMPLES}")
+    return out
+
+
+def load_scorer(path: str | Path, device: str | torch.device = "cpu") -> tuple[torch.nn.Module, torch.Tensor | None]:
+    """The Inception-v3 of a weights file and its classifier weight for the Inception Score: ``fc.weight``
+    (1008, 2048) of the TF graph's 1008-way softmax, used without its bias as the ADM suite and
+    torch-fidelity do; ``None`` when the file has no ``fc``."""
+    from argen.evaluation.inception import load_inception
+    from argen.torch_files import pick, read_official
+
+    net = load_inception(path, device)  # checks the file, in one line
+    sd, _ = pick(read_official(path), path, ("", "state_dict", "model"))  # again, for the fc the net drops
+    w = sd.get("fc.weight")
+    return net, (w.detach().to("cpu", torch.float64) if isinstance(w, torch.Tensor) and w.dim() == 2 else None)
+
+
+def reference_metrics(images_u8: np.ndarray, reference_u8: np.ndarray, net: torch.nn.Module,
+                      logit_weight: torch.Tensor | None = None, seed: int = 0, device: str | torch.device = "cpu",
+                      progress: bool = False) -> dict[str, float]:
+    """Samples against reference images in the Inception network's pool features: ``FID``, ``KID``,
+    ``precision`` / ``recall`` / ``density`` / ``coverage`` (k = 3) and, with ``logit_weight``, the
+    Inception Score ``IS`` (mean and std over consecutive splits of 5,000 samples). uint8 (N, H, W, C) images."""
+    device = str(torch.device(device))
+    # batch 50: a 299 px batch of 500 would need several GB of activations
+    fake_f = features_of(net, images_u8, batch_size=50, device=device, progress=progress)
+    real_f = features_of(net, reference_u8, batch_size=50, device=device, progress=progress)
+    kid_mean, kid_std = kid(fake_f, real_f, subsets=50, subset_size=min(1000, len(fake_f), len(real_f)), seed=seed)
+    out = {"FID": frechet_distance_from_features(fake_f, real_f), "KID": kid_mean, "KID_std": kid_std,
+           **prdc(real_f, fake_f, k=REFERENCE_K)}
+    if logit_weight is not None and logit_weight.shape[1] == fake_f.shape[1]:
+        probs = (fake_f.double() @ logit_weight.double().T).softmax(-1)
+        # consecutive splits of 5,000 (the last one shorter), each scored alone, as the ADM suite does
+        scores = torch.tensor([inception_score(probs[i:i + IS_SPLIT_SIZE])[0]
+                               for i in range(0, len(probs), IS_SPLIT_SIZE)], dtype=torch.float64)
+        out["IS"], out["IS_std"] = float(scores.mean()), float(scores.std(unbiased=False))
+    out.update(n_samples=len(images_u8), n_reference=len(reference_u8))
+    return out
+
+
 def bits_per_token(pipe, dataset: str, n: int = 1000, batch_size: int = 250) -> float | None:
     """Exact negative log-likelihood of ``n`` test images' token maps, in bits per token, for the generators
     that declare one (``Generator.likelihood``: raster, a product of next-token probabilities; VAR, over
@@ -110,29 +220,43 @@ def bits_per_token(pipe, dataset: str, n: int = 1000, batch_size: int = 250) -> 
     return total / count / float(np.log(2))
 
 
-def evaluate_checkpoint(pipe, n: int = 1000, seed: int = 0, device: str | torch.device = "cpu",
-                        batch_size: int = 250, progress: bool = False, **sampler_overrides):
-    """Sample ``n`` images (classes balanced, seeded) from a ``Pipeline`` loaded from a checkpoint folder and
-    compute every metric; returns (metrics, images, labels)."""
+def sample_checkpoint(pipe, n: int = 1000, seed: int = 0, batch_size: int = 250, progress: bool = False,
+                      **sampler_overrides) -> tuple[np.ndarray, np.ndarray, dict]:
+    """``n`` images of a ``Pipeline``, classes balanced (label i % num_classes) and seeded: uint8 (N, H, W, C),
+    their labels, and how they were made (sampler, settings, seed, seconds per image)."""
     from argen.images import to_uint8
 
-    dataset = pipe.record.meta.get("data") if pipe.record is not None else None
-    if dataset not in SHORT:
-        raise ArgenError(f"trained on {dataset!r}; argen eval has reference classifiers for {', '.join(SHORT)}")
     if n < MIN_SAMPLES:
         raise ArgenError(f"--n must be >= {MIN_SAMPLES} (what the metrics need), got {n}")
     labels = np.arange(n) % pipe.num_classes
     t0 = time.time()
     images = to_uint8(pipe(labels.tolist(), seed=seed, batch_size=batch_size, progress=progress,
                            **sampler_overrides))
-    sample_s = time.time() - t0
+    settings = pipe.settings.replace(**sampler_overrides)
+    made = dict(seconds_per_image=(time.time() - t0) / n, family=pipe.generator.family, sampler=settings.to_dict(),
+                sampler_name=pipe.sampler.name, lossy=is_lossy(settings), seed=seed)
+    return images, labels, made
+
+
+def checkpoint_dataset(pipe) -> str | None:
+    """The data set a checkpoint was trained on (``meta.data``), if it says."""
+    return pipe.record.meta.get("data") if pipe.record is not None else None
+
+
+def evaluate_checkpoint(pipe, n: int = 1000, seed: int = 0, device: str | torch.device = "cpu",
+                        batch_size: int = 250, progress: bool = False, **sampler_overrides):
+    """Sample ``n`` images (classes balanced, seeded) from a ``Pipeline`` loaded from a checkpoint folder and
+    compute every metric of its data set's reference classifier; returns (metrics, images, labels)."""
+    dataset = checkpoint_dataset(pipe)
+    if dataset not in SHORT:
+        raise ArgenError(f"trained on {dataset!r}; argen eval has reference classifiers for {', '.join(SHORT)}; "
+                         "compare its samples with your own images with --reference REF --inception-weights W")
+    images, labels, made = sample_checkpoint(pipe, n, seed, batch_size, progress, **sampler_overrides)
     metrics = evaluate_samples(images, labels, dataset, seed=seed, device=device, progress=progress)
     bpt = bits_per_token(pipe, dataset)
     if bpt is not None:
         metrics["bits_per_token"] = bpt
-    settings = pipe.settings.replace(**sampler_overrides)
-    metrics.update(seconds_per_image=sample_s / n, dataset=dataset, family=pipe.generator.family,
-                   sampler=settings.to_dict(), sampler_name=pipe.sampler.name, lossy=is_lossy(settings), seed=seed)
+    metrics.update(dataset=dataset, **made)
     return metrics, images, labels
 
 
@@ -169,67 +293,102 @@ def check_samples(images_u8: np.ndarray, labels: np.ndarray | None, dataset: str
         raise ArgenError(f"{where}label {bad[0]} is out of range; {dataset} has classes 0..{num_classes - 1}")
 
 
+def _read_samples(samples: str | Path) -> tuple[np.ndarray, np.ndarray | None, dict | None]:
+    """A samples ``.npz``: images uint8 (N, H, W, C), labels or None, and how they were made (or None)."""
+    try:
+        with np.load(samples) as z:
+            adm = "images" not in z and "arr_0" in z  # `argen sample --format adm`, or another suite's file
+            images, labels = (z["arr_0"], z.get("arr_1")) if adm else (z["images"], z.get("labels"))
+            made = json.loads(str(z["meta"])) if "meta" in z else None  # sampler, settings, lossy
+    except (OSError, ValueError, KeyError, zipfile.BadZipFile) as e:
+        raise ArgenError(f"--samples: cannot read images from {samples}: {e}") from None
+    if images.dtype != np.uint8 or images.ndim != 4:
+        raise ArgenError(f"--samples: expected uint8 images (N, H, W, C) as `argen sample` writes, got "
+                         f"{images.dtype} {images.shape}")
+    if adm and images.shape[-1] == 3 and (images == images[..., :1]).all():
+        images = images[..., :1]  # grey images repeated over RGB for the FID suites: one channel again
+    return images, labels, made
+
+
 def run_eval(out: str | Path, *, checkpoint: str | Path | None = None, samples: str | Path | None = None,
              data: str | None = None, n: int = 1000, seed: int = 0, device: str | torch.device = "cpu",
-             progress: bool = True, inception_weights: str | Path | None = None, pipe=None,
-             **sampler_overrides) -> dict:
+             progress: bool = True, inception_weights: str | Path | None = None, reference: str | Path | None = None,
+             pipe=None, **sampler_overrides) -> dict:
     """Evaluate a generator checkpoint (sampling ``n`` images) or a samples ``.npz``; write ``out/metrics.json``,
     ``out/report.html`` (and ``out/samples.npz`` when sampling). Returns the metrics. ``pipe``: the
-    ``Pipeline`` of ``checkpoint`` when the caller has loaded it already (it is loaded once)."""
+    ``Pipeline`` of ``checkpoint`` when the caller has loaded it already (it is loaded once).
+
+    The data set's reference-classifier metrics where argen has a classifier for it (digits, Fashion-MNIST);
+    with ``reference`` (a folder or ``.npz`` of images) and ``inception_weights``, the Inception metrics
+    against those images (``reference_metrics``), for any model; with ``inception_weights`` alone, the FID
+    against the data set's test split (``inception_fid``)."""
     import argen.checkpoint as ckpt
     from argen.evaluation.report import render_report
     from argen.images import write_files
 
     out = Path(out)
     device = str(torch.device(device))
-    log_rows, title, sampled = None, "argen eval", False
-    # every input is checked (and the Inception file loaded) before sampling; nothing is written until the end
-    inception = None
-    if inception_weights is not None:
-        from argen.evaluation.inception import load_inception
-
-        inception = load_inception(inception_weights, device)
+    log_rows, title, sampled, made, dataset = None, "argen eval", False, None, data
+    # every input is checked (the Inception file and the reference images loaded) before sampling; nothing
+    # is written until the end
+    if reference is not None and inception_weights is None:
+        raise ArgenError("--reference: comparing samples with reference images needs --inception-weights PATH "
+                         "(the Inception-v3 weights file, e.g. pt_inception-2015-12-05-6726825d.pth)")
+    scorer = load_scorer(inception_weights, device) if inception_weights is not None else None
     if checkpoint is not None:
         if pipe is None:
             from argen.pipeline import Pipeline
 
             pipe = Pipeline.from_pretrained(checkpoint, device)
+        dataset = checkpoint_dataset(pipe)
+        if reference is not None:
+            size = pipe.tokenizer.config.image_size
+            ref = load_reference(reference, (size, size), progress)
         try:
-            metrics, images, labels = evaluate_checkpoint(pipe, n=n, seed=seed, device=device, progress=progress,
-                                                          **sampler_overrides)
+            if dataset in SHORT or reference is None:  # no classifier and no reference: evaluate_checkpoint says so
+                metrics, images, labels = evaluate_checkpoint(pipe, n=n, seed=seed, device=device,
+                                                              progress=progress, **sampler_overrides)
+            else:
+                images, labels, made = sample_checkpoint(pipe, n, seed, progress=progress, **sampler_overrides)
+                metrics = {"dataset": dataset, **made}
         except ArgenError as e:
             raise type(e)(f"{checkpoint}: {e}") from None
-        dataset, sampled = metrics["dataset"], True
+        sampled = True
         log = Path(checkpoint) / "log.jsonl"
         log_rows = ckpt.read_log(log) if log.is_file() else None
         title = f"argen eval: {pipe.record.preset or Path(checkpoint).name}"
     else:
-        if data is None:
-            raise ArgenError("--data: evaluating a samples file needs the dataset it imitates (digits, fashion-mnist)")
-        try:
-            with np.load(samples) as z:
-                adm = "images" not in z and "arr_0" in z  # `argen sample --format adm`, or another suite's file
-                images, labels = (z["arr_0"], z.get("arr_1")) if adm else (z["images"], z.get("labels"))
-                made = json.loads(str(z["meta"])) if "meta" in z else None  # sampler, settings, lossy
-        except (OSError, ValueError, KeyError) as e:
-            raise ArgenError(f"--samples: cannot read images from {samples}: {e}") from None
-        if images.dtype != np.uint8 or images.ndim != 4:
-            raise ArgenError(f"--samples: expected uint8 images (N, H, W, C) as `argen sample` writes, got "
-                             f"{images.dtype} {images.shape}")
-        if adm and images.shape[-1] == 3 and (images == images[..., :1]).all():
-            images = images[..., :1]  # grey images repeated over RGB for the FID suites: one channel again
-        check_samples(images, labels, data, samples)
-        dataset = data
-        metrics = evaluate_samples(images, labels, dataset, seed=seed, device=device, progress=progress)
-        metrics["dataset"] = dataset
+        if data is None and reference is None:
+            raise ArgenError("--data: evaluating a samples file needs the dataset it imitates (digits, fashion-mnist) "
+                             "or --reference REF, images to compare it with")
+        images, labels, made = _read_samples(samples)
+        if reference is not None:
+            ref = load_reference(reference, images.shape[1:3], progress)
+        if data is not None:
+            check_samples(images, labels, data, samples)
+            metrics = evaluate_samples(images, labels, data, seed=seed, device=device, progress=progress)
+        elif len(images) < MIN_SAMPLES:
+            raise ArgenError(f"--samples {samples}: {len(images)} images; the metrics need at least {MIN_SAMPLES}")
+        else:
+            metrics = {}
+        metrics["dataset"] = data
         if made is not None:
             metrics["samples_meta"] = made
         title = f"argen eval: {Path(samples).name}"
-    metrics["floor"] = real_floor(dataset, n=len(images), seed=seed, device=device)
-    if inception is not None:
-        metrics.update(inception_fid(images, dataset, inception, seed=seed, device=device, progress=progress))
-    classes = list(load_dataset(dataset, "test").classes)
-    html = render_report(metrics, images, labels, classes, _nn_pairs(images, labels, dataset, device), log_rows, title)
+    classifier = dataset in SHORT
+    if classifier:
+        metrics["floor"] = real_floor(dataset, n=len(images), seed=seed, device=device)
+    if reference is not None:
+        metrics.update(reference_metrics(images, ref, *scorer, seed=seed, device=device, progress=progress),
+                       reference=str(reference))
+    elif scorer is not None:
+        metrics.update(inception_fid(images, dataset, scorer[0], seed=seed, device=device, progress=progress))
+    if classifier:
+        classes = list(load_dataset(dataset, "test").classes)
+        html = render_report(metrics, images, labels, classes, _nn_pairs(images, labels, dataset, device), log_rows,
+                             title)
+    else:  # no class names and no classifier: one grid of samples (a 1000-class grid would be huge)
+        html = render_report(metrics, images, None, [], None, log_rows, title)
     files = {out / "metrics.json": lambda f: f.write(ckpt.json_text(metrics).encode()),
              out / "report.html": lambda f: f.write(html.encode())}
     if sampled:
