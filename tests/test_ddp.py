@@ -58,6 +58,8 @@ GENERATORS = {  # family: (preset, tokenizer, --set values with dropout and labe
     "xar": ("xar-digits", "kl", [*TINY_GEN, *HEAD, "--set", "label_drop=0.5"]),
 }
 
+ON_NODES = ["tokenizer-msvq", "var", "mar"]
+
 _LAUNCHER = r"""
 import json, os, sys
 
@@ -103,7 +105,8 @@ def _free_port() -> int:
 
 @pytest.fixture(scope="module")
 def runs(tmp_path_factory) -> Path:
-    """Every model trained three ways: one process; torchrun with 2 processes; one process, --grad-accum 2."""
+    """Every model trained three ways: one process; torchrun with 2 processes; one process, --grad-accum 2;
+    and three of them on two "nodes" of one process each (two torchrun agents meeting on loopback)."""
     root = tmp_path_factory.mktemp("ddp")
     toks = {}
     for name, (preset, sets) in TOKENIZERS.items():  # the generators' frozen tokenizers
@@ -112,14 +115,18 @@ def runs(tmp_path_factory) -> Path:
                      "--out", str(toks[name]), *sets, *CPU]) == 0
     launcher = root / "launcher.py"
     launcher.write_text(_LAUNCHER)
-    modes = {"single": [], "ddp": [], "accum": ["--grad-accum", "2"]}
+    modes = {"single": [], "ddp": [], "accum": ["--grad-accum", "2"], "nodes": []}
     for mode, extra in modes.items():
         commands = []
         for name, (preset, sets) in TOKENIZERS.items():
+            if mode == "nodes" and f"tokenizer-{name}" not in ON_NODES:
+                continue
             out = root / mode / f"tokenizer-{name}"
             commands.append({"init": str(out) + ".init", "argv": ["train", "tokenizer", "--preset", preset,
                                                                   "--out", str(out), *sets, *TRAIN, *extra]})
         for family, (preset, tok, sets) in GENERATORS.items():
+            if mode == "nodes" and family not in ON_NODES:
+                continue
             out = root / mode / family
             commands.append({"init": str(out) + ".init", "argv": ["train", "generator", "--preset", preset,
                                                                   "--tokenizer", str(toks[tok]), "--out", str(out),
@@ -127,11 +134,21 @@ def runs(tmp_path_factory) -> Path:
         (root / mode).mkdir()
         spec = root / f"{mode}.json"
         spec.write_text(json.dumps(commands))
-        torchrun = [sys.executable, "-m", "torch.distributed.run", "--nproc_per_node", "2",
-                    "--master_port", str(_free_port())]
-        cmd = [*(torchrun if mode == "ddp" else [sys.executable]), str(launcher), str(spec)]
-        r = subprocess.run(cmd, check=False, env={**os.environ, "OMP_NUM_THREADS": "1"}, capture_output=True,
-                           text=True, timeout=600)
+        env = {**os.environ, "OMP_NUM_THREADS": "1"}
+        torchrun = [sys.executable, "-m", "torch.distributed.run"]
+        if mode == "nodes":  # what the README shows for two machines, with 127.0.0.1 as the first one
+            endpoint = f"127.0.0.1:{_free_port()}"
+            procs = [subprocess.Popen([*torchrun, "--nnodes", "2", "--node-rank", str(node), "--nproc_per_node", "1",
+                                       "--rdzv-endpoint", endpoint, str(launcher), str(spec)], env=env,
+                                      stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
+                     for node in (0, 1)]
+            for node, proc in enumerate(procs):
+                out, _ = proc.communicate(timeout=600)
+                assert proc.returncode == 0, f"node {node}: exit code {proc.returncode}\n{out[-3000:]}"
+            continue
+        cmd = [*torchrun, "--nproc_per_node", "2", "--master_port", str(_free_port())] if mode == "ddp" else []
+        cmd = [*(cmd or [sys.executable]), str(launcher), str(spec)]
+        r = subprocess.run(cmd, check=False, env=env, capture_output=True, text=True, timeout=600)
         assert r.returncode == 0, f"{' '.join(cmd)}\nexit code {r.returncode}\n{r.stdout[-3000:]}\n{r.stderr[-3000:]}"
     return root
 
@@ -174,6 +191,12 @@ def test_torchrun_2_processes_equals_one_process(runs, name):
 def test_grad_accum_equals_one_batch(runs, name):
     """``--grad-accum 2``: two micro-batches per step give the weights of the whole batch at once."""
     _check_same(_load(runs, "single", name), _load(runs, "accum", name), f"{name} --grad-accum 2")
+
+
+@pytest.mark.parametrize("name", ON_NODES)
+def test_two_loopback_nodes_equal_one_process(runs, name):
+    """torchrun --nnodes 2 --node-rank 0|1 --rdzv-endpoint: two agents of one process each, the same weights."""
+    _check_same(_load(runs, "single", name), _load(runs, "nodes", name), f"{name} on 2 nodes")
 
 
 def test_every_rank_random_state_is_saved(runs):

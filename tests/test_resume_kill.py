@@ -10,6 +10,7 @@ from __future__ import annotations
 import json
 import os
 import signal
+import socket
 import subprocess
 import sys
 import time
@@ -52,18 +53,26 @@ def _state_step(out: Path) -> int | None:
     return int(load_train_state(out)["step"])
 
 
-def _kill_mid_run(argv: list[str], out: Path, timeout: float = 120.0) -> int:
-    """Start ``argen argv`` in a process, SIGKILL it once ``out`` holds a checkpoint at step >= KILL_AFTER.
-    Returns the step of the checkpoint left on disk."""
+def _torchrun(nproc: int = 2) -> list[str]:
+    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as s:
+        s.bind(("127.0.0.1", 0))
+        port = s.getsockname()[1]
+    return [sys.executable, "-m", "torch.distributed.run", "--nproc_per_node", str(nproc), "--master_port", str(port)]
+
+
+def _kill_mid_run(argv: list[str], out: Path, timeout: float = 120.0, launcher: list[str] | None = None) -> int:
+    """Start ``argen argv`` (as ``launcher -m argen argv`` if given, e.g. torchrun), SIGKILL it and every
+    process it started once ``out`` holds a checkpoint at step >= KILL_AFTER. Returns the step of the
+    checkpoint left on disk."""
     env = {**os.environ, "OMP_NUM_THREADS": "1"}
-    proc = subprocess.Popen([sys.executable, "-c", _SEEDED_ARGEN, *argv], env=env, stdout=subprocess.DEVNULL,
-                            stderr=subprocess.PIPE)
+    cmd = [*launcher, "-m", "argen", *argv] if launcher else [sys.executable, "-c", _SEEDED_ARGEN, *argv]
+    proc = subprocess.Popen(cmd, env=env, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, start_new_session=True)
     t0 = time.monotonic()
     try:
         while True:
             step = _state_step(out)
             if step is not None and step >= KILL_AFTER:
-                os.kill(proc.pid, signal.SIGKILL)
+                os.killpg(proc.pid, signal.SIGKILL)  # the launcher and every rank at once, as a crash would
                 break
             if proc.poll() is not None:
                 pytest.fail(f"the run ended (exit code {proc.returncode}) before it could be killed: "
@@ -132,6 +141,29 @@ def test_generator_resume_after_sigkill_is_bit_identical(tokenizer_dir, tmp_path
     assert cfg["config"]["label_drop"] > 0 and cfg["meta"]["train_config"]["ema"] > 0
     state = load_file(str(ref / "train_state.safetensors"))
     assert any(k.startswith("s/ema/") for k in state), "no EMA in the training state"
+    _assert_same_run(ref, res)
+
+
+def _run_torchrun(argv: list[str]) -> None:
+    r = subprocess.run([*_torchrun(), "-m", "argen", *argv], env={**os.environ, "OMP_NUM_THREADS": "1"},
+                       capture_output=True, text=True, timeout=300)
+    assert r.returncode == 0, f"{argv}\n{r.stdout[-2000:]}\n{r.stderr[-3000:]}"
+
+
+def test_torchrun_resume_after_sigkill_is_bit_identical(tokenizer_dir, tmp_path):
+    """kill -9 of a 2-rank DDP run, then --resume under torchrun: the run ends as an uninterrupted one
+    (every rank's RNG state is saved, and label dropout, drop-path and dropout are drawn for the global batch)."""
+    def argv(out):
+        return ["train", "generator", "--preset", "var-digits", "--tokenizer", str(tokenizer_dir),
+                "--steps", str(N), "--save-every", str(SAVE_EVERY), "--batch-size", "16", "--warmup", "5",
+                "--out", str(out), *TINY_GEN, "--set", "label_drop=0.5", "--set", "drop_path=0.1",
+                "--set", "dropout=0.1", *CPU]
+
+    ref, res = tmp_path / "uninterrupted", tmp_path / "resumed"
+    _run_torchrun(argv(ref))
+    _kill_mid_run(argv(res), res, launcher=_torchrun())
+    assert not (res / "metrics.json").exists()
+    _run_torchrun([*argv(res), "--resume"])
     _assert_same_run(ref, res)
 
 
