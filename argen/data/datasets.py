@@ -65,7 +65,7 @@ __all__ = [
     "load_dataset",
 ]
 
-DATASETS = ("digits", "fashion-mnist", "folder")
+DATASETS = ("digits", "fashion-mnist", "folder", "shapes")
 SPLITS = ("train", "test", "all")
 
 FASHION_MNIST_DEFAULT_DIR = "/usr/share/datasets/fashion-mnist/"
@@ -101,6 +101,7 @@ class ImageDataset:
     images: torch.Tensor
     labels: torch.Tensor
     classes: tuple[str, ...]
+    captions: tuple[str, ...] | None = None  # one per image for captioned data sets (shapes), else None
 
     def __post_init__(self) -> None:
         if self.images.dtype != torch.uint8 or self.images.dim() != 4:
@@ -113,6 +114,16 @@ class ImageDataset:
         if self.labels.shape[0] != self.images.shape[0]:
             raise ValueError(f"{self.images.shape[0]} images but {self.labels.shape[0]} labels")
         object.__setattr__(self, "classes", tuple(self.classes))
+        if self.captions is not None:
+            object.__setattr__(self, "captions", tuple(self.captions))
+            if len(self.captions) != self.images.shape[0]:
+                raise ValueError(f"{self.images.shape[0]} images but {len(self.captions)} captions")
+
+    def captions_of(self, idx: torch.Tensor | Sequence[int]) -> list[str]:
+        """The captions of images ``idx`` (a captioned data set's)."""
+        if self.captions is None:
+            raise DataError(f"{self.name}: this data set has no captions")
+        return [self.captions[i] for i in torch.as_tensor(idx, dtype=torch.long).reshape(-1).tolist()]
 
     @property
     def num_classes(self) -> int:
@@ -153,6 +164,11 @@ def load_dataset(
     key = str(name).strip().lower().replace("_", "-")
     if key not in DATASETS:
         raise DataError(f"unknown data set {name!r}; choose one of: {', '.join(DATASETS)}")
+    if key == "shapes":  # procedural captioned scenes with their own splits: argen/data/shapes.py
+        from argen.data.shapes import load_shapes
+
+        images, labels, classes, captions = load_shapes(split, image_size)
+        return ImageDataset(name=key, images=images, labels=labels, classes=classes, captions=captions)
     if split not in SPLITS:
         raise DataError(f"unknown split {split!r}; choose one of: {', '.join(SPLITS)}")
     if image_size is not None and (
