@@ -11,15 +11,21 @@ states and knows nothing of sampling loops, tokenizers or files. Its class decla
 * ``editing``: whether its sampler takes ``known`` tokens (``Pipeline.edit``);
 * ``counted``: the submodules whose calls count as forward passes (``argen bench``):
   ``forward_calls`` is a module that runs once per network pass over the batch.
+
+A text-conditioned generator has a ``text`` conditioner (``argen.generators.conditions``); its
+condition ids stand for the prompts of the current call, entered with ``conditions(prompts)``.
 """
 
 from __future__ import annotations
 
+import contextlib
+from collections.abc import Sequence
 from typing import ClassVar
 
 import torch
 from torch import nn
 
+from argen.errors import ArgenError
 from argen.nn import shard
 from argen.tokens import TokenSpec
 
@@ -31,6 +37,21 @@ class Generator(nn.Module):
     likelihood: ClassVar[bool] = False
     editing: ClassVar[bool] = True
     counted: ClassVar[dict[str, str]] = {}
+
+    @contextlib.contextmanager
+    def conditions(self, cond: torch.Tensor | Sequence[str]):
+        """Condition ids for ``cond`` within this block: class ids (B,) as they are, or prompts (B strings)
+        that a text model encodes once here, id i then standing for prompt i."""
+        text = getattr(self, "text", None)  # a submodule: a class attribute would shadow it
+        if isinstance(cond, torch.Tensor):
+            if text is not None:
+                raise ArgenError("this model is conditioned on text: give prompts, not class ids")
+            yield cond
+            return
+        if text is None:
+            raise ArgenError("this model is class-conditional: give class ids, not prompts")
+        with text.captions(cond) as ids_B:
+            yield ids_B
 
     @property
     def token_spec(self) -> TokenSpec:

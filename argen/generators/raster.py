@@ -26,6 +26,7 @@ from torch import nn
 
 from argen.config import Config, check
 from argen.generators.base import Generator
+from argen.generators.conditions import text_conditioner
 from argen.nn import shard
 from argen.nn.kv_cache import StaticKVCache
 from argen.nn.layers import DropPath
@@ -49,6 +50,7 @@ class RasterConfig(Config):
     rope_base: float = 10000.0
     norm_eps: float = 1e-5
     cls_token_num: int = 1                  # condition positions in front of the image tokens
+    text: dict | None = None                # text encoder config (argen.text): captions instead of classes
     label_drop: float = 0.1                 # label dropout for classifier-free guidance (training only)
     token_dropout_p: float = 0.1
     resid_dropout_p: float = 0.1
@@ -221,7 +223,10 @@ class RasterAR(Generator):
         super().__init__()
         self.config = c = config
         self.tok_embeddings = nn.Embedding(c.vocab_size, c.width)
-        self.cls_embedding = ClassEmbedder(c.num_classes, c.width)
+        # Captions (projected caption tokens as the prefix, LlamaGen T2I) or classes (the class vector
+        # at every prefix position).
+        self.text = text_conditioner(c.text, c.width, c.cls_token_num)
+        self.cls_embedding = ClassEmbedder(c.num_classes, c.width) if self.text is None else None
         self.tok_dropout = shard.Dropout(c.token_dropout_p)
         dpr = [c.drop_path_rate * i / max(c.depth - 1, 1) for i in range(c.depth)]
         self.layers = nn.ModuleList(TransformerBlock(c, dpr[i]) for i in range(c.depth))
@@ -238,7 +243,10 @@ class RasterAR(Generator):
     def reset_parameters(self) -> None:
         """N(0, initializer_range) everywhere, RMSNorm gains 1, and a zero head (uniform first logits)."""
         std = self.config.initializer_range
+        encoder = set(self.text.encoder.modules()) if self.text is not None else set()  # it has its own init
         for m in self.modules():
+            if m in encoder:
+                continue
             if isinstance(m, (nn.Linear, nn.Embedding)):
                 nn.init.normal_(m.weight, std=std)
             elif isinstance(m, RMSNorm):
@@ -247,7 +255,10 @@ class RasterAR(Generator):
 
     # ---- the pieces the sampler calls ----------------------------------------------------------------
     def cond_tokens(self, labels_B: torch.Tensor) -> torch.Tensor:
-        """(B,) class ids (num_classes = null) -> (B, cls_token_num, C): the class vector at every condition position."""
+        """(B,) condition ids (num_classes = null) -> (B, cls_token_num, C): the class vector at every condition
+        position, or the projected caption tokens of a text model."""
+        if self.text is not None:
+            return self.text(labels_B).tokens_BLC
         return self.cls_embedding(labels_B).unsqueeze(1).expand(-1, self.config.cls_token_num, -1)
 
     def trunk(self, x_BLC: torch.Tensor, input_pos: torch.Tensor | None = None,
