@@ -4,15 +4,20 @@ the unchanged samplers (classifier-free guidance included)."""
 from __future__ import annotations
 
 from types import SimpleNamespace
+from unittest.mock import patch
 
 import pytest
 import torch
-from helpers import tiny_raster
+from helpers import tiny_maskgit_config, tiny_raster, tiny_raster_config
 from torch import nn
 
 from argen.errors import ArgenError
 from argen.generators.conditions import MAX_PROMPTS, TextConditioner
+from argen.generators.maskgit import MaskGIT
+from argen.generators.raster import RasterAR
 from argen.sampling.autoregressive import RasterSamplerConfig, sample
+from argen.sampling.maskgit import MaskGITSamplerConfig
+from argen.sampling.maskgit import sample as sample_maskgit
 
 WORDS = ["<pad>", "a", "red", "blue", "circle", "square"]
 
@@ -37,13 +42,22 @@ class WordEncoder(nn.Module):
         return SimpleNamespace(tokens_BLD=tokens, pooled_BD=pooled, mask_BL=mask)
 
 
-def text_raster(seed=0):
-    model = tiny_raster(seed, randomize=False, cls_token_num=3, num_classes=MAX_PROMPTS, vocab_size=4,
-                        grid=(2, 2), label_drop=0.2)
+def text_model(family: str, seed=0):
+    """A tiny model of ``family`` conditioned on captions through ``WordEncoder``."""
+    kw = dict(num_classes=MAX_PROMPTS, vocab_size=4, grid=(2, 2), label_drop=0.2)
+
+    def conditioner(text, width, positions=None):  # conditions.text_conditioner with the stand-in encoder
+        return TextConditioner(WordEncoder(), width)
+
     torch.manual_seed(seed)
-    model.text = TextConditioner(WordEncoder(), model.config.width)
-    model.cls_embedding = None
-    return model
+    with patch(f"argen.generators.{family}.text_conditioner", conditioner):
+        if family == "raster":
+            return RasterAR(tiny_raster_config(cls_token_num=3, text={}, **kw))
+        return MaskGIT(tiny_maskgit_config(text={}, **kw))
+
+
+def text_raster(seed=0):
+    return text_model("raster", seed)
 
 
 def test_null_id_is_the_null_caption_and_ids_index_prompts():
@@ -71,15 +85,16 @@ def test_wrong_kind_of_condition_is_one_line():
         model.text(torch.tensor([1]))
 
 
-def test_raster_learns_captions_and_samples_them_with_cfg():
+@pytest.mark.parametrize("family", ["raster", "maskgit"])
+def test_learns_captions_and_samples_them_with_cfg(family):
     """Two captions, two token maps: after training through caption ids (with caption dropout), greedy
-    sampling with classifier-free guidance draws each caption's map, through the unchanged sampler."""
+    sampling with classifier-free guidance draws each caption's map, through the family's unchanged sampler."""
     torch.manual_seed(0)
-    model = text_raster().train()
+    model = text_model(family).train()
     prompts = ["a red circle", "a blue square"]
     maps = torch.tensor([[0, 1, 2, 3], [3, 2, 1, 0]])
-    opt = torch.optim.AdamW(model.parameters(), lr=3e-3)
-    for _ in range(150):
+    opt = torch.optim.AdamW(model.parameters(), lr=1e-3)
+    for _ in range(600):
         batch = torch.tensor([0, 1] * 8)
         with model.conditions([prompts[i] for i in batch]) as ids:
             loss, _ = model.loss({"idx_BN": maps[batch]}, ids)
@@ -87,7 +102,11 @@ def test_raster_learns_captions_and_samples_them_with_cfg():
         loss.backward()
         opt.step()
     model.eval()
-    config = RasterSamplerConfig(temperature=1.0, top_k=1, cfg=2.0)
     with model.conditions(prompts) as ids:
-        out = sample(model, None, ids, config, torch.Generator().manual_seed(0))
+        if family == "raster":
+            config = RasterSamplerConfig(temperature=1.0, top_k=1, cfg=2.0)
+            out = sample(model, None, ids, config, torch.Generator().manual_seed(0))
+        else:
+            config = MaskGITSamplerConfig(steps=4, temperature=1.0, top_k=1, cfg=2.0, choice_temperature=0.0)
+            out = sample_maskgit(model, None, ids, config, torch.Generator().manual_seed(0))
     assert out.reshape(2, 4).tolist() == maps.tolist()

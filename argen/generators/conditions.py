@@ -30,18 +30,19 @@ class Caption:
 
     tokens_BLC: torch.Tensor  # per-token features
     mask_BL: torch.Tensor     # bool, True = a real token (the null caption is all real)
-    pooled_BC: torch.Tensor   # one vector per caption (adaptive norms, class-vector slots)
+    pooled_BC: torch.Tensor | None  # one vector per caption (adaptive norms), for conditioners with ``pooled``
 
 
-def text_conditioner(text: dict | None, width: int, positions: int | None = None) -> TextConditioner | None:
+def text_conditioner(text: dict | None, width: int, positions: int | None = None,
+                     pooled: bool = False) -> TextConditioner | None:
     """The conditioner a generator config's ``text`` field (an ``argen.text`` encoder config) asks for, or
     None for a class-conditional model. ``positions``: caption tokens the architecture takes (the prefix
-    length), which must be the encoder's."""
+    length), which must be the encoder's; ``pooled``: whether it also reads the pooled caption."""
     if text is None:
         return None
     from argen.text import build_text_encoder
 
-    cond = TextConditioner(build_text_encoder(**text), width)
+    cond = TextConditioner(build_text_encoder(**text), width, pooled)
     if positions is not None and positions != cond.max_tokens:
         raise ArgenError(f"the text encoder gives {cond.max_tokens} caption tokens but the model has {positions} "
                          "condition positions (cls_token_num); make them equal")
@@ -54,16 +55,19 @@ class TextConditioner(nn.Module):
     The projections are LlamaGen's ``CaptionEmbedder`` (Linear-GELU-Linear); the null caption is
     a (L, D) token table and a (D,) pooled vector at N(0, 1 / D), as LlamaGen's. ``encoder`` is any
     module with ``dim``, ``max_tokens`` and ``encode(prompts) -> (tokens_BLD, pooled_BD, mask_BL)``
-    (``argen.text``); it trains with the generator unless frozen by its own ``requires_grad``."""
+    (``argen.text``); it trains with the generator unless frozen by its own ``requires_grad``. ``pooled``:
+    also project the pooled caption (only parameters that every step uses exist: DDP requires it)."""
 
-    def __init__(self, encoder: nn.Module, width: int):
+    def __init__(self, encoder: nn.Module, width: int, pooled: bool = False):
         super().__init__()
         self.encoder = encoder
         D, L = encoder.dim, encoder.max_tokens
         self.token_proj = nn.Sequential(nn.Linear(D, width), nn.GELU(approximate="tanh"), nn.Linear(width, width))
-        self.pooled_proj = nn.Sequential(nn.Linear(D, width), nn.GELU(approximate="tanh"), nn.Linear(width, width))
         self.null_tokens_LD = nn.Parameter(torch.randn(L, D) / D ** 0.5)
-        self.null_pooled_D = nn.Parameter(torch.randn(D) / D ** 0.5)
+        if pooled:
+            self.pooled_proj = nn.Sequential(nn.Linear(D, width), nn.GELU(approximate="tanh"), nn.Linear(width, width))
+            self.null_pooled_D = nn.Parameter(torch.randn(D) / D ** 0.5)
+        self.pooled = pooled
         self._prompts: tuple | None = None  # (tokens_PLD, pooled_PD, mask_PL) of the current call
 
     @property
@@ -95,6 +99,9 @@ class TextConditioner(nn.Module):
                              f"{len(pooled_PD)} prompts")
         idx_B = ids_B.masked_fill(null_B, 0)
         tokens = torch.where(null_B[:, None, None], self.null_tokens_LD.to(tokens_PLD.dtype), tokens_PLD[idx_B])
-        pooled = torch.where(null_B[:, None], self.null_pooled_D.to(pooled_PD.dtype), pooled_PD[idx_B])
         mask = mask_PL[idx_B] | null_B[:, None]
-        return Caption(self.token_proj(tokens), mask, self.pooled_proj(pooled))
+        pooled = None
+        if self.pooled:
+            pooled = self.pooled_proj(torch.where(null_B[:, None], self.null_pooled_D.to(pooled_PD.dtype),
+                                                  pooled_PD[idx_B]))
+        return Caption(self.token_proj(tokens), mask, pooled)

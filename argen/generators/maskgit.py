@@ -28,6 +28,7 @@ from torch import nn
 
 from argen.config import Config, check
 from argen.generators.base import Generator
+from argen.generators.conditions import text_conditioner
 from argen.nn import shard
 from argen.registry import register_model
 from argen.schedulers.masking import MASK_SCHEDULES, get_schedule
@@ -46,6 +47,7 @@ class MaskGITConfig(Config):
     mlp_ratio: float = 4.0
     dropout: float = 0.1
     label_drop: float = 0.1                # label dropout for classifier-free guidance
+    text: dict | None = None               # text encoder config (argen.text): captions instead of classes
     label_smoothing: float = 0.1           # as the MaskGIT recipe
     norm_eps: float = 1e-6
     mask_schedule: str = "cosine"          # training mask-ratio distribution: ratio = gamma(u), u ~ U(0, 1)
@@ -114,8 +116,12 @@ class MaskGIT(Generator):
         self.config = c = config
         self.mask_token_id = c.vocab_size
         self.tok_emb = nn.Embedding(c.vocab_size + 1, c.width)     # + 1: the [MASK] token
-        self.class_emb = nn.Embedding(c.num_classes + 1, c.width)  # + 1: the null class
-        self.pos_emb = nn.Parameter(torch.zeros(1, 1 + c.num_tokens, c.width))
+        # The condition leads the sequence: one class vector, or the projected caption tokens (MUSE-style
+        # prefix; attention is bidirectional, so every image token reads every caption token).
+        self.text = text_conditioner(c.text, c.width)
+        self.class_emb = nn.Embedding(c.num_classes + 1, c.width) if self.text is None else None  # + 1: null
+        self.prefix = 1 if self.text is None else self.text.max_tokens
+        self.pos_emb = nn.Parameter(torch.zeros(1, self.prefix + c.num_tokens, c.width))
         self.drop = shard.Dropout(c.dropout)
         self.blocks = nn.ModuleList(Block(c) for _ in range(c.depth))
         self.ln_f = nn.LayerNorm(c.width, eps=c.norm_eps)
@@ -126,7 +132,10 @@ class MaskGIT(Generator):
     def reset_parameters(self) -> None:
         # BERT/GPT-2 init: N(0, 0.02) everywhere, residual output projections scaled by 1/sqrt(2 depth)
         # so that the residual stream does not grow with depth.
+        encoder = set(self.text.encoder.modules()) if self.text is not None else set()  # it has its own init
         for m in self.modules():
+            if m in encoder:
+                continue
             if isinstance(m, (nn.Linear, nn.Embedding)):
                 nn.init.trunc_normal_(m.weight, std=0.02)
             if isinstance(m, nn.Linear) and m.bias is not None:
@@ -137,12 +146,13 @@ class MaskGIT(Generator):
             b.mlp[-1].weight.div_(math.sqrt(2 * self.config.depth))
 
     def forward(self, idx_BN: torch.Tensor, labels_B: torch.Tensor) -> torch.Tensor:
-        """Token ids (B, N), ``vocab_size`` = [MASK], and class ids (B,) -> logits (B, N, vocab_size)."""
-        x_BLC = torch.cat([self.class_emb(labels_B)[:, None], self.tok_emb(idx_BN)], 1) + self.pos_emb
+        """Token ids (B, N), ``vocab_size`` = [MASK], and condition ids (B,) -> logits (B, N, vocab_size)."""
+        cond_BPC = self.text(labels_B).tokens_BLC if self.text is not None else self.class_emb(labels_B)[:, None]
+        x_BLC = torch.cat([cond_BPC, self.tok_emb(idx_BN)], 1) + self.pos_emb
         x_BLC = self.drop(x_BLC)
         for block in self.blocks:
             x_BLC = block(x_BLC)
-        return self.head(self.ln_f(x_BLC[:, 1:]))  # the class position predicts nothing
+        return self.head(self.ln_f(x_BLC[:, self.prefix:]))  # the condition positions predict nothing
 
     # ---- training ---------------------------------------------------------------------------------
     @staticmethod
