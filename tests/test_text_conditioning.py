@@ -110,3 +110,74 @@ def test_learns_captions_and_samples_them_with_cfg(family):
             config = MaskGITSamplerConfig(steps=4, temperature=1.0, top_k=1, cfg=2.0, choice_temperature=0.0)
             out = sample_maskgit(model, None, ids, config, torch.Generator().manual_seed(0))
     assert out.reshape(2, 4).tolist() == maps.tolist()
+
+
+def text_var_or_mar(family: str, seed=0):
+    """Tiny VAR / HMAR / MAR models conditioned on captions through ``WordEncoder``."""
+    from helpers import TINY_VAR
+
+    from argen.generators.hmar import HMAR, HMARConfig
+    from argen.generators.mar import MAR, MARConfig
+    from argen.generators.var import VAR, VARConfig
+
+    def conditioner(text, width, positions=None, pooled=False):
+        return TextConditioner(WordEncoder(), width, pooled)
+
+    torch.manual_seed(seed)
+    module = "var" if family in ("var", "hmar") else "mar"
+    with patch(f"argen.generators.{module}.text_conditioner", conditioner):
+        if family == "mar":
+            return MAR(MARConfig(token_dim=3, grid=(4, 4), num_classes=MAX_PROMPTS, width=32, depth=1, heads=2,
+                                 buffer_size=3, attn_dropout=0.0, proj_dropout=0.0, label_drop=0.0, head_width=32,
+                                 head_depth=1, diffusion_train_steps=50, text={}))
+        cls, cfg = (VAR, VARConfig) if family == "var" else (HMAR, HMARConfig)
+        return cls(cfg(**{**TINY_VAR, "num_classes": MAX_PROMPTS, "text": {}}))
+
+
+@pytest.mark.parametrize("family", ["var", "hmar", "mar"])
+def test_captions_reach_the_output_and_train_the_encoder(family):
+    """Other captions give other outputs, the null id gives the null caption's, and the loss trains the text
+    encoder; the family's sampler runs on prompts with classifier-free guidance."""
+    from helpers import random_images, tiny_kl, tiny_msvq
+
+    model = text_var_or_mar(family).train()
+    if family == "mar":  # move the head off its zero-initialised modulation, or nothing reaches the body yet
+        with torch.no_grad():
+            for p in model.diffloss.parameters():
+                p.add_(0.05 * torch.randn_like(p))
+    tok = tiny_kl() if family == "mar" else tiny_msvq()
+    images = random_images(4)
+    prompts = ["a red circle", "a blue square", "a red circle", "a blue"]
+    tokens = model.tokens_from_images(tok, images)
+    with model.conditions(prompts) as ids:
+        loss, _ = model.loss(tokens, ids)
+    loss.backward()
+    assert model.text.encoder.emb.weight.grad.abs().sum() > 0
+    model.eval()
+    # one image's tokens in every row: rows then differ by their captions only
+    tokens = ({k: v[:1].expand_as(v) for k, v in tokens.items()} if isinstance(tokens, dict)
+              else tokens[:1].expand_as(tokens))
+    with torch.no_grad(), model.conditions(prompts) as ids:
+        if family == "mar":
+            mask = torch.zeros(4, 16, dtype=torch.bool)
+            mask[:, 8:] = True
+            z = model(tokens, mask, ids)
+            z_null = model(tokens, mask, torch.full_like(ids, MAX_PROMPTS))
+        else:
+            x = tokens["x_BLCv_wo_first_l"]
+            z = model.trunk(model.teacher_inputs(model.cond_embed(ids), x), model.cond_embed(ids),
+                            mask=model.attn_bias_for_masking[:, :, :model.config.seq_len, :model.config.seq_len])
+            null = torch.full_like(ids, MAX_PROMPTS)
+            z_null = model.trunk(model.teacher_inputs(model.cond_embed(null), x), model.cond_embed(null),
+                                 mask=model.attn_bias_for_masking[:, :, :model.config.seq_len, :model.config.seq_len])
+    assert (z[0] - z_null[0]).abs().max() > 1e-4  # a caption is not the null caption
+    assert (z[3] - z[1]).abs().max() > 1e-4  # "a blue" is not "a blue square"
+    assert (z[2] - z[0]).abs().max() < 1e-5  # the same caption, the same output
+    from argen.sampling.base import sampler_for
+
+    sampler = sampler_for(model.family)
+    extra = {"head_steps": 3, "ar_steps": 4} if family == "mar" else {}
+    with torch.no_grad(), model.conditions(prompts[:2]) as ids:
+        out = sampler.sample(model, tok, ids, sampler.config_class(cfg=1.5, **extra), torch.Generator().manual_seed(0))
+    images_out = tok.decode(out)
+    assert images_out.shape[0] == 2 and torch.isfinite(images_out).all()

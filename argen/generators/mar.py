@@ -34,6 +34,7 @@ from torch import nn
 from argen.config import Config, check
 from argen.errors import ArgenError
 from argen.generators.base import Generator
+from argen.generators.conditions import text_conditioner
 from argen.generators.heads import HEAD_KINDS, make_head
 from argen.nn import shard
 from argen.registry import register_model
@@ -55,6 +56,7 @@ class MARConfig(Config):
     mlp_ratio: float = 4.0
     buffer_size: int = 64                  # leading tokens that all hold the class embedding
     label_drop: float = 0.1                # classifier-free guidance: condition replaced by fake_latent
+    text: dict | None = None               # text encoder config (argen.text): captions in the buffer instead
     attn_dropout: float = 0.1
     proj_dropout: float = 0.1
     mask_ratio_min: float = 0.7            # training mask ratio ~ N(1, 0.25) truncated to [min, 1]
@@ -157,8 +159,12 @@ class MAR(Generator):
         self.config = c = config
         L = c.buffer_size + c.num_tokens
         dec_width, dec_depth, dec_heads = c.decoder
-        self.class_emb = nn.Embedding(c.num_classes, c.width)
-        self.fake_latent = nn.Parameter(torch.zeros(1, c.width))          # the null condition
+        # The buffer positions in front of the tokens hold the condition: the class vector in each, or
+        # the projected caption tokens (one per buffer position) of a text model.
+        self.text = text_conditioner(c.text, c.width, positions=c.buffer_size)
+        if self.text is None:
+            self.class_emb = nn.Embedding(c.num_classes, c.width)
+            self.fake_latent = nn.Parameter(torch.zeros(1, c.width))      # the null condition
         self.z_proj = nn.Linear(c.token_dim, c.width)
         self.z_proj_ln = nn.LayerNorm(c.width, eps=1e-6)
         self.encoder_pos_embed_learned = nn.Parameter(torch.zeros(1, L, c.width))
@@ -182,11 +188,12 @@ class MAR(Generator):
     def reset_parameters(self) -> None:
         # The official initialisation: N(0, 0.02) for embeddings and learned vectors, Xavier-uniform
         # for the body's linear layers. The head keeps its own (zero-initialised modulation).
-        for p in (self.class_emb.weight, self.fake_latent, self.mask_token, self.encoder_pos_embed_learned,
-                  self.decoder_pos_embed_learned, self.diffusion_pos_embed_learned):
+        learned = [self.mask_token, self.encoder_pos_embed_learned, self.decoder_pos_embed_learned,
+                   self.diffusion_pos_embed_learned]
+        for p in learned + ([self.class_emb.weight, self.fake_latent] if self.text is None else []):
             nn.init.normal_(p, std=0.02)
         for name, m in self.named_modules():
-            if name.startswith("diffloss"):
+            if name.startswith(("diffloss", "text.encoder")):  # they have their own initialisation
                 continue
             if isinstance(m, nn.Linear):
                 nn.init.xavier_uniform_(m.weight)
@@ -198,10 +205,13 @@ class MAR(Generator):
     # ---- body ---------------------------------------------------------------------------------------
 
     def condition(self, labels_B: torch.Tensor) -> torch.Tensor:
-        """Class ids (B,) -> embeddings (B, width); id ``num_classes`` is the learned null condition."""
+        """Condition ids (B,) -> buffer contents (B, 1 or buffer_size, width): the class embedding, or a text
+        model's caption tokens; id ``num_classes`` is the learned null condition."""
+        if self.text is not None:
+            return self.text(labels_B).tokens_BLC
         null_B = labels_B == self.config.num_classes
         emb = self.class_emb(labels_B.masked_fill(null_B, 0))
-        return torch.where(null_B[:, None], self.fake_latent.to(emb.dtype), emb)
+        return torch.where(null_B[:, None], self.fake_latent.to(emb.dtype), emb)[:, None]
 
     def forward(self, tokens_BNC: torch.Tensor, mask_BN: torch.Tensor, labels_B: torch.Tensor) -> torch.Tensor:
         """Tokens (B, N, C), mask (B, N) bool (True = masked: its token is ignored), class ids (B,)
@@ -217,7 +227,7 @@ class MAR(Generator):
         keep_BL = F.pad(~mask_BN, (c.buffer_size, 0), value=True)  # the buffer is always kept
         # Encoder: buffer (condition) + known tokens only.
         x_BLD = F.pad(self.z_proj(tokens_BNC), (0, 0, c.buffer_size, 0))
-        x_BLD[:, : c.buffer_size] = self.condition(labels_B)[:, None]
+        x_BLD[:, : c.buffer_size] = self.condition(labels_B)
         x_BLD = self.z_proj_ln(x_BLD + self.encoder_pos_embed_learned)
         x_BKD = x_BLD[keep_BL].view(B, -1, c.width)
         for block in self.encoder_blocks:

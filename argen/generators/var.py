@@ -27,7 +27,9 @@ import torch.nn.functional as F
 from torch import nn
 
 from argen.config import Config, check
+from argen.errors import ArgenError
 from argen.generators.base import Generator
+from argen.generators.conditions import text_conditioner
 from argen.nn import shard
 from argen.nn.kv_cache import KVCache
 from argen.nn.layers import DropPath
@@ -47,6 +49,7 @@ class VARConfig(Config):
     mlp_ratio: float = 4.0
     num_classes: int = 1000                # class id num_classes is the null (unconditional) class
     label_drop: float = 0.1                # label dropout for classifier-free guidance (official: cond_drop_rate)
+    text: dict | None = None               # text encoder config (argen.text): captions instead of classes
     drop_path: float = 0.0667              # official: 0.1 * depth / 24, linear over blocks
     dropout: float = 0.0
     attn_l2_norm: bool = True
@@ -128,21 +131,46 @@ class FFN(nn.Module):
         return self.drop(self.fc2(F.gelu(self.fc1(x), approximate="tanh")))
 
 
+class CrossAttention(nn.Module):
+    """Image tokens read the caption (Infinity, STAR): queries from x, keys and values from the caption
+    tokens, padding masked out."""
+
+    def __init__(self, c: VARConfig):
+        super().__init__()
+        self.num_heads, self.head_dim = c.heads, c.width // c.heads
+        self.q = nn.Linear(c.width, c.width)
+        self.kv = nn.Linear(c.width, 2 * c.width)
+        self.proj = nn.Linear(c.width, c.width)
+
+    def forward(self, x_BLC: torch.Tensor, context: tuple[torch.Tensor, torch.Tensor]) -> torch.Tensor:
+        text_BTC, mask_BT = context
+        B, L, C = x_BLC.shape
+        q = self.q(x_BLC).view(B, L, self.num_heads, self.head_dim).transpose(1, 2)
+        k, v = self.kv(text_BTC).view(B, -1, 2, self.num_heads, self.head_dim).permute(2, 0, 3, 1, 4).unbind(0)
+        out = F.scaled_dot_product_attention(q, k, v, attn_mask=mask_BT[:, None, None, :])
+        return self.proj(out.transpose(1, 2).reshape(B, L, C))
+
+
 class AdaLNBlock(nn.Module):
     def __init__(self, c: VARConfig, drop_path: float):
         super().__init__()
         self.width = c.width
         self.attn = SelfAttention(c)
+        if getattr(c, "text", None) is not None:  # text models: self-attention, then cross-attention to the caption, then FFN
+            self.ln_cross = nn.LayerNorm(c.width, eps=c.norm_eps)
+            self.cross = CrossAttention(c)
         self.ffn = FFN(c)
         self.ada_lin = nn.Sequential(nn.SiLU(), nn.Linear(c.width, 6 * c.width))
         self.ln_wo_grad = nn.LayerNorm(c.width, eps=c.norm_eps, elementwise_affine=False)
         self.drop_path = DropPath(drop_path)
 
-    def forward(self, x_BLC, cond_BC, mask, start=0, cache=None):
+    def forward(self, x_BLC, cond_BC, mask, start=0, cache=None, context=None):
         # Split order as in VAR: gamma1, gamma2, scale1, scale2, shift1, shift2.
         g1, g2, s1, s2, b1, b2 = self.ada_lin(cond_BC).view(-1, 1, 6, self.width).unbind(2)
         h = self.attn(self.ln_wo_grad(x_BLC) * (1 + s1) + b1, mask, start, cache)
         x_BLC = x_BLC + self.drop_path(h * g1)
+        if context is not None:
+            x_BLC = x_BLC + self.drop_path(self.cross(self.ln_cross(x_BLC), context))
         h = self.ffn(self.ln_wo_grad(x_BLC) * (1 + s2) + b2)
         return x_BLC + self.drop_path(h * g2)
 
@@ -168,6 +196,8 @@ def init_adaln(blocks: nn.ModuleList, head_nm: AdaLNBeforeHead, c) -> None:
     head_nm.ada_lin[-1].weight.mul_(c.aln_init)
     for b in blocks:
         b.attn.proj.weight.div_(math.sqrt(2 * c.depth))
+        if hasattr(b, "cross"):
+            b.cross.proj.weight.div_(math.sqrt(2 * c.depth))
         b.ffn.fc2.weight.div_(math.sqrt(2 * c.depth))
         b.ada_lin[-1].weight[2 * C:].mul_(c.aln_init)
         b.ada_lin[-1].weight[:2 * C].mul_(c.aln_gamma_init)
@@ -191,7 +221,11 @@ class VAR(Generator):
         C, L, first_l = c.width, c.seq_len, c.scales[0] ** 2
         self.first_l = first_l
         self.word_embed = nn.Linear(c.token_dim, C)
-        self.class_emb = nn.Embedding(c.num_classes + 1, C)
+        # Captions: the pooled caption where VAR puts the class vector (start tokens, AdaLN), and the
+        # caption tokens for every block's cross-attention (Infinity, STAR).
+        self.text = text_conditioner(c.text, C, pooled=True)
+        self.class_emb = nn.Embedding(c.num_classes + 1, C) if self.text is None else None
+        self._context: tuple[torch.Tensor, torch.Tensor] | None = None  # caption of the last cond_embed call
         self.pos_start = nn.Parameter(torch.empty(1, first_l, C))
         self.pos_1LC = nn.Parameter(torch.empty(1, L, C))
         self.lvl_embed = nn.Embedding(len(c.scales), C)
@@ -211,7 +245,10 @@ class VAR(Generator):
     def reset_parameters(self) -> None:
         c, C = self.config, self.config.width
         std = math.sqrt(1 / C / 3)
+        encoder = set(self.text.encoder.modules()) if self.text is not None else set()  # it has its own init
         for m in self.modules():
+            if m in encoder:
+                continue
             if isinstance(m, nn.Linear):
                 nn.init.trunc_normal_(m.weight, std=std)
                 if m.bias is not None:
@@ -225,8 +262,14 @@ class VAR(Generator):
 
     # ---- pieces the sampler calls ----------------------------------------------------------------
     def cond_embed(self, labels_B: torch.Tensor) -> torch.Tensor:
-        """(B,) class ids, ``num_classes`` = null class -> (B, C)."""
-        return self.class_emb(labels_B)
+        """(B,) condition ids, ``num_classes`` = null -> (B, C): the class vector, or the pooled caption of
+        a text model, whose caption tokens the following ``trunk`` calls then attend to (samplers call
+        ``cond_embed`` once per batch, on the batch that ``trunk`` then runs on)."""
+        if self.text is None:
+            return self.class_emb(labels_B)
+        caption = self.text(labels_B)
+        self._context = (caption.tokens_BLC, caption.mask_BL)
+        return caption.pooled_BC
 
     def first_input(self, cond_BC: torch.Tensor) -> torch.Tensor:
         """Input of the first scale: class embedding + start position + level/position embeddings."""
@@ -245,8 +288,11 @@ class VAR(Generator):
 
         With ``caches`` the tokens attend to everything cached before ``start`` (no mask is
         needed: the cache only ever holds earlier and current scales)."""
+        context = self._context if self.text is not None else None
+        if context is not None and context[0].shape[0] != x_BlC.shape[0]:
+            raise ArgenError("trunk: call cond_embed on this batch's condition ids first (its captions)")
         for i, block in enumerate(self.blocks):
-            x_BlC = block(x_BlC, cond_BC, mask, start, caches[i] if caches is not None else None)
+            x_BlC = block(x_BlC, cond_BC, mask, start, caches[i] if caches is not None else None, context)
         return self.head(self.head_nm(x_BlC, cond_BC))
 
     def new_caches(self, batch: int, dtype: torch.dtype | None = None, device=None) -> list[KVCache]:
