@@ -134,8 +134,22 @@ class Pipeline:
             ckpt.save_model(path / ckpt.TOKENIZER_DIR, self.tokenizer)
         write_card(path)  # the folder is complete: its model card (and its tokenizer's)
 
-    def check_labels(self, labels: Sequence[int], name: str = "--labels") -> None:
-        """Class ids: integers (1.7 is no class: int() would quietly make it 1), at least one, all in range."""
+    @property
+    def text_conditioned(self) -> bool:
+        """Whether the generator is conditioned on captions (prompts) rather than class ids."""
+        return getattr(self.generator, "text", None) is not None
+
+    def check_labels(self, labels: Sequence[int] | Sequence[str], name: str = "--labels") -> None:
+        """Class ids: integers (1.7 is no class: int() would quietly make it 1), at least one, all in range;
+        for a text model, prompts its text encoder can represent."""
+        if self.text_conditioned:
+            name = "--prompt" if name == "--labels" else name
+            if len(labels) == 0 or not all(isinstance(x, str) and x.strip() for x in labels):
+                raise ArgenError(f"{name}: this model is conditioned on text: give one or more non-empty prompts")
+            check = getattr(self.generator.text.encoder, "check_prompts", None)
+            if check is not None:
+                check(list(labels))
+            return
         if len(labels) == 0:
             raise ArgenError(f"{name}: give at least one class id")
         for x in labels:
@@ -148,12 +162,24 @@ class Pipeline:
 
     # no_grad, not inference_mode: only outside inference mode does autocast keep the bf16 copy of
     # each weight for the whole call (inside it, every matmul casts its weight again)
+    @contextlib.contextmanager
+    def _condition_ids(self, labels: Sequence[int] | Sequence[str]):
+        """Condition ids of one batch: class ids as a tensor, or a text model's prompts, encoded for the block."""
+        if self.text_conditioned:
+            with self.generator.conditions(list(labels)) as ids_B:
+                yield ids_B
+        else:
+            yield torch.as_tensor(list(labels), dtype=torch.long, device=self.device)
+
     @torch.no_grad()
-    def __call__(self, labels: Sequence[int], seed: int = 0, batch_size: int = 256, progress: bool = False,
-                 **sampler_overrides) -> torch.Tensor:
-        """Sample one image per label: (N, C, H, W) in [-1, 1]. Same seed and batch size, same images;
-        image i depends on them and on i only (module docstring)."""
-        return torch.cat(self.sample_batches(labels, seed, batch_size, None, progress, **sampler_overrides))
+    def __call__(self, labels: Sequence[int] | None = None, seed: int = 0, batch_size: int = 256,
+                 progress: bool = False, prompts: Sequence[str] | None = None, **sampler_overrides) -> torch.Tensor:
+        """Sample one image per label (class id), or per prompt of a text model: (N, C, H, W) in [-1, 1].
+        Same seed and batch size, same images; image i depends on them and on i only (module docstring)."""
+        if (labels is None) == (prompts is None):
+            raise ArgenError("give labels (class ids) or prompts (for a text model), not both or neither")
+        conditions = labels if labels is not None else prompts
+        return torch.cat(self.sample_batches(conditions, seed, batch_size, None, progress, **sampler_overrides))
 
     @torch.no_grad()
     def sample_batches(self, labels: Sequence[int], seed: int = 0, batch_size: int = 256,
@@ -179,15 +205,14 @@ class Pipeline:
                                  f"batches of {batch_size} (0..{total - 1})")
         config = self.settings.replace(**sampler_overrides)
         models = self._sampler_models(config)
-        labels_t = torch.as_tensor(list(labels), dtype=torch.long, device=self.device)
-        n_images = sum(len(labels_t[b * batch_size:(b + 1) * batch_size]) for b in batches)
+        labels = list(labels)
+        n_images = sum(len(labels[b * batch_size:(b + 1) * batch_size]) for b in batches)
         out = []
         with _Progress(self.generator, config.passes(self.generator), n_images, len(batches), progress) as bar:
             for b in batches:
                 gen = torch.Generator(device=self.device).manual_seed(batch_seed(seed, b))
-                with self._autocast():
-                    tokens = self.sampler.sample(self.generator, self.tokenizer,
-                                                 labels_t[b * batch_size:(b + 1) * batch_size], config, gen, **models)
+                with self._autocast(), self._condition_ids(labels[b * batch_size:(b + 1) * batch_size]) as ids_B:
+                    tokens = self.sampler.sample(self.generator, self.tokenizer, ids_B, config, gen, **models)
                     out.append(self.tokenizer.decode(tokens).float().cpu())
                 bar.batch_done(len(out[-1]))
         return out
@@ -200,10 +225,9 @@ class Pipeline:
         self.check_labels(labels)
         config = self.settings.replace(**sampler_overrides)
         models = self._sampler_models(config)
-        labels_t = torch.as_tensor(list(labels), dtype=torch.long, device=self.device)
         gen = torch.Generator(device=self.device).manual_seed(seed)
-        with self._autocast():
-            return self.sampler.sample(self.generator, self.tokenizer, labels_t, config, gen, known=known, **models)
+        with self._autocast(), self._condition_ids(labels) as ids_B:
+            return self.sampler.sample(self.generator, self.tokenizer, ids_B, config, gen, known=known, **models)
 
     def _sampler_models(self, config) -> dict[str, Generator]:
         """The auxiliary generators ``config`` names (``Sampler.models``), each loaded once per path."""

@@ -25,7 +25,7 @@ from __future__ import annotations
 
 import math
 from dataclasses import dataclass
-from typing import ClassVar
+from typing import Any, ClassVar
 
 import torch
 import torch.nn.functional as F
@@ -42,6 +42,7 @@ from argen.registry import register_model
 
 @dataclass(frozen=True)
 class MARConfig(Config):
+    ADDED: ClassVar[dict[str, Any]] = {"text": None}  # configs saved before text conditioning: classes
     RENAMED: ClassVar[dict[str, str]] = {"enc_depth": "depth", "enc_heads": "heads", "label_drop_prob": "label_drop"}
 
     token_dim: int = 16                    # channels of a continuous token (the KL tokenizer's embed_dim)

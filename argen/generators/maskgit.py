@@ -20,7 +20,7 @@ from __future__ import annotations
 
 import math
 from dataclasses import dataclass
-from typing import ClassVar
+from typing import Any, ClassVar
 
 import torch
 import torch.nn.functional as F
@@ -36,6 +36,7 @@ from argen.schedulers.masking import MASK_SCHEDULES, get_schedule
 
 @dataclass(frozen=True)
 class MaskGITConfig(Config):
+    ADDED: ClassVar[dict[str, Any]] = {"text": None}  # configs saved before text conditioning: classes
     RENAMED: ClassVar[dict[str, str]] = {"dim": "width", "num_heads": "heads", "class_dropout_prob": "label_drop"}
 
     vocab_size: int = 1024                 # codebook size V; id V is the [MASK] token

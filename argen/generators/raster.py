@@ -18,7 +18,7 @@ The model knows nothing of sampling; ``argen.sampling.autoregressive`` drives it
 from __future__ import annotations
 
 from dataclasses import dataclass
-from typing import ClassVar
+from typing import Any, ClassVar
 
 import torch
 import torch.nn.functional as F
@@ -35,6 +35,7 @@ from argen.registry import register_model
 
 @dataclass(frozen=True)
 class RasterConfig(Config):
+    ADDED: ClassVar[dict[str, Any]] = {"text": None}  # configs saved before text conditioning: classes
     RENAMED: ClassVar[dict[str, str]] = {"dim": "width", "n_layer": "depth", "n_head": "heads", "n_kv_head": "kv_heads",
                "class_dropout_prob": "label_drop"}
 

@@ -20,7 +20,7 @@ from __future__ import annotations
 
 import math
 from dataclasses import dataclass
-from typing import ClassVar
+from typing import Any, ClassVar
 
 import torch
 import torch.nn.functional as F
@@ -38,6 +38,7 @@ from argen.registry import register_model
 
 @dataclass(frozen=True)
 class VARConfig(Config):
+    ADDED: ClassVar[dict[str, Any]] = {"text": None}  # configs saved before text conditioning: classes
     RENAMED: ClassVar[dict[str, str]] = {"num_heads": "heads", "cond_drop": "label_drop"}
 
     vocab_size: int = 4096
