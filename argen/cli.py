@@ -1,4 +1,4 @@
-"""The ``argen`` command: demo | train | sample | edit | eval | bench | convert | info | push | serve | completion.
+"""The ``argen`` command: demo | train | encode | sample | edit | eval | bench | convert | info | push | serve | completion.
 
 Bad input (unknown preset, missing checkpoint, label out of range, corrupt
 file, ...) ends with exit code 2 and one line on stderr, never a traceback.
@@ -63,9 +63,17 @@ def _train_args(p: argparse.ArgumentParser, kind: str) -> None:
         p.add_argument("--preset", required=True, choices=list_presets(kind), metavar="PRESET",
                        help=f"one of: {', '.join(list_presets(kind))}")
     if kind == "generator":
-        p.add_argument("--tokenizer", required=True, help="tokenizer checkpoint folder (copied into OUT/tokenizer)")
+        p.add_argument("--tokenizer", default=None,
+                       help="tokenizer checkpoint folder (copied into OUT/tokenizer); with --codes, default: the "
+                            "codes' own copy (another tokenizer is refused)")
+        p.add_argument("--codes", default=None, metavar="CODES",
+                       help="train from a codes folder made by `argen encode` instead of images: the same weights "
+                            "as training from those images, without running the tokenizer's encoder")
     p.add_argument("--data", default=None, choices=DATASETS, help="dataset (default: the preset's)")
     p.add_argument("--data-path", default=None, help="dataset location (fashion-mnist IDX folder, image folder)")
+    p.add_argument("--image-size", type=flags.positive("--image-size", 4096), default=None, metavar="N",
+                   help="load images at N x N (folder data: centre crop as ADM/LlamaGen/MAR, and random mirror "
+                        "flips while training; default 32, or a generator's tokenizer's size)")
     p.add_argument("--out", required=True, help="checkpoint folder to write")
     p.add_argument("--steps", type=flags.positive("--steps"), default=None, help="optimizer steps (default: preset)")
     p.add_argument("--batch-size", type=flags.positive("--batch-size"), default=None,
@@ -131,6 +139,13 @@ def cmd_train(args) -> int:
         raise ArgenError(f"--resume: no training state in {args.out} (missing train_state.safetensors)")
     if args.preset is None:  # only classifiers leave --preset optional
         args.preset = _classifier_preset(args.data)
+    codes = getattr(args, "codes", None)
+    if args.kind == "generator" and codes is None and args.tokenizer is None:
+        raise ArgenError("train generator: give --tokenizer DIR (a tokenizer checkpoint folder) or --codes CODES "
+                         "(a codes folder made by `argen encode`)")
+    if codes is not None and (args.data or args.data_path or args.image_size):
+        raise ArgenError(f"--codes {codes}: the codes name their data and image size; leave out --data, --data-path "
+                         "and --image-size")
     from argen.training.run import train_preset
 
     try:
@@ -138,11 +153,27 @@ def cmd_train(args) -> int:
                              tokenizer_dir=getattr(args, "tokenizer", None), train_overrides=overrides,
                              model_overrides=dict(args.set), device=device, resume=args.resume,
                              overwrite=args.overwrite, quiet=args.quiet,
-                             command=shlex.join(["argen", *args.argv]), tensorboard=args.tensorboard)
+                             command=shlex.join(["argen", *args.argv]), tensorboard=args.tensorboard,
+                             image_size=args.image_size, codes=codes)
     finally:
         dist.shutdown()
     if dist.is_main() and not args.quiet:
         print(json.dumps(result, indent=2))
+    return 0
+
+
+# ---- encode --------------------------------------------------------------------------------------------
+
+def cmd_encode(args) -> int:
+    from argen.data.codes import encode_codes
+
+    device = _setup(args)
+    index = encode_codes(args.tokenizer, args.data, args.out, data_path=args.data_path, image_size=args.image_size,
+                         split=args.split, batch_size=args.batch_size, shard_size=args.shard_size, device=device,
+                         overwrite=args.overwrite, quiet=args.quiet)
+    if not args.quiet:
+        print(json.dumps({k: index[k] for k in ("data", "split", "count", "image_size", "kind", "code_shape",
+                                                "dtype")} | {"shards": len(index["shards"]), "out": args.out}))
     return 0
 
 
@@ -557,6 +588,31 @@ def build_parser(knobs: bool = False) -> argparse.ArgumentParser:
                                          + extra.get(kind, ""))
         _train_args(tp, kind)
         tp.set_defaults(func=cmd_train)
+
+    en = sub.add_parser("encode", help="pre-tokenize a data set once, to train generators from its codes",
+                        description="Encode a data set with a tokenizer into a codes folder: safetensors shards of "
+                                    "the codes of every image and of its mirror image, an index (codes.json) and a "
+                                    "copy of the tokenizer. `argen train generator --codes OUT` then trains from "
+                                    "them, with the weights training from the images gives. Written under a "
+                                    "temporary name and renamed into place when complete.")
+    en.add_argument("--tokenizer", required=True, help="tokenizer checkpoint folder")
+    from argen.data import DATASETS
+
+    en.add_argument("--data", required=True, choices=DATASETS, help="dataset")
+    en.add_argument("--data-path", default=None, help="dataset location (fashion-mnist IDX folder, image folder)")
+    en.add_argument("--image-size", type=flags.positive("--image-size", 4096), default=None, metavar="N",
+                    help="load images at N x N (folder data: centre crop as ADM/LlamaGen/MAR; default: the "
+                         "tokenizer's size for folder data, else the data set's own)")
+    en.add_argument("--split", choices=["train", "test", "all"], default="train",
+                    help="which split (default train: the images `argen train` trains on)")
+    en.add_argument("--out", required=True, metavar="CODES", help="codes folder to write")
+    en.add_argument("--batch-size", type=flags.positive("--batch-size"), default=64,
+                    help="images per encoder pass (default 64)")
+    en.add_argument("--shard-size", type=flags.positive("--shard-size"), default=4096,
+                    help="images per shard file (default 4096)")
+    en.add_argument("--overwrite", action="store_true", help="replace the codes folder already in OUT")
+    _common(en)
+    en.set_defaults(func=cmd_encode)
 
     s = sub.add_parser("sample", help="sample class-conditional images from a generator checkpoint",
                        description="Writes OUT.npz (images uint8 N x H x W x C, labels int64 N) and OUT.png (a grid, "

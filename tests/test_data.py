@@ -274,3 +274,99 @@ def test_image_dataset_validates():
             torch.zeros(3, dtype=torch.int64),
             ("a",),
         )
+
+
+# ----------------------------------------------------------- folder at scale: crop, lazy decoding, flips
+
+
+def test_center_crop_arr_box_halving_bicubic_and_centre():
+    from argen.data.datasets import center_crop_arr
+
+    # 2N x 2N of constant 2x2 blocks: one BOX halving gives the N x N block image exactly (a bicubic
+    # shrink straight to N would blur the block edges), and no bicubic step is left (already N x N)
+    rng = np.random.default_rng(0)
+    blocks = rng.integers(0, 256, (16, 16, 3), dtype=np.uint8)
+    big = Image.fromarray(blocks.repeat(2, 0).repeat(2, 1))
+    assert np.array_equal(center_crop_arr(big, 16), blocks)
+    # a wide image: the short side becomes N, the centre square is kept (red | green | blue thirds)
+    wide = np.zeros((20, 60, 3), dtype=np.uint8)
+    wide[:, :20, 0] = wide[:, 20:40, 1] = wide[:, 40:, 2] = 255
+    out = center_crop_arr(Image.fromarray(wide), 10)
+    assert out.shape == (10, 10, 3)
+    assert out[:, 2:8, 1].min() == 255 and out[:, 2:8, [0, 2]].max() == 0  # green only, away from the edges
+    # small images are enlarged; an image of the target size is kept pixel for pixel
+    assert center_crop_arr(Image.fromarray(wide[:5, :7]), 16).shape == (16, 16, 3)
+    assert np.array_equal(center_crop_arr(Image.fromarray(blocks), 16), blocks)
+
+
+def test_folder_decodes_lazily_and_mirrors(tmp_path):
+    _make_folder(tmp_path, {"a": 4, "b": 3})
+    d = load_dataset("folder", "all", path=tmp_path, image_size=8)
+    assert d.augment and len(d) == 7 and not d._cache  # nothing decoded at load time
+    x, y = d.batch(torch.tensor([5, 1]))
+    assert set(d._cache) == {1, 5} and y.tolist() == [1, 0]
+    full = d.images
+    assert full.shape == (7, 3, 8, 8) and torch.equal(x, full[[5, 1]].float() / 127.5 - 1)
+    xf, _ = d.batch(torch.tensor([5, 1]), flip_B=torch.tensor([True, False]))
+    assert torch.equal(xf[0], x[0].flip(-1)) and torch.equal(xf[1], x[1])
+    assert not torch.equal(xf[0], x[0])
+    small = type(d)(d.files, d.labels, d.classes, 8, cache_mb=0, workers=1)  # a cache of one image
+    assert torch.equal(small.images, full) and len(small._cache) == 1
+    # an image file whose header reads but whose pixels do not: a one-line DataError when a batch needs it
+    data = (tmp_path / "a" / "001.png").read_bytes()
+    (tmp_path / "a" / "001.png").write_bytes(data[: len(data) // 2])
+    fresh = load_dataset("folder", "all", path=tmp_path, image_size=8)
+    with pytest.raises(DataError, match="001.png"):
+        fresh.batch(torch.tensor([1]))
+
+
+def test_flips_are_a_function_of_seed_and_stream_position():
+    from argen.data import flips
+
+    a = flips(7, 3, 8)
+    assert a.dtype == torch.bool and a.shape == (8,)
+    torch.manual_seed(123)
+    assert torch.equal(flips(7, 1, 24)[:8], a)  # positions 24..31 however the stream is cut into batches
+    assert torch.equal(flips(7, 0, 64)[24:32], a)
+    assert torch.equal(torch.cat([flips(7, 6, 4), flips(7, 7, 4)]), a)
+    many = flips(7, 0, 20_000)
+    assert abs(many.float().mean().item() - 0.5) < 0.02
+    assert (many != flips(8, 0, 20_000)).float().mean().item() > 0.4  # another seed, other flips
+    assert torch.equal(flips(2**63 - 1, 10**9, 4), flips(2**63 - 1, 10**9, 4))  # large seeds and steps
+
+
+def test_trainer_draws_flips_for_augmented_data(tmp_path, monkeypatch):
+    """The trainer asks an augmented data set for the flips of each global batch's stream positions."""
+    import argen.checkpoint as ckpt
+    from argen.data import flips
+    from argen.training.trainer import TrainConfig, train
+
+    monkeypatch.setattr(ckpt, "save_model", lambda *a, **k: None)  # a bare module has no config to save
+    monkeypatch.setattr(ckpt, "save_train_state", lambda *a, **k: None)
+
+    class Recorder:
+        name, augment, classes = "rec", True, ("a",)
+
+        def __init__(self):
+            self.calls = []
+
+        def __len__(self):
+            return 5
+
+        def batch(self, idx, flip_B=None):
+            self.calls.append(flip_B)
+            return torch.zeros(len(idx), 1), torch.zeros(len(idx), dtype=torch.long)
+
+    class Tiny(torch.nn.Module):
+        def __init__(self):
+            super().__init__()
+            self.w = torch.nn.Parameter(torch.ones(1))
+
+        def loss(self, batch):
+            return (self.w * (batch[0] + 1)).pow(2).mean(), {}
+
+    data = Recorder()
+    train(Tiny(), data, TrainConfig(steps=3, batch_size=4, warmup=0, seed=11), tmp_path / "run", quiet=True)
+    assert len(data.calls) == 3
+    for step, got in enumerate(data.calls):
+        assert torch.equal(got, flips(11, step, 4))

@@ -145,7 +145,7 @@ def test_generator_resume_after_sigkill_is_bit_identical(tokenizer_dir, tmp_path
 
 
 def _run_torchrun(argv: list[str]) -> None:
-    r = subprocess.run([*_torchrun(), "-m", "argen", *argv], env={**os.environ, "OMP_NUM_THREADS": "1"},
+    r = subprocess.run([*_torchrun(), "-m", "argen", *argv], check=False, env={**os.environ, "OMP_NUM_THREADS": "1"},
                        capture_output=True, text=True, timeout=300)
     assert r.returncode == 0, f"{argv}\n{r.stdout[-2000:]}\n{r.stderr[-3000:]}"
 

@@ -243,7 +243,6 @@ def test_msvq_kmeans_init_spreads_codes_over_features():
     # to its nearest code is far smaller than with the default tiny uniform init.
     tok = tiny_msvq(spread_codebook=False).train()
     x = batch(8)
-    f = tok.features(x[0]).detach()
     pooled = torch.cat(tok.init_vectors(x[0]), 0).detach()
     d_before = torch.cdist(pooled, tok.quantize.embedding.weight).min(-1).values.mean()
     tok.begin_training(x)

@@ -1,5 +1,6 @@
-"""In-memory image data sets."""
+"""Image data sets (in memory, or image folders decoded on demand), their training flips, and
+pre-tokenized codes (``argen.data.codes``)."""
 
-from argen.data.datasets import DATASETS, SPLITS, ImageDataset, load_dataset
+from argen.data.datasets import DATASETS, SPLITS, FolderDataset, ImageDataset, flips, load_dataset
 
-__all__ = ["DATASETS", "SPLITS", "ImageDataset", "load_dataset"]
+__all__ = ["DATASETS", "SPLITS", "FolderDataset", "ImageDataset", "flips", "load_dataset"]

@@ -1,8 +1,9 @@
-"""Image data sets held in memory as ``uint8`` tensors.
+"""Image data sets: ``uint8`` tensors in memory, or an image folder decoded on demand.
 
 ``load_dataset(name, split, path, image_size)`` returns an :class:`ImageDataset` whose
-``images`` are ``(N, C, H, W)`` ``uint8`` in 0..255 and whose ``labels`` are ``(N,)`` ``int64``.
-``ImageDataset.batch(idx)`` gives float32 images in [-1, 1] (``x / 127.5 - 1``) and labels.
+``images`` are ``(N, C, H, W)`` ``uint8`` in 0..255 and whose ``labels`` are ``(N,)`` ``int64``
+(for ``folder`` a :class:`FolderDataset` with the same interface).
+``batch(idx)`` gives float32 images in [-1, 1] (``x / 127.5 - 1``) and labels.
 
 Data sets (``DATASETS``) and splits (``SPLITS`` = train, test, all):
 
@@ -25,10 +26,22 @@ Data sets (``DATASETS``) and splits (``SPLITS`` = train, test, all):
 
 ``folder``
     An image folder ``path`` with one sub-folder per class; the sorted sub-folder names are the
-    classes. Images (png, jpg, jpeg, bmp, gif, webp, tif, tiff; hidden files skipped) are loaded
-    with PIL, converted to RGB and resized with bicubic resampling to ``image_size`` x
-    ``image_size`` (default 32). Split: within each class, files are sorted by name and the 10th,
-    20th, 30th, ... file (0-based position ``i % 10 == 9``) goes to "test", the others to "train".
+    classes. Images (png, jpg, jpeg, bmp, gif, webp, tif, tiff; hidden files skipped) are read
+    with PIL, converted to RGB and brought to ``image_size`` x ``image_size`` (default 32) by the
+    crop of ADM, LlamaGen and MAR (``center_crop_arr``): halve with BOX filtering while the short
+    side is at least twice ``image_size``, resize with BICUBIC so that the short side is
+    ``image_size``, take the centre square. Split: within each class, files are sorted by name
+    and the 10th, 20th, 30th, ... file (0-based position ``i % 10 == 9``) goes to "test", the
+    others to "train". A :class:`FolderDataset` decodes images when a batch asks for them (with a
+    small LRU cache), so a folder of 256 px photos is never held in memory whole; every file's
+    header is read at load time, so an unreadable file fails then, not mid-training. Its
+    ``augment`` is True: training mirrors each image with probability 1/2 (``flips``).
+
+Augmentation: a data set whose ``augment`` is True gets a horizontal flip per sample while
+training (``batch(idx, flip_B=flips(seed, step, batch_size))``). The flip of a sample is a
+pure function of the training seed and the sample's position in the stream of global batches,
+not of torch's RNG: N processes see the flips one process sees, a resumed run the flips of the
+uninterrupted one, and pre-tokenized codes (``argen.data.codes``) pick the same flipped codes.
 
 For ``digits`` and ``fashion-mnist`` a given ``image_size`` different from the native size
 resizes every image bilinearly (``torch.nn.functional.interpolate`` on float, antialiased when
@@ -46,7 +59,9 @@ import importlib.util
 import os
 import struct
 import zlib
+from collections import OrderedDict
 from collections.abc import Sequence
+from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -61,7 +76,10 @@ __all__ = [
     "FASHION_MNIST_CLASSES",
     "FASHION_MNIST_DEFAULT_DIR",
     "SPLITS",
+    "FolderDataset",
     "ImageDataset",
+    "center_crop_arr",
+    "flips",
     "load_dataset",
 ]
 
@@ -102,6 +120,7 @@ class ImageDataset:
     labels: torch.Tensor
     classes: tuple[str, ...]
     captions: tuple[str, ...] | None = None  # one per image for captioned data sets (shapes), else None
+    augment: bool = False  # training mirrors images at random (``flips``): photos yes, digits no
 
     def __post_init__(self) -> None:
         if self.images.dtype != torch.uint8 or self.images.dim() != 4:
@@ -140,11 +159,12 @@ class ImageDataset:
     def __len__(self) -> int:
         return int(self.images.shape[0])
 
-    def batch(self, idx: torch.Tensor | Sequence[int]) -> tuple[torch.Tensor, torch.Tensor]:
-        """Images ``idx`` as float32 in [-1, 1] (``x / 127.5 - 1``) and their labels."""
+    def batch(self, idx: torch.Tensor | Sequence[int],
+              flip_B: torch.Tensor | None = None) -> tuple[torch.Tensor, torch.Tensor]:
+        """Images ``idx`` as float32 in [-1, 1] (``x / 127.5 - 1``) and their labels; those where
+        ``flip_B`` (bool, one per index) is True mirrored left to right."""
         idx = torch.as_tensor(idx, dtype=torch.long)
-        x = self.images[idx].to(torch.float32) / 127.5 - 1.0
-        return x, self.labels[idx]
+        return _to_float(_flipped(self.images[idx], flip_B)), self.labels[idx]
 
     def __repr__(self) -> str:
         c, h, w = self.images.shape[1:]
@@ -159,7 +179,7 @@ def load_dataset(
     split: str = "train",
     path: str | os.PathLike[str] | None = None,
     image_size: int | None = None,
-) -> ImageDataset:
+) -> ImageDataset | FolderDataset:
     """Load data set ``name`` (one of ``DATASETS``), split ``split`` (one of ``SPLITS``)."""
     key = str(name).strip().lower().replace("_", "-")
     if key not in DATASETS:
@@ -176,13 +196,13 @@ def load_dataset(
     ):
         raise DataError(f"image size must be a positive integer, got {image_size!r}")
 
+    if key == "folder":
+        return _load_folder(split, path, image_size or _DEFAULT_FOLDER_SIZE)
     if key == "digits":
         images, labels, classes = _load_digits(split)
-    elif key == "fashion-mnist":
-        images, labels, classes = _load_fashion_mnist(split, path)
     else:
-        images, labels, classes = _load_folder(split, path, image_size or _DEFAULT_FOLDER_SIZE)
-    if key != "folder" and image_size is not None:
+        images, labels, classes = _load_fashion_mnist(split, path)
+    if image_size is not None:
         images = _resize_uint8(images, image_size)
     if images.shape[0] == 0:
         raise DataError(f"{key}: split {split!r} has no images")
@@ -346,11 +366,114 @@ def _load_fashion_mnist(
 # ------------------------------------------------------------------------------------- folder
 
 
-def _load_folder(
-    split: str, path: str | os.PathLike[str] | None, image_size: int
-) -> tuple[torch.Tensor, torch.Tensor, tuple[str, ...]]:
-    from PIL import Image, UnidentifiedImageError
+class FolderDataset:
+    """A class-folder data set whose images are decoded when a batch asks for them.
 
+    The interface of :class:`ImageDataset` (``labels``, ``classes``, ``batch``, ...); ``images``
+    decodes every file at once, which suits small folders and tests only. Decoded images (uint8,
+    after the crop) stay in an LRU cache of ``cache_mb`` MiB, so a small folder is decoded once;
+    misses of a batch are decoded by ``workers`` threads (PIL releases the GIL while decoding).
+    """
+
+    channels = 3
+    captions = None
+    augment = True  # photos: mirrored at random while training, as ADM, LlamaGen and MAR train
+
+    def __init__(self, files: Sequence[Path], labels: torch.Tensor, classes: Sequence[str], size: int, *,
+                 name: str = "folder", cache_mb: int = 256, workers: int | None = None):
+        if labels.dtype != torch.int64 or labels.shape != (len(files),):
+            raise ValueError(f"labels must be ({len(files)},) int64, got {tuple(labels.shape)} {labels.dtype}")
+        self.name, self.files, self.labels, self.classes, self.size = name, tuple(files), labels, tuple(classes), size
+        self._cache: OrderedDict[int, torch.Tensor] = OrderedDict()
+        self._cache_items = max(1, cache_mb * 2**20 // (self.channels * size * size))
+        self._workers = workers or min(8, os.cpu_count() or 1)
+
+    @property
+    def num_classes(self) -> int:
+        return len(self.classes)
+
+    @property
+    def image_size(self) -> tuple[int, int]:
+        return self.size, self.size
+
+    @property
+    def images(self) -> torch.Tensor:
+        """Every image, ``(N, 3, size, size)`` uint8: decodes the whole folder (small folders only)."""
+        return self.uint8(range(len(self)))
+
+    def __len__(self) -> int:
+        return len(self.files)
+
+    def captions_of(self, idx) -> list[str]:
+        raise DataError(f"{self.name}: this data set has no captions")
+
+    def uint8(self, idx: torch.Tensor | Sequence[int]) -> torch.Tensor:
+        """Images ``idx`` as ``(B, 3, size, size)`` uint8, decoded now or taken from the cache."""
+        idx = torch.as_tensor(idx, dtype=torch.long).reshape(-1).tolist()
+        missing = sorted({i for i in idx if i not in self._cache})
+        if len(missing) > 1 and self._workers > 1:
+            with ThreadPoolExecutor(min(self._workers, len(missing))) as pool:
+                decoded = list(pool.map(self._decode, missing))
+        else:
+            decoded = [self._decode(i) for i in missing]
+        fresh = dict(zip(missing, decoded))
+        out = torch.stack([fresh[i] if i in fresh else self._cache[i] for i in idx]) if idx else \
+            torch.empty((0, self.channels, self.size, self.size), dtype=torch.uint8)
+        for i in idx:  # most recently used last; the oldest leave first
+            self._cache[i] = fresh.get(i, self._cache.get(i))
+            self._cache.move_to_end(i)
+        while len(self._cache) > self._cache_items:
+            self._cache.popitem(last=False)
+        return out
+
+    def batch(self, idx: torch.Tensor | Sequence[int],
+              flip_B: torch.Tensor | None = None) -> tuple[torch.Tensor, torch.Tensor]:
+        """As :meth:`ImageDataset.batch`."""
+        idx = torch.as_tensor(idx, dtype=torch.long)
+        return _to_float(_flipped(self.uint8(idx), flip_B)), self.labels[idx]
+
+    def _decode(self, i: int) -> torch.Tensor:
+        return torch.from_numpy(np.ascontiguousarray(_read_rgb(self.files[i], self.size).transpose(2, 0, 1)))
+
+    def __repr__(self) -> str:
+        return (f"FolderDataset(name={self.name!r}, n={len(self)}, shape=(3, {self.size}, {self.size}), "
+                f"num_classes={self.num_classes})")
+
+
+def center_crop_arr(image, size: int) -> np.ndarray:
+    """A PIL image -> ``(size, size, C)`` uint8: the crop ADM, LlamaGen and MAR train on.
+
+    Halving with a BOX filter while the short side is at least ``2 * size`` keeps the final BICUBIC
+    step short (a large bicubic shrink aliases), then the short side becomes ``size`` and the centre
+    square is kept."""
+    from PIL import Image
+
+    while min(image.size) >= 2 * size:
+        image = image.resize(tuple(x // 2 for x in image.size), resample=Image.Resampling.BOX)
+    scale = size / min(image.size)
+    image = image.resize(tuple(round(x * scale) for x in image.size), resample=Image.Resampling.BICUBIC)
+    arr = np.asarray(image)
+    top, left = (arr.shape[0] - size) // 2, (arr.shape[1] - size) // 2
+    return arr[top: top + size, left: left + size]
+
+
+def _read_rgb(file: Path, size: int) -> np.ndarray:
+    """``file`` as RGB, centre-cropped to ``(size, size, 3)`` uint8; a one-line DataError if unreadable."""
+    from PIL import UnidentifiedImageError
+
+    from argen.errors import ArgenError
+    from argen.images import open_image
+
+    try:
+        with open_image(file) as im:  # refuses decompression bombs before decoding them
+            return center_crop_arr(im.convert("RGB"), size)
+    except ArgenError as exc:
+        raise DataError(f"folder: {exc}") from None
+    except (OSError, UnidentifiedImageError, ValueError) as exc:
+        raise DataError(f"folder: cannot read image {file}: {exc}") from None
+
+
+def _load_folder(split: str, path: str | os.PathLike[str] | None, image_size: int) -> FolderDataset:
     from argen.errors import ArgenError
     from argen.images import open_image
 
@@ -367,9 +490,8 @@ def _load_folder(
     if not classes:
         raise DataError(f"folder: {root} has no class sub-folders (want one sub-folder per class)")
 
-    images: list[np.ndarray] = []
+    chosen: list[Path] = []
     labels: list[int] = []
-    resample = Image.Resampling.BICUBIC
     for label, cls in enumerate(classes):
         files = sorted(
             f
@@ -382,27 +504,58 @@ def _load_folder(
             is_test = i % 10 == 9
             if (split == "train" and is_test) or (split == "test" and not is_test):
                 continue
-            try:
-                with open_image(file) as im:  # refuses decompression bombs before decoding them
-                    rgb = im.convert("RGB")
+            try:  # the header only: a file that is no image fails now, not at some training step
+                open_image(file).close()
             except ArgenError as exc:
                 raise DataError(f"folder: {exc}") from None
-            except (OSError, UnidentifiedImageError, ValueError) as exc:
-                raise DataError(f"folder: cannot read image {file}: {exc}") from None
-            if rgb.size != (image_size, image_size):
-                rgb = rgb.resize((image_size, image_size), resample=resample)
-            images.append(np.asarray(rgb, dtype=np.uint8).transpose(2, 0, 1))
+            chosen.append(file)
             labels.append(label)
-    if not images:
+    if not chosen:
         raise DataError(
             f"folder: split {split!r} of {root} has no images (every 10th file of a class is "
             "test; use split 'all' for small folders)"
         )
-    return (
-        torch.from_numpy(np.stack(images)),
-        torch.tensor(labels, dtype=torch.int64),
-        classes,
-    )
+    return FolderDataset(chosen, torch.tensor(labels, dtype=torch.int64), classes, image_size)
+
+
+# ------------------------------------------------------------------------------------- augment
+
+
+_GOLDEN, _MIX1, _MIX2 = 0x9E3779B97F4A7C15, 0xBF58476D1CE4E5B9, 0x94D049BB133111EB
+
+
+def _splitmix64(x: np.ndarray) -> np.ndarray:
+    """SplitMix64's output function on uint64 arrays (array arithmetic wraps modulo 2**64)."""
+    x = x + np.uint64(_GOLDEN)
+    x = (x ^ (x >> np.uint64(30))) * np.uint64(_MIX1)
+    x = (x ^ (x >> np.uint64(27))) * np.uint64(_MIX2)
+    return x ^ (x >> np.uint64(31))
+
+
+def flips(seed: int, step: int, batch_size: int) -> torch.Tensor:
+    """``(batch_size,)`` bool: which samples of global batch ``step`` are mirrored while training.
+
+    Sample ``j`` of the batch is at position ``p = step * batch_size + j`` of the training stream
+    (``batch_indices``); its flip is the top bit of a SplitMix64 hash of (``seed``, ``p``), so it
+    depends on nothing else: not on torch's RNG, the number of processes, how the batch is split,
+    or whether the run was resumed."""
+    key = _splitmix64(np.array([seed % 2**64], dtype=np.uint64))
+    pos = np.arange(step * batch_size, (step + 1) * batch_size, dtype=np.uint64)
+    return torch.from_numpy((_splitmix64(pos ^ key) >> np.uint64(63)).astype(np.bool_))
+
+
+def _flipped(images: torch.Tensor, flip_B: torch.Tensor | None) -> torch.Tensor:
+    """``(B, C, H, W)`` images with those where ``flip_B`` is True mirrored left to right."""
+    if flip_B is None:
+        return images
+    flip_B = torch.as_tensor(flip_B, dtype=torch.bool).reshape(-1)
+    if flip_B.shape[0] != images.shape[0]:
+        raise ValueError(f"flip_B has {flip_B.shape[0]} entries for {images.shape[0]} images")
+    return torch.where(flip_B[:, None, None, None], images.flip(-1), images)
+
+
+def _to_float(images: torch.Tensor) -> torch.Tensor:
+    return images.to(torch.float32) / 127.5 - 1.0
 
 
 # ------------------------------------------------------------------------------------- resize

@@ -13,7 +13,8 @@ import torch
 
 import argen.checkpoint as ckpt
 from argen.card import write_card
-from argen.data import load_dataset
+from argen.data import DATASETS, load_dataset
+from argen.data.codes import CodesTokenizer, check_tokenizer, open_codes
 from argen.errors import ArgenError, CheckpointError, DataError
 from argen.evaluation.classifier import evaluate_accuracy
 from argen.evaluation.reconstruction import evaluate_tokenizer
@@ -30,8 +31,14 @@ def train_preset(kind: str, preset_name: str, out: str | Path, *, data: str | No
                  data_path: str | None = None, tokenizer_dir: str | Path | None = None,
                  train_overrides: dict | None = None, model_overrides: dict | None = None,
                  device: str | torch.device = "cpu", resume: bool = False, overwrite: bool = False,
-                 quiet: bool = False, command: str | None = None, tensorboard: bool = False) -> dict:
+                 quiet: bool = False, command: str | None = None, tensorboard: bool = False,
+                 image_size: int | None = None, codes: str | Path | None = None) -> dict:
     """Train preset ``preset_name`` of ``kind`` into ``out``; returns (and saves) its metrics.
+
+    ``image_size``: the side images are loaded at (default: the data set's own; for ``folder`` data,
+    32 px, or a generator's tokenizer's size). ``codes``: a generator trains from this codes folder
+    (``argen encode``) instead of images; its tokenizer is the codes' copy, or ``tokenizer_dir`` if
+    that is the same tokenizer.
 
     A generator reads its token shapes from ``tokenizer_dir`` (copied into ``out/tokenizer``)
     and its number of classes from the data; a tokenizer takes channels and size from the data,
@@ -46,14 +53,31 @@ def train_preset(kind: str, preset_name: str, out: str | Path, *, data: str | No
     preset = get_preset(preset_name, kind)
     device = dist.init(torch.device(device))
     data = data or preset.data
+    codes_set = None
+    if codes is not None:  # pre-tokenized data: the codes name their data and carry their tokenizer
+        if kind != "generator":
+            raise ArgenError(f"--codes: only generators train from codes, not a {kind}")
+        codes_set = open_codes(codes)
+        if tokenizer_dir is not None:
+            check_tokenizer(codes_set, tokenizer_dir)
+        tokenizer_dir, data = codes_set.tokenizer_dir, codes_set.name
+    elif str(data).strip().lower().replace("_", "-") not in DATASETS:  # the official presets' ImageNet: the user's own copy, as a class folder
+        raise DataError(f"preset {preset_name} trains on {data}, which argen does not ship: give --data folder "
+                        "--data-path DIR (one sub-folder of images per class) and --image-size, or --codes CODES")
     tokenizer_home = Path(tokenizer_dir).resolve() if kind == "generator" and tokenizer_dir is not None else None
     if tokenizer_home is not None and Path(out).resolve().is_relative_to(tokenizer_home):
         raise ArgenError(f"--out {out} is (inside) the --tokenizer folder {tokenizer_dir}: it would overwrite "
                          "the tokenizer; choose another --out")
     clear = check_run_folder(out, resume=resume, overwrite=overwrite) if dist.is_main() else []
-    train_set = load_dataset(data, "train", data_path)
-    # The held-out split is evaluated after training: a missing or broken one must fail now, not then.
-    test_set = load_dataset(data, "test", data_path)
+    if codes_set is not None:
+        train_set, test_set = codes_set, None
+    else:
+        if image_size is None and kind == "generator" and data == "folder":
+            image_size = _tokenizer_image_size(tokenizer_dir)  # photos load at the size their tokenizer takes
+        train_set = load_dataset(data, "train", data_path, image_size)
+        # The held-out split is evaluated after training (tokenizers, classifiers; not generators): a missing
+        # or broken one must fail now, not then.
+        test_set = load_dataset(data, "test", data_path, image_size) if kind != "generator" else None
     config = preset.make_config().replace(**(model_overrides or {}))
     objective, tokenizer = None, None
     if kind == "generator":
@@ -79,13 +103,16 @@ def train_preset(kind: str, preset_name: str, out: str | Path, *, data: str | No
     model = model_for_config(config)(config)
     if resume:
         _check_same_run(out, model)
-    meta = {"command": command, "data": data, "data_path": data_path, "classes": list(train_set.classes)}
+    meta = {"command": command, "data": data, "data_path": data_path, "classes": list(train_set.classes),
+            "image_size": train_set.image_size[0]}
+    if codes_set is not None:
+        meta["codes"] = str(codes)
     if preset.sampler:
         meta["sampler"] = preset.sampler
     with lock_folder(out) if dist.is_main() else contextlib.nullcontext():
         clear_run(clear)  # --overwrite: only now that no other training can be writing here
         if kind == "generator":
-            objective = GeneratorObjective(model, tokenizer)
+            objective = GeneratorObjective(model, tokenizer if codes_set is None else CodesTokenizer(tokenizer))
             if dist.is_main():
                 ckpt.copy_tokenizer(tokenizer_dir, out)
         t0 = time.time()
@@ -114,6 +141,14 @@ def _evaluate(kind, out, data, train_set, test_set, metrics, t0, device) -> dict
         write_card(out)  # the run is over: the card can state its command, steps and metrics
     dist.barrier()
     return result
+
+
+def _tokenizer_image_size(tokenizer_dir) -> int | None:
+    """The image size in a tokenizer checkpoint's config.json; None if unreadable (loading it then says why)."""
+    try:
+        return int(ckpt.read_record(tokenizer_dir).config["image_size"]) if tokenizer_dir is not None else None
+    except (ArgenError, KeyError, TypeError, ValueError):
+        return None
 
 
 def _check_data_fits(tok_config, train_set, data: str, tokenizer_dir) -> None:

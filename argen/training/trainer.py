@@ -6,10 +6,11 @@ first. The loop runs unchanged as one process or under ``torchrun`` (DDP, with
 ``batch_size`` the global batch split evenly over ranks, and over ``grad_accum``
 micro-batches per rank).
 
-One meaning for every global batch: the data order is a pure function of (seed, step),
-and every random draw of a step (label dropout, masks, noise, dropout) is made for the
-global batch (``argen.nn.shard``), each shard keeping its rows; a tokenizer's codebook
-statistics are gathered from every shard. So N ranks x M micro-batches give the weights
+One meaning for every global batch: the data order and the mirror flips of augmented data
+are pure functions of (seed, step) (``batch_indices``, ``argen.data.flips``), and every
+random draw of a step (label dropout, masks, noise, dropout) is made for the global batch
+(``argen.nn.shard``), each shard keeping its rows; a tokenizer's codebook statistics are
+gathered from every shard. So N ranks x M micro-batches give the weights
 one process gives, up to float summation order.
 
 Exact resume: everything else that changes while training (weights, EMA, AdamW
@@ -35,6 +36,7 @@ from tqdm import tqdm
 
 import argen.checkpoint as ckpt
 from argen.config import Config, check
+from argen.data import flips
 from argen.errors import ArgenError, CheckpointError
 from argen.nn import shard
 from argen.training import dist
@@ -84,7 +86,10 @@ class TrainConfig(Config):
 
 
 class GeneratorObjective(nn.Module):
-    """Trains a generator on tokens from a frozen tokenizer (which is neither trained nor saved)."""
+    """Trains a generator on tokens from a frozen tokenizer (which is neither trained nor saved).
+
+    Batches are images, or stored codes with ``argen.data.codes.CodesTokenizer`` as the tokenizer:
+    the generator's ``tokens_from_images`` turns either into its training tokens."""
 
     def __init__(self, generator: nn.Module, tokenizer: nn.Module):
         super().__init__()
@@ -237,8 +242,12 @@ def train(model: nn.Module, dataset, cfg: TrainConfig, out_dir: str | Path, *, o
     t0, seen = time.perf_counter(), 0
 
     def local_batch(step: int):
-        idx = batch_indices(step, cfg.batch_size, len(dataset), cfg.seed)[rank * local_bs:(rank + 1) * local_bs]
-        images, labels = dataset.batch(idx)
+        mine = slice(rank * local_bs, (rank + 1) * local_bs)
+        idx = batch_indices(step, cfg.batch_size, len(dataset), cfg.seed)[mine]
+        if getattr(dataset, "augment", False):  # random mirrors: a pure function of (seed, stream position)
+            images, labels = dataset.batch(idx, flip_B=flips(cfg.seed, step, cfg.batch_size)[mine])
+        else:
+            images, labels = dataset.batch(idx)
         return images.to(device, non_blocking=True), labels.to(device, non_blocking=True)
 
     if step == 0 and hasattr(model, "begin_training"):  # a tokenizer's k-means, on the first global batch
