@@ -1,4 +1,4 @@
-"""The ``argen`` command: demo | train | encode | sample | edit | eval | bench | convert | info | push | serve | completion.
+"""The ``argen`` command: demo | train | encode | export | sample | edit | eval | bench | convert | info | push | serve | completion.
 
 Bad input (unknown preset, missing checkpoint, label out of range, corrupt
 file, ...) ends with exit code 2 and one line on stderr, never a traceback.
@@ -85,6 +85,13 @@ def _train_args(p: argparse.ArgumentParser, kind: str) -> None:
     p.add_argument("--warmup", type=int, default=None, help="warm-up steps (default: preset)")
     p.add_argument("--ema", type=float, default=None, help="EMA decay, 0 = off (default: preset)")
     p.add_argument("--bf16", action="store_true", help="bf16 autocast")
+    p.add_argument("--strategy", choices=["ddp", "fsdp"], default=None,
+                   help="ddp: a whole replica per process (DDP under torchrun; default); fsdp: weights, gradients "
+                        "and optimizer state sharded over the processes (FSDP2), the train state saved sharded in "
+                        "OUT/train_state_dcp (`argen export` makes a checkpoint folder of it)")
+    p.add_argument("--activation-checkpointing", action="store_true",
+                   help="recompute each block's activations in backward instead of keeping them (less memory, "
+                        "about a third more compute)")
     p.add_argument("--tensorboard", action="store_true",
                    help="also log to OUT/tensorboard for TensorBoard (pip install 'argen[tensorboard]'); "
                         "OUT/log.jsonl is written either way")
@@ -118,7 +125,7 @@ def _classifier_preset(data: str | None) -> str:
 # TrainConfig's fields (argen.training.trainer), named here so that `--help` does not import torch; a test
 # keeps the two in step. Those with a flag of their own are set by that flag.
 TRAIN_FIELDS = ("steps", "batch_size", "grad_accum", "lr", "min_lr_ratio", "warmup", "weight_decay", "beta1", "beta2", "grad_clip",
-                "ema", "bf16", "save_every", "log_every", "seed")
+                "ema", "bf16", "save_every", "log_every", "seed", "strategy", "activation_checkpointing")
 
 
 def cmd_train(args) -> int:
@@ -126,7 +133,8 @@ def cmd_train(args) -> int:
 
     device = _setup(args)
     flagged = dict(steps=args.steps, batch_size=args.batch_size, grad_accum=args.grad_accum, lr=args.lr, warmup=args.warmup, ema=args.ema,
-                   save_every=args.save_every, seed=args.seed, bf16=args.bf16 or None)
+                   save_every=args.save_every, seed=args.seed, bf16=args.bf16 or None, strategy=args.strategy,
+                   activation_checkpointing=args.activation_checkpointing or None)
     overrides = {}
     for k, v in args.train_set:
         if k not in TRAIN_FIELDS:
@@ -135,8 +143,10 @@ def cmd_train(args) -> int:
             raise ArgenError(f"--train-set {k}=...: --{k.replace('_', '-')} is given too; give one of them")
         overrides[k] = v
     overrides.update({k: v for k, v in flagged.items() if v is not None})
-    if args.resume and not (Path(args.out) / "train_state.safetensors").is_file():
-        raise ArgenError(f"--resume: no training state in {args.out} (missing train_state.safetensors)")
+    if args.resume and overrides.get("strategy") != "fsdp" and not (Path(args.out) / "train_state.safetensors").is_file():
+        sharded = (Path(args.out) / "train_state_dcp").is_dir()  # argen.training.fsdp.STATE_DIR
+        raise ArgenError(f"--resume: {args.out} holds a sharded training state: resume with --strategy fsdp" if sharded
+                         else f"--resume: no training state in {args.out} (missing train_state.safetensors)")
     if args.preset is None:  # only classifiers leave --preset optional
         args.preset = _classifier_preset(args.data)
     codes = getattr(args, "codes", None)
@@ -289,7 +299,8 @@ def _sample(args, device) -> int:
     from argen.training import dist
 
     pipe = Pipeline.from_pretrained(generator_dir(args), device, args.precision, args.sampler)
-    labels = args.labels if args.labels is not None else list(range(pipe.num_classes))
+    prompts = _prompts(args, pipe)
+    labels = prompts or (args.labels if args.labels is not None else list(range(pipe.num_classes)))
     pipe.check_labels(labels)
     if len(labels) * args.per_label > flags.MAX_IMAGES:
         raise ArgenError(f"--per-label {args.per_label} x {len(labels)} labels = {len(labels) * args.per_label} "
@@ -306,10 +317,33 @@ def _sample(args, device) -> int:
     if not dist.is_main():
         return 0
     meta = {**sampling_meta(pipe, overrides, args), "batch_size": args.batch_size}  # the images depend on it
-    npz, png = save_samples(images, labels, args.out, nrow=args.per_label, meta=meta, fmt=args.format)
+    if prompts:  # the labels of a text model's samples: the index of each image's prompt in `prompts`
+        labels = [i for i in range(len(prompts)) for _ in range(args.per_label)]
+    npz, png = save_samples(images, labels, args.out, nrow=args.per_label, meta=meta, fmt=args.format,
+                            prompts=prompts)
     if not args.quiet:
         print(f"wrote {npz} and {png}: {len(labels)} images in {time.time() - t0:.1f} s")
     return 0
+
+
+def _prompts(args, pipe) -> list[str] | None:
+    """The prompts of ``--prompt`` and ``--prompts-file`` (one per line), checked against the model's kind."""
+    prompts = list(args.prompt or [])
+    if args.prompts_file is not None:
+        try:
+            prompts += [x.strip() for x in Path(args.prompts_file).read_text(encoding="utf-8").splitlines() if x.strip()]
+        except (OSError, UnicodeDecodeError) as e:
+            raise ArgenError(f"--prompts-file {args.prompts_file}: cannot read it ({e})") from None
+        if not prompts:
+            raise ArgenError(f"--prompts-file {args.prompts_file}: no prompts in it (one per line)")
+    if prompts and not pipe.text_conditioned:
+        raise ArgenError("--prompt: this model is class-conditional; give --labels instead")
+    if pipe.text_conditioned:
+        if args.labels is not None:
+            raise ArgenError("--labels: this model is conditioned on text; give --prompt or --prompts-file")
+        if not prompts:
+            raise ArgenError("--prompt: this model is conditioned on text; give --prompt TEXT or --prompts-file F")
+    return prompts or None
 
 
 def _gather_batches(mine: list, n_batches: int):
@@ -418,6 +452,17 @@ def cmd_convert(args) -> int:
     print(f"wrote {args.out} in {time.time() - t0:.1f} s")
     if (Path(args.out) / "tokenizer").is_dir():
         print(f"sample with: argen sample --checkpoint {args.out} --labels 207,360,387 --out samples.png")
+    return 0
+
+
+# ---- export --------------------------------------------------------------------------------------------
+
+def cmd_export(args) -> int:
+    from argen.training.fsdp import export
+
+    meta = export(args.checkpoint, args.out)  # reads and writes files only, on the CPU
+    if not args.quiet:
+        print(json.dumps({"out": args.out, "step": meta.get("step")}))
     return 0
 
 
@@ -622,8 +667,11 @@ def build_parser(knobs: bool = False) -> argparse.ArgumentParser:
                                    "files one process writes.")
     generator_source(s)
     s.add_argument("--labels", type=flags.labels, default=None, help="comma-separated class ids (default: all classes)")
-    s.add_argument("--per-label", type=flags.positive("--per-label", flags.MAX_IMAGES), default=8,
-                   help="images per label (default 8)")
+    s.add_argument("--prompt", action="append", default=None, metavar="TEXT",
+                   help="a caption for a text-to-image model (repeatable; the npz then holds `prompts`)")
+    s.add_argument("--prompts-file", default=None, metavar="F", help="captions for a text model, one per line")
+    s.add_argument("--per-label", "--per-prompt", type=flags.positive("--per-label", flags.MAX_IMAGES), default=8,
+                   help="images per label or prompt (default 8)")
     s.add_argument("--seed", type=flags.seed, default=0)
     sampler_args(s, knobs)
     precision_arg(s)
@@ -728,6 +776,17 @@ def build_parser(knobs: bool = False) -> argparse.ArgumentParser:
     c.add_argument("--out", type=flags.out_dir, required=True, help="output checkpoint folder")
     _common(c)
     c.set_defaults(func=cmd_convert)
+
+    ex = sub.add_parser("export", help="consolidate a sharded (--strategy fsdp) training run into a checkpoint folder",
+                        description="Read the sharded training state of an FSDP run (RUN/train_state_dcp, written by "
+                                    "every rank) in one process and write the checkpoint folder a DDP run writes: "
+                                    "config.json, model.safetensors (the EMA weights if the run keeps an EMA), "
+                                    "tokenizer/ and the card. Works on a run in progress or killed (its last saved "
+                                    "step). Written under a temporary name and renamed into place.")
+    ex.add_argument("--checkpoint", required=True, metavar="RUN", help="the run folder (argen train --out)")
+    ex.add_argument("--out", type=flags.out_dir, required=True, help="checkpoint folder to write (new or empty)")
+    ex.add_argument("--quiet", action="store_true", help="print nothing")
+    ex.set_defaults(func=cmd_export)
 
     i = sub.add_parser("info", help="describe a checkpoint, or list presets",
                        description="Config, parameter count and training step of a checkpoint; --presets lists presets.")

@@ -120,11 +120,12 @@ SAMPLE_FORMATS = ("argen", "adm")
 
 
 def save_samples(images: torch.Tensor, labels: Sequence[int], out: str | Path, nrow: int,
-                 meta: dict | None = None, fmt: str = "argen") -> tuple[Path, Path]:
+                 meta: dict | None = None, fmt: str = "argen", prompts: Sequence[str] | None = None) -> tuple[Path, Path]:
     """Write ``OUT.npz`` and ``OUT.png`` (a grid), both or neither. ``fmt="argen"``: images uint8
     N x H x W x C, labels int64 N, and ``meta`` (how they were made, a JSON string). ``fmt="adm"``: the
     layout the standard FID suites read (guided-diffusion's evaluator): ``arr_0`` uint8 N x H x W x 3
-    (grey images repeated over RGB) and ``arr_1`` the labels, with ``meta`` beside them."""
+    (grey images repeated over RGB) and ``arr_1`` the labels, with ``meta`` beside them. ``prompts``: a text
+    model's prompts, stored as ``prompts``, each image's label being its prompt's index."""
     if fmt not in SAMPLE_FORMATS:
         raise ArgenError(f"--format must be one of {', '.join(SAMPLE_FORMATS)}, got {fmt!r}")
     out = Path(out)
@@ -134,6 +135,8 @@ def save_samples(images: torch.Tensor, labels: Sequence[int], out: str | Path, n
     grid = grid_image(u8, nrow=nrow, scale=max(1, 64 // u8.shape[1]))
     arrays = {"meta": np.asarray(json.dumps(meta, sort_keys=True))} if meta is not None else {}
     labels = np.asarray(labels, dtype=np.int64)
+    if prompts is not None:
+        arrays["prompts"] = np.asarray(list(prompts), dtype=str)
     if fmt == "adm":
         arrays.update(arr_0=np.repeat(u8, 3, axis=-1) if u8.shape[-1] == 1 else u8, arr_1=labels)
     else:

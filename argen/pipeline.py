@@ -148,7 +148,7 @@ class Pipeline:
                 raise ArgenError(f"{name}: this model is conditioned on text: give one or more non-empty prompts")
             check = getattr(self.generator.text.encoder, "check_prompts", None)
             if check is not None:
-                check(list(labels))
+                check(list(labels), name)
             return
         if len(labels) == 0:
             raise ArgenError(f"{name}: give at least one class id")

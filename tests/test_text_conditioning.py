@@ -181,3 +181,68 @@ def test_captions_reach_the_output_and_train_the_encoder(family):
         out = sampler.sample(model, tok, ids, sampler.config_class(cfg=1.5, **extra), torch.Generator().manual_seed(0))
     images_out = tok.decode(out)
     assert images_out.shape[0] == 2 and torch.isfinite(images_out).all()
+
+
+# ---- end to end: train on shapes captions, sample from prompts ------------------------------------------
+
+TINY_TEXT_TOK = ["--set", "ch=8", "--set", "z_channels=8", "--set", "groups=4", "--set", "codebook_size=16"]
+TINY_TEXT_GEN = ["--set", "depth=1", "--set", "width=32", "--set", "heads=2"]
+CPU = ["--threads", "1", "--quiet", "--device", "cpu"]
+
+
+@pytest.fixture(scope="module")
+def shapes_raster(tmp_path_factory):
+    """raster-shapes, tiny, trained 3 steps on the shapes captions through the CLI."""
+    from argen.cli import main
+
+    root = tmp_path_factory.mktemp("t2i")
+    assert main(["train", "tokenizer", "--preset", "vq-shapes", "--out", str(root / "tok"), "--steps", "2",
+                 "--batch-size", "8", *TINY_TEXT_TOK, *CPU]) == 0
+    assert main(["train", "generator", "--preset", "raster-shapes", "--tokenizer", str(root / "tok"),
+                 "--out", str(root / "gen"), "--steps", "3", "--batch-size", "8", *TINY_TEXT_GEN, *CPU]) == 0
+    return root
+
+
+def test_text_model_trains_from_captions_and_samples_prompts(shapes_raster, capsys):
+    import numpy as np
+
+    from argen.cli import main
+    from argen.pipeline import Pipeline
+
+    pipe = Pipeline.from_pretrained(shapes_raster / "gen")
+    assert pipe.text_conditioned and pipe.generator.config.text["kind"] == "builtin"
+    assert {"red", "circle", "above"} <= set(pipe.generator.config.text["vocab"])  # learned from the captions
+    out = shapes_raster / "s"
+    assert main(["sample", "--checkpoint", str(shapes_raster / "gen"), "--prompt", "a red circle", "--prompt",
+                 "two blue squares", "--per-prompt", "2", "--out", str(out), *CPU]) == 0
+    saved = np.load(str(out) + ".npz")
+    assert saved["images"].shape == (4, 32, 32, 3) and saved["labels"].tolist() == [0, 0, 1, 1]
+    assert saved["prompts"].tolist() == ["a red circle", "two blue squares"]
+    # the CLI's images are the pipeline's
+    images = pipe(prompts=["a red circle", "a red circle", "two blue squares", "two blue squares"], seed=0)
+    assert np.array_equal(saved["images"], ((images + 1) * 127.5).round().clamp(0, 255).byte().permute(0, 2, 3, 1).numpy())
+
+
+@pytest.mark.parametrize("argv, message", [
+    (["--prompt", "a lilac dragon"], "--prompt: unknown word(s) 'lilac', 'dragon'"),
+    ([], "--prompt: this model is conditioned on text"),
+    (["--labels", "0"], "--labels: this model is conditioned on text"),
+])
+def test_bad_prompts_are_one_line(shapes_raster, capsys, argv, message):
+    from argen.cli import main
+
+    code = main(["sample", "--checkpoint", str(shapes_raster / "gen"), "--out", str(shapes_raster / "x"), *argv, *CPU])
+    err = capsys.readouterr().err.strip()
+    assert code == 2 and message in err and len(err.splitlines()) == 1
+    assert not (shapes_raster / "x.npz").exists()
+
+
+def test_text_preset_needs_captioned_data(tmp_path, capsys):
+    from argen.cli import main
+
+    assert main(["train", "tokenizer", "--preset", "vq-digits", "--out", str(tmp_path / "tok"), "--steps", "1",
+                 "--batch-size", "8", *CPU]) == 0
+    code = main(["train", "generator", "--preset", "raster-shapes", "--data", "digits", "--tokenizer",
+                 str(tmp_path / "tok"), "--out", str(tmp_path / "gen"), "--steps", "1", *TINY_TEXT_GEN, *CPU])
+    err = capsys.readouterr().err.strip()
+    assert code == 2 and "no captions" in err and len(err.splitlines()) == 1

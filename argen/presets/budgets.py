@@ -3,3 +3,11 @@
 # One training budget for every Fashion-MNIST generator preset, so that the families compare on
 # equal terms: 1500 steps of 64 images (1.6 epochs), about 20-30 min on one CPU core for ~1M-parameter models.
 FMNIST_TRAIN = dict(steps=1500, batch_size=64, lr=1e-3, warmup=100, ema=0.995, weight_decay=0.05)
+
+# One budget for every text-to-image preset on the shapes scenes (32 px RGB, captions of up to 11 words):
+# 3000 steps of 64 scenes (~10 epochs of the 20,000 training scenes).
+SHAPES_TRAIN = dict(steps=3000, batch_size=64, lr=1e-3, warmup=200, ema=0.995, weight_decay=0.05)
+
+# The built-in caption encoder of the shapes presets: its vocabulary comes from the training captions
+# (36 words), 12 positions (the longest caption has 11 words).
+SHAPES_TEXT = {"kind": "builtin", "max_tokens": 12, "width": 128, "depth": 2, "heads": 4}

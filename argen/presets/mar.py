@@ -2,8 +2,9 @@
 
 from __future__ import annotations
 
+from argen.generators.conditions import MAX_PROMPTS
 from argen.generators.mar import MARConfig
-from argen.presets.budgets import FMNIST_TRAIN
+from argen.presets.budgets import FMNIST_TRAIN, SHAPES_TEXT, SHAPES_TRAIN
 from argen.registry import preset
 
 
@@ -69,3 +70,12 @@ for _size, _scale in (("B", 2.9), ("L", 3.0), ("H", 3.2)):
              sampler=dict(ar_steps=64, head_steps=100, cfg=_scale - 1.0, cfg_schedule="linear"),
              description=f"official MAR-{_size} (ImageNet 256 px on KL-16, diffusion head)")(
         lambda s=_size: mar_official(s))
+
+
+@preset("mar-shapes", "generator", data="shapes", train=dict(SHAPES_TRAIN, weight_decay=0.02, grad_clip=3.0),
+        sampler=dict(ar_steps=16, head_steps=8, cfg=2.0),
+        description="text-to-image MAR with a flow head (caption tokens in the buffer) for shapes scenes on "
+                    "kl-shapes (grid 8x8, 4 channels), built-in caption encoder: 2+2 x 128")
+def mar_shapes() -> MARConfig:
+    return _mar_tiny((8, 8), 4, 128, 2, "flow", **_FMNIST_HEAD).replace(
+        num_classes=MAX_PROMPTS, buffer_size=SHAPES_TEXT["max_tokens"], text=SHAPES_TEXT)

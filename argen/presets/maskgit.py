@@ -2,8 +2,9 @@
 
 from __future__ import annotations
 
+from argen.generators.conditions import MAX_PROMPTS
 from argen.generators.maskgit import MaskGITConfig
-from argen.presets.budgets import FMNIST_TRAIN
+from argen.presets.budgets import FMNIST_TRAIN, SHAPES_TEXT, SHAPES_TRAIN
 from argen.registry import preset
 
 
@@ -23,3 +24,11 @@ def maskgit_digits() -> MaskGITConfig:
 def maskgit_fmnist() -> MaskGITConfig:
     return MaskGITConfig(vocab_size=256, grid=(7, 7), num_classes=10, width=128, depth=4, heads=4,
                          dropout=0.1, label_drop=0.1)
+
+
+@preset("maskgit-shapes", "generator", data="shapes", train=SHAPES_TRAIN, sampler=dict(steps=12, cfg=2.0),
+        description="text-to-image MaskGIT (caption tokens as a prefix) for shapes scenes on vq-shapes (grid 8x8), "
+                    "built-in caption encoder: depth 6, dim 128")
+def maskgit_shapes() -> MaskGITConfig:
+    return MaskGITConfig(vocab_size=128, grid=(8, 8), num_classes=MAX_PROMPTS, width=128, depth=6, heads=4,
+                         dropout=0.1, label_drop=0.1, text=SHAPES_TEXT)

@@ -2,8 +2,9 @@
 
 from __future__ import annotations
 
+from argen.generators.conditions import MAX_PROMPTS
 from argen.generators.raster import RasterConfig
-from argen.presets.budgets import FMNIST_TRAIN
+from argen.presets.budgets import FMNIST_TRAIN, SHAPES_TEXT, SHAPES_TRAIN
 from argen.registry import preset
 
 # name -> (depth, heads, width) of the official class-conditional GPTs (head dim 64, 100 for 3B).
@@ -44,3 +45,12 @@ for _size, _scale in (("B", 2.0), ("L", 2.0), ("XL", 1.75), ("XXL", 1.75), ("3B"
     preset(f"llamagen-gpt-{_size.lower()}", "generator", data="imagenet", sampler=dict(cfg=_scale - 1.0),
              description=f"official LlamaGen GPT-{_size} (ImageNet 256 px, 16x16 tokens of VQ-16)")(
         lambda s=_size: llamagen_config(s))
+
+
+@preset("raster-shapes", "generator", data="shapes", train=SHAPES_TRAIN, sampler=dict(cfg=2.0),
+        description="text-to-image raster AR (LlamaGen T2I: caption tokens as the prefix) for shapes scenes on "
+                    "vq-shapes (grid 8x8), built-in caption encoder: dim 128, 6 layers")
+def raster_shapes() -> RasterConfig:
+    return RasterConfig(vocab_size=128, grid=(8, 8), num_classes=MAX_PROMPTS, width=128, depth=6, heads=4,
+                        multiple_of=32, cls_token_num=SHAPES_TEXT["max_tokens"], text=SHAPES_TEXT,
+                        token_dropout_p=0.1, resid_dropout_p=0.1, ffn_dropout_p=0.1, label_drop=0.1)

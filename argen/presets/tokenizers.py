@@ -85,3 +85,25 @@ def mar_kl16() -> KLConfig:
     return KLConfig(image_channels=3, image_size=256, ch=128, ch_mult=(1, 1, 2, 2, 4), num_res_blocks=2,
                     z_channels=16, groups=32, attn=True, decoder_level_attn=False, embed_dim=16,
                     scale_factor=0.2325)
+
+
+# Text-to-image on the shapes scenes (32 px RGB): 8x8 token grids; pure colours and plain shapes need few codes.
+_SHAPES_AE = dict(image_channels=3, image_size=32, ch=32, ch_mult=(1, 2, 2), num_res_blocks=1, z_channels=32, groups=16)
+
+
+@preset("vq-shapes", "tokenizer", data="shapes", train=dict(steps=2000, batch_size=64, lr=1e-3, warmup=100, ema=0.0),
+        description="single-scale VQ for 32 px shapes scenes: grid 8x8, 128 l2-normalised 8-d codes")
+def vq_shapes() -> VQConfig:
+    return VQConfig(**_SHAPES_AE, codebook_size=128, code_dim=8)
+
+
+@preset("msvq-shapes", "tokenizer", data="shapes", train=dict(steps=2000, batch_size=64, lr=1e-3, warmup=100, ema=0.0),
+        description="VAR multi-scale VQ for 32 px shapes scenes: grid 8x8, scales 1-2-3-4-6-8, 128 codes")
+def msvq_shapes() -> MSVQConfig:
+    return MSVQConfig(**_SHAPES_AE, codebook_size=128, scales=(1, 2, 3, 4, 6, 8))
+
+
+@preset("kl-shapes", "tokenizer", data="shapes", train=dict(steps=1000, batch_size=64, lr=1e-3, warmup=100, ema=0.0),
+        description="KL autoencoder for 32 px shapes scenes: grid 8x8 of 4-channel continuous tokens")
+def kl_shapes() -> KLConfig:
+    return KLConfig(**_SHAPES_AE, embed_dim=4)

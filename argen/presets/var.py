@@ -2,8 +2,9 @@
 
 from __future__ import annotations
 
+from argen.generators.conditions import MAX_PROMPTS
 from argen.generators.var import VARConfig
-from argen.presets.budgets import FMNIST_TRAIN
+from argen.presets.budgets import FMNIST_TRAIN, SHAPES_TEXT, SHAPES_TRAIN
 from argen.registry import preset
 
 
@@ -42,3 +43,11 @@ for _depth in (16, 20, 24, 30):
              sampler=dict(cfg=1.5, cfg_schedule="linear", top_k=900, top_p=0.96),
              description=f"official VAR-d{_depth} (ImageNet 256 px, 680 tokens, 4096 codes)")(
         lambda d=_depth: var_official(d))
+
+
+@preset("var-shapes", "generator", data="shapes", train=SHAPES_TRAIN, sampler=dict(cfg=2.0),
+        description="text-to-image VAR (cross-attention to the caption, pooled caption in AdaLN) for shapes scenes "
+                    "on msvq-shapes (scales 1-2-3-4-6-8), built-in caption encoder: depth 6, width 128")
+def var_shapes() -> VARConfig:
+    return VARConfig(vocab_size=128, token_dim=32, scales=(1, 2, 3, 4, 6, 8), depth=6, width=128, heads=4,
+                     num_classes=MAX_PROMPTS, label_drop=0.1, drop_path=0.0, aln_gamma_init=0.1, text=SHAPES_TEXT)

@@ -18,8 +18,10 @@ from argen.data.codes import CodesTokenizer, check_tokenizer, open_codes
 from argen.errors import ArgenError, CheckpointError, DataError
 from argen.evaluation.classifier import evaluate_accuracy
 from argen.evaluation.reconstruction import evaluate_tokenizer
+from argen.generators.conditions import MAX_PROMPTS
 from argen.models import load_checkpoint
 from argen.registry import get_preset, model_for_config
+from argen.text import vocab_from_captions
 from argen.tokenizers.base import Tokenizer
 from argen.tokens import check_kind
 from argen.training import dist
@@ -92,6 +94,8 @@ def train_preset(kind: str, preset_name: str, out: str | Path, *, data: str | No
                    f"preset {preset_name}")
         _check_data_fits(tokenizer.config, train_set, data, tokenizer_dir)
         config = config.replace(**spec.link_fields(), num_classes=train_set.num_classes)
+        if getattr(config, "text", None) is not None:
+            config, train_set = _link_text(config, train_set, data)
     else:
         config = config.replace(image_channels=train_set.channels, image_size=train_set.image_size[0])
         if kind == "classifier":
@@ -112,7 +116,9 @@ def train_preset(kind: str, preset_name: str, out: str | Path, *, data: str | No
     with lock_folder(out) if dist.is_main() else contextlib.nullcontext():
         clear_run(clear)  # --overwrite: only now that no other training can be writing here
         if kind == "generator":
-            objective = GeneratorObjective(model, tokenizer if codes_set is None else CodesTokenizer(tokenizer))
+            captions = train_set.captions if getattr(config, "text", None) is not None else None
+            objective = GeneratorObjective(model, tokenizer if codes_set is None else CodesTokenizer(tokenizer),
+                                           captions)
             if dist.is_main():
                 ckpt.copy_tokenizer(tokenizer_dir, out)
         t0 = time.time()
@@ -149,6 +155,37 @@ def _tokenizer_image_size(tokenizer_dir) -> int | None:
         return int(ckpt.read_record(tokenizer_dir).config["image_size"]) if tokenizer_dir is not None else None
     except (ArgenError, KeyError, TypeError, ValueError):
         return None
+
+
+def _link_text(config, train_set, data: str):
+    """A text model: conditioned on the data's captions (a built-in encoder learns their words), its
+    condition ids index prompts (``MAX_PROMPTS``), and the trainer hands it image indices as labels."""
+    captions = getattr(train_set, "captions", None)
+    if captions is None:
+        raise DataError(f"--data {data}: this preset is conditioned on text but the data set has no captions "
+                        "(use --data shapes, or a captioned folder)")
+    text = dict(config.text)
+    if text.get("kind") == "builtin" and not text.get("vocab"):
+        text["vocab"] = list(vocab_from_captions(captions))
+    return config.replace(text=text, num_classes=MAX_PROMPTS), IndexLabels(train_set)
+
+
+class IndexLabels:
+    """A data set whose batches carry their images' indices as labels (a text model's captions are looked
+    up by them); everything else is the data set's."""
+
+    def __init__(self, dataset):
+        self.dataset = dataset
+
+    def __len__(self) -> int:
+        return len(self.dataset)
+
+    def __getattr__(self, name):
+        return getattr(self.dataset, name)
+
+    def batch(self, idx, **kw):
+        images, _ = self.dataset.batch(idx, **kw)
+        return images, torch.as_tensor(idx, dtype=torch.long)
 
 
 def _check_data_fits(tok_config, train_set, data: str, tokenizer_dir) -> None:

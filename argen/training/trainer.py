@@ -4,7 +4,8 @@ Tokenizers train on ``(images, labels)`` batches directly; generators train
 through ``GeneratorObjective``, which encodes the batch with a frozen tokenizer
 first. The loop runs unchanged as one process or under ``torchrun`` (DDP, with
 ``batch_size`` the global batch split evenly over ranks, and over ``grad_accum``
-micro-batches per rank).
+micro-batches per rank). ``strategy="fsdp"`` shards weights, gradients and optimizer state over
+the ranks instead of replicating them (``argen.training.fsdp``).
 
 One meaning for every global batch: the data order and the mirror flips of augmented data
 are pure functions of (seed, step) (``batch_indices``, ``argen.data.flips``), and every
@@ -14,9 +15,9 @@ gathered from every shard. So N ranks x M micro-batches give the weights
 one process gives, up to float summation order.
 
 Exact resume: everything else that changes while training (weights, EMA, AdamW
-moments, every rank's RNG state, step) is saved in ``train_state.safetensors``, so a
-run killed at any point and resumed from its last checkpoint ends bit-identical to an
-uninterrupted one.
+moments, every rank's RNG state, step) is saved in ``train_state.safetensors`` (FSDP: each rank's
+shards in ``train_state_dcp/``), so a run killed at any point and resumed from its last checkpoint
+ends bit-identical to an uninterrupted one.
 """
 
 from __future__ import annotations
@@ -27,6 +28,7 @@ import math
 import signal
 import threading
 import time
+from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -39,7 +41,7 @@ from argen.config import Config, check
 from argen.data import flips
 from argen.errors import ArgenError, CheckpointError
 from argen.nn import shard
-from argen.training import dist
+from argen.training import dist, fsdp
 from argen.training.ema import EMA
 
 log = logging.getLogger(__name__)
@@ -62,6 +64,8 @@ class TrainConfig(Config):
     save_every: int = 500
     log_every: int = 25
     seed: int = 0
+    strategy: str = "ddp"           # ddp: a whole replica per rank; fsdp: sharded (argen.training.fsdp)
+    activation_checkpointing: bool = False  # recompute each block's activations in backward (less memory)
 
     def __post_init__(self):
         super().__post_init__()
@@ -76,6 +80,7 @@ class TrainConfig(Config):
         check(0 <= self.ema < 1, f"ema must be in [0, 1), got {self.ema}")
         check(self.save_every >= 1, f"save_every must be >= 1, got {self.save_every}")
         check(self.warmup >= 0, f"warmup must be >= 0, got {self.warmup}")
+        check(self.strategy in ("ddp", "fsdp"), f"strategy must be ddp or fsdp, got {self.strategy!r}")
 
     def lr_at(self, step: int) -> float:
         """Linear warm-up then cosine decay to ``lr * min_lr_ratio``."""
@@ -89,12 +94,15 @@ class GeneratorObjective(nn.Module):
     """Trains a generator on tokens from a frozen tokenizer (which is neither trained nor saved).
 
     Batches are images, or stored codes with ``argen.data.codes.CodesTokenizer`` as the tokenizer:
-    the generator's ``tokens_from_images`` turns either into its training tokens."""
+    the generator's ``tokens_from_images`` turns either into its training tokens. With ``captions``
+    (a text model), a batch's labels are its images' indices and the generator is conditioned on
+    their captions."""
 
-    def __init__(self, generator: nn.Module, tokenizer: nn.Module):
+    def __init__(self, generator: nn.Module, tokenizer: nn.Module, captions: Sequence[str] | None = None):
         super().__init__()
         self.generator = generator
         self.tokenizer = tokenizer.eval().requires_grad_(False)
+        self.captions = captions
 
     def train(self, mode: bool = True):
         super().train(mode)
@@ -104,7 +112,9 @@ class GeneratorObjective(nn.Module):
     def loss(self, batch):
         images, labels = batch
         tokens = self.generator.tokens_from_images(self.tokenizer, images)
-        return self.generator.loss(tokens, labels)
+        cond = labels if self.captions is None else [self.captions[i] for i in labels.tolist()]
+        with self.generator.conditions(cond) as ids_B:
+            return self.generator.loss(tokens, ids_B)
 
 
 class _LossForward(nn.Module):
@@ -185,20 +195,28 @@ def train(model: nn.Module, dataset, cfg: TrainConfig, out_dir: str | Path, *, o
     objective = objective if objective is not None else model
     model.to(device)
     objective.to(device)
+    if cfg.activation_checkpointing:
+        fsdp.checkpoint_units(model)
+    if cfg.strategy == "fsdp":  # before the optimizer and the EMA are built: they keep the shards only
+        fsdp.shard_model(model, device, bf16=cfg.bf16)
+    sharded = fsdp.is_sharded(model)
 
     torch.manual_seed(cfg.seed)
     opt = torch.optim.AdamW(_param_groups(model, cfg.weight_decay), lr=cfg.lr, betas=(cfg.beta1, cfg.beta2))
     ema = EMA(model, cfg.ema) if cfg.ema > 0 else None
     step, seconds_before = 0, 0.0  # seconds_before: wall time of earlier runs of this training (resume)
     if resume:
-        state = ckpt.load_train_state(out)
+        # FSDP: every rank reads its shards of the weights, AdamW moments and EMA into place
+        state = (fsdp.load_train_state(out, model, opt, ema=ema.state if ema is not None else None) if sharded
+                 else ckpt.load_train_state(out))
         try:  # a train state of another model, or a file edited by hand: one line, before any step
-            model.load_state_dict(state["model"])
-            opt_state = state["optimizer"]
-            opt_state["state"] = {int(k): v for k, v in opt_state["state"].items()}  # JSON made the keys strings
-            opt.load_state_dict(opt_state)
-            if ema is not None:
-                ema.state = {k: state["ema"][k].to(device) for k in ema.state}
+            if not sharded:
+                model.load_state_dict(state["model"])
+                opt_state = state["optimizer"]
+                opt_state["state"] = {int(k): v for k, v in opt_state["state"].items()}  # JSON made the keys strings
+                opt.load_state_dict(opt_state)
+                if ema is not None:
+                    ema.state = {k: state["ema"][k].to(device) for k in ema.state}
             step = int(state["step"])
             seconds_before = float(state.get("train_seconds", 0.0))
             _restore_rng(state["rng"])
@@ -213,17 +231,23 @@ def train(model: nn.Module, dataset, cfg: TrainConfig, out_dir: str | Path, *, o
             log.info("resumed from %s at step %d", out, step)
 
     runner: nn.Module = _LossForward(objective)
-    if world > 1:
+    if world > 1 and not sharded:
         runner = nn.parallel.DistributedDataParallel(runner, device_ids=[device.index] if device.type == "cuda" else None)
     objective.train()
 
     meta = dict(meta or {}, train_config=cfg.to_dict(), dataset=getattr(dataset, "name", None))
 
     def save(step_done: int, metrics: dict) -> None:
-        _stop_if_not_finite(model, step_done, out)  # on every rank: the weights are the same everywhere
+        _stop_if_not_finite(model, step_done, out)  # a collective: every rank checks its weights (or shards)
         rng = _rank_rng_states()  # a collective: every rank takes part
-        weights = ema.state if ema is not None else model.state_dict()
         seconds = round(seconds_before + time.perf_counter() - t0, 1)  # the budget, summed over resumes
+        if sharded:  # every rank writes its shards; model.safetensors is consolidated at the last step
+            fsdp.save_checkpoint(out, model, opt, ema=ema.state if ema is not None else None, rng=rng,
+                                 step=step_done, final=step_done == cfg.steps, preset=preset,
+                                 meta=dict(meta, step=step_done, train_seconds=seconds, metrics=metrics),
+                                 extra={"train_config": cfg.to_dict(), "train_seconds": seconds})
+            return
+        weights = ema.state if ema is not None else model.state_dict()
         if not dist.is_main():
             return
         ckpt.save_model(out, model, preset=preset, state_dict=weights,
@@ -265,7 +289,7 @@ def train(model: nn.Module, dataset, cfg: TrainConfig, out_dir: str | Path, *, o
                 _set_rng_state(rng)
                 part = slice(m * micro_bs, (m + 1) * micro_bs)
                 # DDP averages gradients over ranks at the last micro-batch's backward only.
-                sync = contextlib.nullcontext() if m == cfg.grad_accum - 1 or world == 1 else runner.no_sync()
+                sync = contextlib.nullcontext() if m == cfg.grad_accum - 1 or world == 1 or sharded else runner.no_sync()
                 with sync, shard.shard_of(rank * cfg.grad_accum + m, shards):
                     with amp:
                         loss, metrics = runner((images[part], labels[part]))
@@ -275,7 +299,8 @@ def train(model: nn.Module, dataset, cfg: TrainConfig, out_dir: str | Path, *, o
             loss = torch.stack(losses).mean()
             metrics = {k: sum(d[k] for d in micro_metrics) / len(micro_metrics) for k in micro_metrics[0]}
             if cfg.grad_clip > 0:
-                metrics["grad_norm"] = float(torch.nn.utils.clip_grad_norm_(model.parameters(), cfg.grad_clip))
+                clip = fsdp.clip_grad_norm_ if sharded else torch.nn.utils.clip_grad_norm_
+                metrics["grad_norm"] = float(clip(model.parameters(), cfg.grad_clip))
             opt.step()
             if hasattr(model, "end_step"):  # a tokenizer's codebook statistics of the global batch
                 metrics.update(model.end_step())
@@ -361,6 +386,6 @@ def _stop_if_not_finite(model: nn.Module, step: int, out: Path) -> None:
     ever gives NaN. A non-finite loss stops training at its step already; this catches weights that an
     update made non-finite on the step before a save. Parameters only: buffers may hold -inf on purpose
     (attention masks)."""
-    params = list(model.parameters())
-    if params and not bool(torch.stack([p.detach().isfinite().all() for p in params]).all()):
+    params = list(model.parameters())  # FSDP: this rank's shards, and'ed over ranks
+    if params and not dist.all_true(bool(torch.stack([fsdp.local(p.detach()).isfinite().all() for p in params]).all())):
         _diverged(step, "the weights are no longer finite", out)
