@@ -166,7 +166,7 @@ class Pipeline:
     def _condition_ids(self, labels: Sequence[int] | Sequence[str]):
         """Condition ids of one batch: class ids as a tensor, or a text model's prompts, encoded for the block."""
         if self.text_conditioned:
-            with self.generator.conditions(list(labels)) as ids_B:
+            with self.generator.conditioned(list(labels)) as ids_B:
                 yield ids_B
         else:
             yield torch.as_tensor(list(labels), dtype=torch.long, device=self.device)

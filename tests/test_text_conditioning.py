@@ -62,7 +62,7 @@ def text_raster(seed=0):
 
 def test_null_id_is_the_null_caption_and_ids_index_prompts():
     model = text_raster()
-    with model.conditions(["a red circle", "a blue square"]) as ids:
+    with model.conditioned(["a red circle", "a blue square"]) as ids:
         assert ids.tolist() == [0, 1]
         cap = model.text(torch.tensor([1, MAX_PROMPTS, 0]))
         alone = model.text(torch.tensor([0]))
@@ -75,13 +75,13 @@ def test_null_id_is_the_null_caption_and_ids_index_prompts():
 
 def test_wrong_kind_of_condition_is_one_line():
     model = text_raster()
-    with pytest.raises(ArgenError, match="give prompts"), model.conditions(torch.tensor([0])):
+    with pytest.raises(ArgenError, match="give prompts"), model.conditioned(torch.tensor([0])):
         pass
     with pytest.raises(ArgenError, match="needs its prompts"):
         model.text(torch.tensor([0]))
-    with pytest.raises(ArgenError, match="class-conditional"), tiny_raster().conditions(["a red circle"]):
+    with pytest.raises(ArgenError, match="class-conditional"), tiny_raster().conditioned(["a red circle"]):
         pass
-    with model.conditions(["a red circle"]), pytest.raises(ArgenError, match=r"in \[0, 1\)"):
+    with model.conditioned(["a red circle"]), pytest.raises(ArgenError, match=r"in \[0, 1\)"):
         model.text(torch.tensor([1]))
 
 
@@ -96,13 +96,13 @@ def test_learns_captions_and_samples_them_with_cfg(family):
     opt = torch.optim.AdamW(model.parameters(), lr=1e-3)
     for _ in range(600):
         batch = torch.tensor([0, 1] * 8)
-        with model.conditions([prompts[i] for i in batch]) as ids:
+        with model.conditioned([prompts[i] for i in batch]) as ids:
             loss, _ = model.loss({"idx_BN": maps[batch]}, ids)
         opt.zero_grad()
         loss.backward()
         opt.step()
     model.eval()
-    with model.conditions(prompts) as ids:
+    with model.conditioned(prompts) as ids:
         if family == "raster":
             config = RasterSamplerConfig(temperature=1.0, top_k=1, cfg=2.0)
             out = sample(model, None, ids, config, torch.Generator().manual_seed(0))
@@ -149,7 +149,7 @@ def test_captions_reach_the_output_and_train_the_encoder(family):
     images = random_images(4)
     prompts = ["a red circle", "a blue square", "a red circle", "a blue"]
     tokens = model.tokens_from_images(tok, images)
-    with model.conditions(prompts) as ids:
+    with model.conditioned(prompts) as ids:
         loss, _ = model.loss(tokens, ids)
     loss.backward()
     assert model.text.encoder.emb.weight.grad.abs().sum() > 0
@@ -157,7 +157,7 @@ def test_captions_reach_the_output_and_train_the_encoder(family):
     # one image's tokens in every row: rows then differ by their captions only
     tokens = ({k: v[:1].expand_as(v) for k, v in tokens.items()} if isinstance(tokens, dict)
               else tokens[:1].expand_as(tokens))
-    with torch.no_grad(), model.conditions(prompts) as ids:
+    with torch.no_grad(), model.conditioned(prompts) as ids:
         if family == "mar":
             mask = torch.zeros(4, 16, dtype=torch.bool)
             mask[:, 8:] = True
@@ -177,7 +177,7 @@ def test_captions_reach_the_output_and_train_the_encoder(family):
 
     sampler = sampler_for(model.family)
     extra = {"head_steps": 3, "ar_steps": 4} if family == "mar" else {}
-    with torch.no_grad(), model.conditions(prompts[:2]) as ids:
+    with torch.no_grad(), model.conditioned(prompts[:2]) as ids:
         out = sampler.sample(model, tok, ids, sampler.config_class(cfg=1.5, **extra), torch.Generator().manual_seed(0))
     images_out = tok.decode(out)
     assert images_out.shape[0] == 2 and torch.isfinite(images_out).all()

@@ -13,7 +13,7 @@ states and knows nothing of sampling loops, tokenizers or files. Its class decla
   ``forward_calls`` is a module that runs once per network pass over the batch.
 
 A text-conditioned generator has a ``text`` conditioner (``argen.generators.conditions``); its
-condition ids stand for the prompts of the current call, entered with ``conditions(prompts)``.
+condition ids stand for the prompts of the current call, entered with ``conditioned(prompts)``.
 """
 
 from __future__ import annotations
@@ -39,7 +39,7 @@ class Generator(nn.Module):
     counted: ClassVar[dict[str, str]] = {}
 
     @contextlib.contextmanager
-    def conditions(self, cond: torch.Tensor | Sequence[str]):
+    def conditioned(self, cond: torch.Tensor | Sequence[str]):
         """Condition ids for ``cond`` within this block: class ids (B,) as they are, or prompts (B strings)
         that a text model encodes once here, id i then standing for prompt i."""
         text = getattr(self, "text", None)  # a submodule: a class attribute would shadow it

@@ -113,7 +113,7 @@ class GeneratorObjective(nn.Module):
         images, labels = batch
         tokens = self.generator.tokens_from_images(self.tokenizer, images)
         cond = labels if self.captions is None else [self.captions[i] for i in labels.tolist()]
-        with self.generator.conditions(cond) as ids_B:
+        with self.generator.conditioned(cond) as ids_B:
             return self.generator.loss(tokens, ids_B)
 
 
