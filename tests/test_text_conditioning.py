@@ -246,3 +246,11 @@ def test_text_preset_needs_captioned_data(tmp_path, capsys):
                  str(tmp_path / "tok"), "--out", str(tmp_path / "gen"), "--steps", "1", *TINY_TEXT_GEN, *CPU])
     err = capsys.readouterr().err.strip()
     assert code == 2 and "no captions" in err and len(err.splitlines()) == 1
+
+
+def test_shapes_presets_know_every_word_of_the_shapes_captions():
+    from argen.data import load_dataset
+    from argen.presets.budgets import SHAPES_WORDS
+    from argen.text import vocab_from_captions
+
+    assert tuple(vocab_from_captions(load_dataset("shapes", "train").captions)) == SHAPES_WORDS

@@ -8,6 +8,10 @@ FMNIST_TRAIN = dict(steps=1500, batch_size=64, lr=1e-3, warmup=100, ema=0.995, w
 # 3000 steps of 64 scenes (~10 epochs of the 20,000 training scenes).
 SHAPES_TRAIN = dict(steps=3000, batch_size=64, lr=1e-3, warmup=200, ema=0.995, weight_decay=0.05)
 
-# The built-in caption encoder of the shapes presets: its vocabulary comes from the training captions
-# (36 words), 12 positions (the longest caption has 11 words).
-SHAPES_TEXT = {"kind": "builtin", "max_tokens": 12, "width": 128, "depth": 2, "heads": 4}
+# The built-in caption encoder of the shapes presets: the 36 words of the shapes captions (a test keeps
+# them equal to vocab_from_captions of the training split), 12 positions (the longest caption has 11 words).
+SHAPES_WORDS = ("a", "above", "and", "at", "below", "big", "blue", "bottom", "circle", "circles", "cyan", "four",
+                "green", "left", "magenta", "of", "on", "one", "over", "red", "right", "single", "small", "square",
+                "squares", "the", "three", "to", "top", "triangle", "triangles", "two", "under", "white", "with",
+                "yellow")
+SHAPES_TEXT = {"kind": "builtin", "vocab": SHAPES_WORDS, "max_tokens": 12, "width": 128, "depth": 2, "heads": 4}

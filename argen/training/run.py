@@ -165,8 +165,14 @@ def _link_text(config, train_set, data: str):
         raise DataError(f"--data {data}: this preset is conditioned on text but the data set has no captions "
                         "(use --data shapes, or a captioned folder)")
     text = dict(config.text)
-    if text.get("kind") == "builtin" and not text.get("vocab"):
-        text["vocab"] = list(vocab_from_captions(captions))
+    if text.get("kind") == "builtin":
+        words = vocab_from_captions(captions)
+        unknown = sorted(set(words) - set(text.get("vocab") or words))
+        if unknown:
+            raise DataError(f"--data {data}: its captions use words the preset's text encoder does not know "
+                            f"({', '.join(unknown[:5])}{', ...' if len(unknown) > 5 else ''}); "
+                            "its vocabulary is fixed; train a preset of your own whose text config has no vocab")
+        text["vocab"] = list(text.get("vocab") or words)
     return config.replace(text=text, num_classes=MAX_PROMPTS), IndexLabels(train_set)
 
 
