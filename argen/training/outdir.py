@@ -15,7 +15,8 @@ from argen.checkpoint import CONFIG, LOG, METRICS, TOKENIZER_DIR, TRAIN_STATE, W
 from argen.errors import CheckpointError
 
 LOCK = ".lock"
-RUN_FILES = (CONFIG, WEIGHTS, TRAIN_STATE, LOG, METRICS, TOKENIZER_DIR)  # what one training run writes
+RUN_FILES = (CONFIG, WEIGHTS, TRAIN_STATE, "train_state_dcp", LOG, METRICS, TOKENIZER_DIR)  # what one training
+# run writes ("train_state_dcp": an FSDP run's sharded train state, argen.training.fsdp.STATE_DIR)
 
 
 def check_run_folder(out: str | Path, *, resume: bool, overwrite: bool) -> list[Path]:

@@ -202,7 +202,9 @@ def train(model: nn.Module, dataset, cfg: TrainConfig, out_dir: str | Path, *, o
     sharded = fsdp.is_sharded(model)
 
     torch.manual_seed(cfg.seed)
-    opt = torch.optim.AdamW(_param_groups(model, cfg.weight_decay), lr=cfg.lr, betas=(cfg.beta1, cfg.beta2))
+    groups = _param_groups(model, cfg.weight_decay)
+    opt = torch.optim.AdamW(fsdp.split_param_groups(groups) if sharded else groups, lr=cfg.lr,
+                            betas=(cfg.beta1, cfg.beta2))
     ema = EMA(model, cfg.ema) if cfg.ema > 0 else None
     step, seconds_before = 0, 0.0  # seconds_before: wall time of earlier runs of this training (resume)
     if resume:
