@@ -11,7 +11,8 @@ Built from PyTorch's own pieces, and nothing else:
   (``register_fsdp_forward_method``): the trainer calls ``loss``, not ``forward``.
 * A codebook's codes stay whole on every rank (FSDP's ``ignored_params``): k-means and dead-code
   restarts rewrite them outside the gradient, the same on every rank (``argen.tokenizers.base.Codebook``).
-  Their gradients are averaged over ranks here, as DDP would.
+  So does a text model's text encoder, whole (it runs before ``loss``). Their gradients are averaged
+  over ranks here, as DDP would.
 * Mixed precision (``MixedPrecisionPolicy``) from the train config's ``bf16``: units compute in bf16
   and gradients are reduced in float32; the fp32 master weights and AdamW moments stay sharded.
 * Activation checkpointing (``checkpoint_units``, either strategy): each unit's forward runs under
@@ -44,6 +45,7 @@ import torch.distributed as tdist
 import torch.distributed.checkpoint as dcp
 from torch import nn
 from torch.distributed.checkpoint import HuggingFaceStorageReader, HuggingFaceStorageWriter
+from torch.distributed.checkpoint.api import CheckpointException
 from torch.distributed.checkpoint.state_dict import get_state_dict, set_state_dict
 from torch.distributed.device_mesh import init_device_mesh
 from torch.distributed.fsdp import FSDPModule, MixedPrecisionPolicy, fully_shard, register_fsdp_forward_method
@@ -68,11 +70,14 @@ def units(model: nn.Module) -> list[nn.Module]:
     has a ``forward`` of its own, innermost first (``fully_shard`` must see a unit's own units before
     the unit itself). FSDP gathers a unit's weights when its ``forward`` runs: an element without one
     (a container whose parent calls its parts, like a tokenizer's resolution level) is not a unit,
-    its ModuleLists' elements may be."""
+    its ModuleLists' elements may be. A text model's text encoder has none (see ``replicated``)."""
     found = []
+    text = _text_encoder(model)
 
     def visit(module: nn.Module) -> None:
         for child in module.children():
+            if child is text:
+                continue
             visit(child)
             if (isinstance(module, nn.ModuleList) and type(child).forward is not nn.Module.forward
                     and any(True for _ in child.parameters())):
@@ -83,10 +88,19 @@ def units(model: nn.Module) -> list[nn.Module]:
 
 
 def replicated(model: nn.Module) -> set[nn.Parameter]:
-    """Parameters kept whole on every rank: a codebook's own (rewritten outside the gradient by k-means
-    and restarts), not those of units inside it (a multi-scale quantizer's convolutions)."""
+    """Parameters kept whole on every rank, those used outside the model's ``loss`` and ``forward``: a
+    codebook's own (rewritten outside the gradient by k-means and restarts; not those of units inside
+    it, a multi-scale quantizer's convolutions), and all of a text model's text encoder (it encodes a
+    batch's captions before ``loss``, in ``Generator.conditioned``)."""
     inside_units = {p for u in units(model) for p in u.parameters()}
-    return {p for m in model.modules() if isinstance(m, Codebook) for p in m.parameters()} - inside_units
+    whole = {p for m in model.modules() if isinstance(m, Codebook) for p in m.parameters()} - inside_units
+    text = _text_encoder(model)
+    return whole | (set(text.parameters()) if text is not None else set())
+
+
+def _text_encoder(model: nn.Module) -> nn.Module | None:
+    text = getattr(model, "text", None)
+    return text if isinstance(text, nn.Module) else None
 
 
 def ensure_process_group(device: torch.device) -> None:
@@ -273,11 +287,11 @@ def load_train_state(out: str | Path, model: nn.Module, optimizer: torch.optim.O
     if d is None:
         raise CheckpointError(f"--resume: no sharded training state in {out} (missing {STATE_DIR}/{STATE_JSON}); "
                               "a run trained with --strategy ddp resumes with --strategy ddp")
+    info = _read_json(d / STATE_JSON)
+    if bool(info.get("ema")) != (ema is not None):
+        raise CheckpointError(f"--resume: the training state in {out} was saved "
+                              f"{'with' if info.get('ema') else 'without'} an EMA; resume with the same --ema")
     try:
-        info = _read_json(d / STATE_JSON)
-        if bool(info["ema"]) != (ema is not None):
-            raise CheckpointError(f"--resume: the training state in {out} was saved "
-                                  f"{'with' if info['ema'] else 'without'} an EMA; resume with the same --ema")
         model_sd, optim_sd = get_state_dict(model, optimizer)  # the optimizer's state exists from here on
         own = {"cpu": torch.get_rng_state, "cuda": lambda: torch.cuda.get_rng_state()}  # sizes to read into
         rng = {str(r): {kind: own[kind]().clone() for kind in kinds} for r, kinds in enumerate(info["rng"])}
@@ -287,7 +301,7 @@ def load_train_state(out: str | Path, model: nn.Module, optimizer: torch.optim.O
         dcp.load(tensors, storage_reader=HuggingFaceStorageReader(str(d)))
         set_state_dict(model, optimizer, model_state_dict=tensors["model"],
                        optim_state_dict={"state": tensors["optim"], "param_groups": info["param_groups"]})
-    except (RuntimeError, ValueError, KeyError, TypeError, AssertionError) as e:
+    except (RuntimeError, ValueError, KeyError, TypeError, AssertionError, CheckpointException) as e:
         lines = [x.strip() for x in str(e).splitlines() if x.strip()] or [type(e).__name__]
         raise CheckpointError(f"--resume: the sharded training state in {out} does not fit this model and "
                               f"training config: {lines[0][:300]}") from None
@@ -334,13 +348,15 @@ def export(run: str | Path, out: str | Path) -> dict:
         with warnings.catch_warnings():  # "assuming the intent is to load in a single process": it is
             warnings.filterwarnings("ignore", message=r"torch.distributed is disabled")
             dcp.load(state, storage_reader=HuggingFaceStorageReader(str(d)), no_dist=True)
-    except (RuntimeError, ValueError, KeyError, AssertionError) as e:
+    except (RuntimeError, ValueError, KeyError, AssertionError, CheckpointException) as e:
         raise CheckpointError(f"--checkpoint {run}: the sharded state does not fit its config.json: "
                               f"{str(e).strip().splitlines()[0][:300]}") from None
     for k, v in state[key].items():
         if v.is_floating_point() and not torch.isfinite(v).all():
             raise CheckpointError(f"--checkpoint {run}: tensor {k} holds NaN or infinite values")
-    meta = dict(record.meta, step=int(info["step"]))
+    meta = dict(record.meta, step=int(info["step"]))  # the state's step (config.json is written after it)
+    if "train_seconds" in info:
+        meta["train_seconds"] = info["train_seconds"]
     tmp = out.parent / f".{out.name}.tmp"
     if tmp.exists():
         shutil.rmtree(tmp)
