@@ -91,7 +91,7 @@ def _train_args(p: argparse.ArgumentParser, kind: str) -> None:
                         "OUT/train_state_dcp (`argen export` makes a checkpoint folder of it)")
     p.add_argument("--activation-checkpointing", action="store_true",
                    help="recompute each block's activations in backward instead of keeping them (less memory, "
-                        "about a third more compute)")
+                        "one more forward pass per block)")
     p.add_argument("--tensorboard", action="store_true",
                    help="also log to OUT/tensorboard for TensorBoard (pip install 'argen[tensorboard]'); "
                         "OUT/log.jsonl is written either way")

@@ -177,6 +177,9 @@ def test_units_and_replicated_parameters():
     assert [tuple(p.shape) for p in fsdp.replicated(model)] == [(TINY_AE["codebook_size"], TINY_AE["z_channels"])]
     gen = argen.build("var-digits", depth=3, width=32, heads=2)
     assert [type(u).__name__ for u in fsdp.units(gen)] == ["AdaLNBlock"] * 3 and not fsdp.replicated(gen)
+    text = argen.build("var-shapes", depth=2, width=32, heads=2)  # its text encoder runs before loss: whole
+    assert [type(u).__name__ for u in fsdp.units(text)] == ["AdaLNBlock"] * 2
+    assert fsdp.replicated(text) == set(text.text.parameters()) and len(fsdp.replicated(text)) > 2
 
 
 def test_whole_parameters_get_optimizer_groups_of_their_own():

@@ -53,6 +53,18 @@ def _state_step(out: Path) -> int | None:
     return int(load_train_state(out)["step"])
 
 
+def _children(pid: int) -> list[int]:
+    """The processes whose parent is ``pid`` (from /proc)."""
+    found = []
+    for stat in Path("/proc").glob("[0-9]*/stat"):
+        try:
+            if int(stat.read_text().rsplit(")", 1)[1].split()[1]) == pid:
+                found.append(int(stat.parent.name))
+        except (OSError, ValueError, IndexError):
+            continue
+    return found
+
+
 def _torchrun(nproc: int = 2) -> list[str]:
     with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as s:
         s.bind(("127.0.0.1", 0))
@@ -72,7 +84,11 @@ def _kill_mid_run(argv: list[str], out: Path, timeout: float = 120.0, launcher: 
         while True:
             step = _state_step(out)
             if step is not None and step >= KILL_AFTER:
-                os.killpg(proc.pid, signal.SIGKILL)  # the launcher and every rank at once, as a crash would
+                # the ranks first (torchrun starts each in a session of its own), then the launcher: all at
+                # once, as a crash would
+                for pid in _children(proc.pid) if launcher else []:
+                    os.kill(pid, signal.SIGKILL)
+                os.killpg(proc.pid, signal.SIGKILL)
                 break
             if proc.poll() is not None:
                 pytest.fail(f"the run ended (exit code {proc.returncode}) before it could be killed: "
@@ -162,7 +178,9 @@ def test_torchrun_resume_after_sigkill_is_bit_identical(tokenizer_dir, tmp_path)
     ref, res = tmp_path / "uninterrupted", tmp_path / "resumed"
     _run_torchrun(argv(ref))
     _kill_mid_run(argv(res), res, launcher=_torchrun())
-    assert not (res / "metrics.json").exists()
+    killed_at = _state_step(res)
+    time.sleep(3)  # a rank that outlived the kill would go on saving checkpoints (every 5 steps)
+    assert _state_step(res) == killed_at and not (res / "metrics.json").exists()
     _run_torchrun([*argv(res), "--resume"])
     _assert_same_run(ref, res)
 
