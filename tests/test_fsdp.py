@@ -21,6 +21,7 @@ from pathlib import Path
 import pytest
 import torch
 import torch.distributed as dist
+from helpers import child_pids, pid_alive
 from safetensors.torch import load_file
 
 import argen
@@ -486,12 +487,12 @@ def _kill_mid_run(argv: list[str], out: Path, timeout: float = 180.0) -> int:
             if time.monotonic() - t0 > timeout:
                 pytest.fail(f"no sharded state at step >= {KILL_AFTER} after {timeout} s")
             time.sleep(0.01)
-        ranks = _children(proc.pid)  # torchrun starts each rank in a session of its own: killpg misses them
+        ranks = child_pids(proc.pid)  # torchrun starts each rank in a session of its own: killpg misses them
         assert len(ranks) == 2, f"torchrun's processes: {ranks}"
         for pid in [*ranks, proc.pid]:
             os.kill(pid, signal.SIGKILL)
         assert proc.wait(timeout=60) == -signal.SIGKILL
-        while any(_alive(pid) for pid in ranks):  # (their lock on OUT goes with them)
+        while any(pid_alive(pid) for pid in ranks):  # (their lock on OUT goes with them)
             time.sleep(0.01)
     finally:
         if proc.poll() is None:
@@ -501,27 +502,6 @@ def _kill_mid_run(argv: list[str], out: Path, timeout: float = 180.0) -> int:
     step = _saved_step(out)
     assert KILL_AFTER <= step < N, f"sharded state at step {step}: the kill came too late to test a resume"
     return step
-
-
-def _children(pid: int) -> list[int]:
-    """The processes whose parent is ``pid`` (from /proc)."""
-    found = []
-    for stat in Path("/proc").glob("[0-9]*/stat"):
-        try:
-            fields = stat.read_text().rsplit(")", 1)[1].split()
-        except OSError:
-            continue
-        if int(fields[1]) == pid:
-            found.append(int(stat.parent.name))
-    return found
-
-
-def _alive(pid: int) -> bool:
-    """Whether ``pid`` still runs (a zombie has closed its files: it does not)."""
-    try:
-        return Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()[0] != "Z"
-    except OSError:
-        return False
 
 
 def _dcp_tensors(run: Path) -> dict[str, torch.Tensor]:

@@ -18,6 +18,7 @@ from pathlib import Path
 
 import pytest
 import torch
+from helpers import child_pids
 from safetensors.torch import load_file
 
 from argen.checkpoint import load_train_state
@@ -53,18 +54,6 @@ def _state_step(out: Path) -> int | None:
     return int(load_train_state(out)["step"])
 
 
-def _children(pid: int) -> list[int]:
-    """The processes whose parent is ``pid`` (from /proc)."""
-    found = []
-    for stat in Path("/proc").glob("[0-9]*/stat"):
-        try:
-            if int(stat.read_text().rsplit(")", 1)[1].split()[1]) == pid:
-                found.append(int(stat.parent.name))
-        except (OSError, ValueError, IndexError):
-            continue
-    return found
-
-
 def _torchrun(nproc: int = 2) -> list[str]:
     with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as s:
         s.bind(("127.0.0.1", 0))
@@ -86,7 +75,7 @@ def _kill_mid_run(argv: list[str], out: Path, timeout: float = 120.0, launcher: 
             if step is not None and step >= KILL_AFTER:
                 # the ranks first (torchrun starts each in a session of its own), then the launcher: all at
                 # once, as a crash would
-                for pid in _children(proc.pid) if launcher else []:
+                for pid in child_pids(proc.pid) if launcher else []:
                     os.kill(pid, signal.SIGKILL)
                 os.killpg(proc.pid, signal.SIGKILL)
                 break
