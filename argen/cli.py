@@ -382,14 +382,32 @@ def cmd_edit(args) -> int:
     if args.mask is None and args.keep_scales is None:
         raise ArgenError("edit: give --mask FILE (white = regenerate) or, for VAR models, --keep-scales K")
     mask = load_mask(args.mask, size) if args.mask else image[:, :1] * 0  # --keep-scales alone: no region mask
-    pipe.check_labels([args.label], "--label")
-    labels = [args.label] * args.n
+    condition = _edit_condition(args, pipe)
+    pipe.check_labels([condition], "--prompt" if pipe.text_conditioned else "--label")
+    labels = [condition] * args.n
     overrides = sampler_overrides(args, pipe)
     images = pipe.edit(image, mask, labels, seed=args.seed, keep_scales=args.keep_scales, **overrides)
-    npz, png = save_samples(images, labels, args.out, nrow=args.n, meta=sampling_meta(pipe, overrides, args))
+    text = {"prompts": [condition]} if pipe.text_conditioned else {}
+    npz, png = save_samples(images, [0] * args.n if text else labels, args.out, nrow=args.n,
+                            meta=sampling_meta(pipe, overrides, args), **text)
     if not args.quiet:
         print(f"wrote {npz} and {png}: {args.n} edits of {args.image}")
     return 0
+
+
+def _edit_condition(args, pipe) -> int | str:
+    """What `edit` generates the region as: --label for a class model, --prompt for a text model."""
+    if pipe.text_conditioned:
+        if args.label is not None:
+            raise ArgenError("--label: this model is conditioned on text; give --prompt TEXT")
+        if args.prompt is None:
+            raise ArgenError("--prompt: this model is conditioned on text; give --prompt TEXT")
+        return args.prompt
+    if args.prompt is not None:
+        raise ArgenError("--prompt: this model is conditioned on class ids; give --label ID")
+    if args.label is None:
+        raise ArgenError("--label: give the class id to generate the region as")
+    return args.label
 
 
 # ---- bench ---------------------------------------------------------------------------------------------
@@ -686,15 +704,17 @@ def build_parser(knobs: bool = False) -> argparse.ArgumentParser:
     _common(s)
     s.set_defaults(func=cmd_sample)
 
-    e = sub.add_parser("edit", help="inpaint / outpaint / regenerate a region of an image under a class",
-                       description="Regenerate the white region of --mask in --image under class --label; tokens "
+    e = sub.add_parser("edit", help="inpaint / outpaint / regenerate a region of an image under a class or caption",
+                       description="Regenerate the white region of --mask in --image under class --label (or "
+                                   "caption --prompt, for a text model); tokens "
                                    "whose grid cell lies wholly outside the mask are kept exactly. VAR models can "
                                    "instead keep the image's first K scales (--keep-scales K) and redraw the finer "
                                    "ones. Writes OUT.npz and OUT.png like `argen sample`.")
     generator_source(e)
     e.add_argument("--image", required=True, help="image file (resized to the model's image size)")
     e.add_argument("--mask", default=None, help="mask image: white = regenerate, black = keep")
-    e.add_argument("--label", type=int, required=True, help="class id to generate the region as")
+    e.add_argument("--label", type=int, default=None, help="class id to generate the region as (class models)")
+    e.add_argument("--prompt", default=None, help="caption to generate the region as (text models)")
     e.add_argument("--n", type=flags.positive("--n", flags.MAX_IMAGES), default=4, help="number of edits (default 4)")
     e.add_argument("--keep-scales", type=int, default=None, help="VAR only: keep this many coarse scales")
     e.add_argument("--seed", type=flags.seed, default=0)
@@ -715,11 +735,13 @@ def build_parser(knobs: bool = False) -> argparse.ArgumentParser:
                                    "training curves). Any other model (a converted official checkpoint, one trained "
                                    "on a folder) is compared with your own images: --reference REF "
                                    "--inception-weights W gives FID, IS, KID and precision / recall in Inception "
-                                   "space, as the ADM evaluation suite computes them.")
+                                   "space, as the ADM evaluation suite computes them. A text model trained on "
+                                   "shapes is scored by ShapesEval per category on the first N (at most 1000) test "
+                                   "prompts and on as many held-out compositions.")
     generator_source(v, samples=True)
-    v.add_argument("--data", choices=["digits", "fashion-mnist"], default=None,
+    v.add_argument("--data", choices=["digits", "fashion-mnist", "shapes"], default=None,
                    help="the dataset a --samples file imitates (a checkpoint knows its own); optional with "
-                        "--reference")
+                        "--reference; shapes: ShapesEval of a text model's samples against their prompts")
     v.add_argument("--reference", default=None, metavar="REF",
                    help="reference images to compare the samples with, in the Inception-v3 features of "
                         "--inception-weights: a folder of images (sub-folders too; centre-cropped and resized to "

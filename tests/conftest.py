@@ -26,3 +26,23 @@ def one_thread():
     """One torch thread for this test (restored after it): results that must not depend on the thread count
     (pinned hashes), or maps too small to gain from a second thread."""
     torch.set_num_threads(1)
+
+
+TINY_TEXT_TOK = ["--set", "ch=8", "--set", "z_channels=8", "--set", "groups=4", "--set", "codebook_size=16"]
+TINY_TEXT_GEN = ["--set", "depth=1", "--set", "width=32", "--set", "heads=2"]
+CPU = ["--threads", "1", "--quiet", "--device", "cpu"]
+
+
+@pytest.fixture(scope="session")
+def shapes_raster(tmp_path_factory):
+    """raster-shapes, tiny, trained 3 steps on the shapes captions through the CLI: ``root/gen`` (with its
+    tokenizer ``root/tok``)."""
+    from argen.cli import main
+
+    root = tmp_path_factory.mktemp("t2i")
+    assert main(["train", "tokenizer", "--preset", "vq-shapes", "--out", str(root / "tok"), "--steps", "2",
+                 "--batch-size", "8", *TINY_TEXT_TOK, *CPU]) == 0
+    assert main(["train", "generator", "--preset", "raster-shapes", "--tokenizer", str(root / "tok"),
+                 "--out", str(root / "gen"), "--steps", "3", "--batch-size", "8", *TINY_TEXT_GEN, *CPU]) == 0
+    torch.set_num_threads(THREADS)
+    return root

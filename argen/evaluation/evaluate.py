@@ -39,6 +39,8 @@ MIN_SAMPLES = 6
 # ADM evaluation suite (guided-diffusion's evaluator) does, so that the numbers compare with papers'
 REFERENCE_K = 3
 IS_SPLIT_SIZE = 5000
+# ShapesEval of a text model samples at most this many prompts of each split (the test and held-out splits' size)
+SHAPES_EVAL_MAX = 1000
 REFERENCE_LAYOUT = "a folder of images, or an .npz with arr_0 uint8 (N, H, W, C) as the ADM reference batches"
 
 
@@ -238,6 +240,42 @@ def sample_checkpoint(pipe, n: int = 1000, seed: int = 0, batch_size: int = 250,
     return images, labels, made
 
 
+def shapes_metrics(images_u8: np.ndarray, specs, tag: str = "") -> dict[str, float]:
+    """ShapesEval accuracies of images against their prompts (``Prompt``s or captions), flat:
+    ``shapes_eval[_tag]_overall`` and ``shapes_eval[_tag]_<category>`` for each category present."""
+    from argen.evaluation.shapes_eval import score
+
+    prefix = f"shapes_eval_{tag}_" if tag else "shapes_eval_"
+    result = score(images_u8, specs)
+    return {prefix + k: v for k, v in result.items() if isinstance(v, float)}
+
+
+def shapes_eval_checkpoint(pipe, n: int = 500, seed: int = 0, batch_size: int = 250, progress: bool = False,
+                           splits: tuple[str, ...] = ("test", "heldout"), **sampler_overrides) -> tuple[dict, np.ndarray, list[str]]:
+    """ShapesEval of a text model: one image for each of the first ``n`` prompts of every split in ``splits``
+    (``test``: compositions seen in training; ``heldout``: never seen), sampled with ``seed``. Returns
+    ``({"shapes_eval_overall": ..., "shapes_eval_<category>": ..., "shapes_eval_heldout_overall": ..., ...made}, images
+    uint8 (N, H, W, C), the N captions)``; each split's images are those of one ``pipe`` call."""
+    from argen.data.shapes import prompts as shapes_prompts
+    from argen.images import to_uint8
+
+    if not getattr(pipe, "text_conditioned", False):
+        raise ArgenError("ShapesEval needs a text-conditioned model (a *-shapes preset)")
+    metrics, images, captions, t0 = {}, [], [], time.time()
+    for split in splits:
+        specs = shapes_prompts(split, n)
+        texts = [p.caption for p in specs]
+        split_images = to_uint8(pipe(prompts=texts, seed=seed, batch_size=batch_size, progress=progress,
+                                     **sampler_overrides))
+        metrics.update(shapes_metrics(split_images, specs, "" if split == "test" else split))
+        images.append(split_images)
+        captions += texts
+    settings = pipe.settings.replace(**sampler_overrides)
+    metrics.update(seconds_per_image=(time.time() - t0) / (n * len(splits)), family=pipe.generator.family,
+                   sampler=settings.to_dict(), sampler_name=pipe.sampler.name, lossy=is_lossy(settings), seed=seed)
+    return metrics, np.concatenate(images), captions
+
+
 def checkpoint_dataset(pipe) -> str | None:
     """The data set a checkpoint was trained on (``meta.data``), if it says."""
     return pipe.record.meta.get("data") if pipe.record is not None else None
@@ -310,6 +348,16 @@ def _read_samples(samples: str | Path) -> tuple[np.ndarray, np.ndarray | None, d
     return images, labels, made
 
 
+def _sample_captions(samples: str | Path, labels: np.ndarray | None) -> list[str]:
+    """Each image's caption in a text model's samples file (``argen sample --prompt``: ``prompts[labels[i]]``)."""
+    with np.load(samples) as z:
+        prompts = z["prompts"].tolist() if "prompts" in z else None
+    if prompts is None or labels is None:
+        raise ArgenError(f"--samples {samples}: --data shapes scores a text model's samples; this file has no "
+                         "prompts (write it with `argen sample --prompt ...` or `--prompts-file F`)")
+    return [prompts[int(i)] for i in labels]
+
+
 def run_eval(out: str | Path, *, checkpoint: str | Path | None = None, samples: str | Path | None = None,
              data: str | None = None, n: int = 1000, seed: int = 0, device: str | torch.device = "cpu",
              progress: bool = True, inception_weights: str | Path | None = None, reference: str | Path | None = None,
@@ -328,7 +376,7 @@ def run_eval(out: str | Path, *, checkpoint: str | Path | None = None, samples: 
 
     out = Path(out)
     device = str(torch.device(device))
-    log_rows, title, sampled, made, dataset = None, "argen eval", False, None, data
+    log_rows, title, sampled, made, dataset, captions = None, "argen eval", False, None, data, None
     # every input is checked (the Inception file and the reference images loaded) before sampling; nothing
     # is written until the end
     if reference is not None and inception_weights is None:
@@ -345,7 +393,16 @@ def run_eval(out: str | Path, *, checkpoint: str | Path | None = None, samples: 
             size = pipe.tokenizer.config.image_size
             ref = load_reference(reference, (size, size), progress)
         try:
-            if dataset in SHORT or reference is None:  # no classifier and no reference: evaluate_checkpoint says so
+            if pipe.text_conditioned:
+                if dataset != "shapes":
+                    raise ArgenError(f"trained on {dataset!r}: argen eval scores text models trained on shapes "
+                                     "(ShapesEval); sample yours with `argen sample --prompts-file F` and compare "
+                                     "with `argen eval --samples FILE.npz --reference REF --inception-weights W`")
+                metrics, images, captions = shapes_eval_checkpoint(pipe, n=min(n, SHAPES_EVAL_MAX), seed=seed,
+                                                                   progress=progress, **sampler_overrides)
+                metrics["dataset"] = dataset
+                labels = np.arange(len(images))  # image i was asked for captions[i]
+            elif dataset in SHORT or reference is None:  # no classifier and no reference: evaluate_checkpoint says so
                 metrics, images, labels = evaluate_checkpoint(pipe, n=n, seed=seed, device=device,
                                                               progress=progress, **sampler_overrides)
             else:
@@ -364,7 +421,9 @@ def run_eval(out: str | Path, *, checkpoint: str | Path | None = None, samples: 
         images, labels, made = _read_samples(samples)
         if reference is not None:
             ref = load_reference(reference, images.shape[1:3], progress)
-        if data is not None:
+        if data == "shapes":  # a text model's samples: each image against its prompt
+            metrics = shapes_metrics(images, _sample_captions(samples, labels))
+        elif data is not None:
             check_samples(images, labels, data, samples)
             metrics = evaluate_samples(images, labels, data, seed=seed, device=device, progress=progress)
         elif len(images) < MIN_SAMPLES:
@@ -392,6 +451,8 @@ def run_eval(out: str | Path, *, checkpoint: str | Path | None = None, samples: 
     files = {out / "metrics.json": lambda f: f.write(ckpt.json_text(metrics).encode()),
              out / "report.html": lambda f: f.write(html.encode())}
     if sampled:
-        files[out / "samples.npz"] = lambda f: np.savez_compressed(f, images=images, labels=labels.astype(np.int64))
+        extra = {"prompts": np.array(captions)} if captions is not None else {}
+        files[out / "samples.npz"] = lambda f: np.savez_compressed(f, images=images, labels=labels.astype(np.int64),
+                                                                   **extra)
     write_files(files)  # all three or none (a full disk keeps an earlier evaluation whole)
     return metrics

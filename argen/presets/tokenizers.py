@@ -91,19 +91,19 @@ def mar_kl16() -> KLConfig:
 _SHAPES_AE = dict(image_channels=3, image_size=32, ch=32, ch_mult=(1, 2, 2), num_res_blocks=1, z_channels=32, groups=16)
 
 
-@preset("vq-shapes", "tokenizer", data="shapes", train=dict(steps=2000, batch_size=64, lr=1e-3, warmup=100, ema=0.0),
+@preset("vq-shapes", "tokenizer", data="shapes", train=dict(steps=1000, batch_size=64, lr=1e-3, warmup=100, ema=0.0),
         description="single-scale VQ for 32 px shapes scenes: grid 8x8, 128 l2-normalised 8-d codes")
 def vq_shapes() -> VQConfig:
     return VQConfig(**_SHAPES_AE, codebook_size=128, code_dim=8)
 
 
-@preset("msvq-shapes", "tokenizer", data="shapes", train=dict(steps=2000, batch_size=64, lr=1e-3, warmup=100, ema=0.0),
+@preset("msvq-shapes", "tokenizer", data="shapes", train=dict(steps=1000, batch_size=64, lr=1e-3, warmup=100, ema=0.0),
         description="VAR multi-scale VQ for 32 px shapes scenes: grid 8x8, scales 1-2-3-4-6-8, 128 codes")
 def msvq_shapes() -> MSVQConfig:
     return MSVQConfig(**_SHAPES_AE, codebook_size=128, scales=(1, 2, 3, 4, 6, 8))
 
 
-@preset("kl-shapes", "tokenizer", data="shapes", train=dict(steps=1000, batch_size=64, lr=1e-3, warmup=100, ema=0.0),
+@preset("kl-shapes", "tokenizer", data="shapes", train=dict(steps=600, batch_size=64, lr=1e-3, warmup=100, ema=0.0),
         description="KL autoencoder for 32 px shapes scenes: grid 8x8 of 4-channel continuous tokens")
 def kl_shapes() -> KLConfig:
     return KLConfig(**_SHAPES_AE, embed_dim=4)

@@ -160,7 +160,7 @@ class BuiltinTextEncoder(nn.Module):
         words = [split_words(p) for p in prompts]
         empty = [p for p, w in zip(prompts, words) if not w]
         if empty:
-            raise ArgenError(f"{arg}: {quoted(empty, 3)} has no words; give a caption such as {self._example()!r}")
+            raise ArgenError(f"{arg}: {quoted(empty, 3)} has no words; give a caption such as {self.example!r}")
         unknown = list(dict.fromkeys(w for ws in words for w in ws if w not in self.word_ids))
         if unknown:
             vocab = self.config.vocab
@@ -169,7 +169,9 @@ class BuiltinTextEncoder(nn.Module):
                              f"{len(vocab)} words: {known}")
         return words
 
-    def _example(self) -> str:
+    @property
+    def example(self) -> str:
+        """A prompt this encoder can represent (for error messages and `argen bench`)."""
         return " ".join(self.config.vocab[: min(3, self.max_tokens)])
 
     def check_prompts(self, prompts: Sequence[str], arg: str = "prompt") -> None:

@@ -287,6 +287,9 @@ def load_bert(bert: Bert, path: Path) -> None:
         raise ArgenError(f"{path}: no weights for {len(missing)} tensor(s) of argen's BERT: {', '.join(missing[:3])}")
 
 
+MEMO_SIZE = 65536  # captions kept encoded (~24 KB each at 16 tokens)
+
+
 @dataclass(frozen=True)
 class MiniLMConfig(Config):
     max_tokens: int = 128    # [CLS] + word pieces + [SEP]; longer prompts are cut, as sentence-transformers does
@@ -303,6 +306,7 @@ class MiniLMEncoder(nn.Module):
     """all-MiniLM-L6-v2 (384-d), frozen; knows every word (rare ones as pieces or [UNK])."""
 
     config_class = MiniLMConfig
+    example = "a red circle"  # any prompt is representable
 
     def __init__(self, config: MiniLMConfig):
         super().__init__()
@@ -312,6 +316,9 @@ class MiniLMEncoder(nn.Module):
         self.tokenizer = WordPiece.from_file(folder / "vocab.txt")
         self.bert = Bert(shape)
         self.width = shape.width
+        # prompt -> (tokens_LD, pooled_D, mask_L): the encoder is frozen and deterministic, so a caption seen
+        # before (training revisits each caption many times) is not encoded again
+        self._memo: dict[str, tuple[torch.Tensor, torch.Tensor, torch.Tensor]] = {}
         if self.bert.word_emb.weight.device.type != "meta":  # on meta (argen info) nothing is read
             with torch.no_grad():
                 load_bert(self.bert, folder / "model.safetensors")
@@ -347,12 +354,23 @@ class MiniLMEncoder(nn.Module):
 
     @torch.no_grad()
     def encode(self, prompts: Sequence[str]) -> TextEmbeddings:
-        ids_BL, mask_BL = self.token_ids(prompts)
-        tokens_BLD, mask_BL = padded(self.bert(ids_BL, mask_BL), mask_BL, self.max_tokens)
-        pooled_BD = masked_mean(tokens_BLD, mask_BL)
-        if self.config.normalize:
-            pooled_BD = F.normalize(pooled_BD, dim=-1)
-        return TextEmbeddings(tokens_BLD, pooled_BD, mask_BL)
+        prompts = prompt_list(prompts, "prompt")
+        new = list(dict.fromkeys(p for p in prompts if p not in self._memo))
+        if new:
+            ids_BL, mask_BL = self.token_ids(new)
+            tokens_BLD, mask_BL = padded(self.bert(ids_BL, mask_BL), mask_BL, self.max_tokens)
+            pooled_BD = masked_mean(tokens_BLD, mask_BL)
+            if self.config.normalize:
+                pooled_BD = F.normalize(pooled_BD, dim=-1)
+            if len(self._memo) + len(new) > MEMO_SIZE:
+                self._memo.clear()
+            self._memo.update(zip(new, zip(tokens_BLD, pooled_BD, mask_BL)))
+        tokens, pooled, mask = zip(*(self._memo[p] for p in prompts))
+        return TextEmbeddings(torch.stack(tokens), torch.stack(pooled), torch.stack(mask))
+
+    def _apply(self, fn, recurse=True):  # .to(device / dtype): the memo holds features of the old one
+        self._memo.clear()
+        return super()._apply(fn, recurse)
 
     def forward(self, prompts: Sequence[str]) -> TextEmbeddings:
         return self.encode(prompts)

@@ -1,0 +1,122 @@
+"""Text-to-image on the shapes scenes: every family under one training budget, scored by ShapesEval.
+
+    python benchmarks/t2i_shapes.py                                   # runs/t2i/<family>-shapes
+    python benchmarks/t2i_shapes.py --checkpoints runs/t2i/raster-shapes runs/t2i/raster-shapes-minilm
+
+Per checkpoint:
+
+1. the tokenizer's ceiling: ShapesEval of its reconstructions of the real test images of the same prompts
+   (what a perfect generator over its tokens could score);
+2. a CFG sweep on the *validation* prompts (``--sweep-n`` of them, seed 1): ShapesEval overall for each
+   guidance weight in ``--cfg``; the best weight is used for the figures below;
+3. with that weight: ShapesEval overall and per category on the first ``--n`` *test* prompts (compositions
+   seen in training) and on as many *held-out* compositions (never in a training caption), seed 0;
+4. forward passes per image and seconds per image at batch 64 (``argen bench``), and the training budget.
+
+Writes the markdown tables to stdout and JSON to ``--out`` (default benchmarks/results/t2i_shapes.json);
+``--grid FILE.png`` also draws the best checkpoint's samples for ``GRID_PROMPTS``.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import time
+from pathlib import Path
+
+import numpy as np
+import torch
+
+from argen.data.shapes import CATEGORIES, prompts, render, scenes
+from argen.evaluation.bench import bench
+from argen.evaluation.evaluate import shapes_eval_checkpoint, shapes_metrics
+from argen.images import grid_image, to_uint8
+from argen.pipeline import Pipeline
+
+FAMILIES = ("raster-shapes", "maskgit-shapes", "var-shapes", "mar-shapes")
+GRID_PROMPTS = ("a red circle to the left of a blue square", "two green triangles", "a big yellow square",
+                "a white circle above a magenta triangle", "three cyan circles", "a small red triangle",
+                "a blue circle", "a circle above a triangle")  # the last two: held-out compositions
+
+
+def tokenizer_ceiling(pipe: Pipeline, n: int) -> dict[str, float]:
+    """ShapesEval of the tokenizer's reconstructions of the first ``n`` real test scenes."""
+    test = scenes("test", n)
+    real = torch.from_numpy(render(test, pipe.tokenizer.config.image_size)).permute(0, 3, 1, 2).float() / 127.5 - 1
+    with torch.no_grad():
+        rec = torch.cat([pipe.tokenizer.decode(pipe.tokenizer.encode(x)) for x in real.split(250)])
+    return shapes_metrics(to_uint8(rec), [s.prompt for s in test])
+
+
+def cfg_sweep(pipe: Pipeline, weights: list[float], n: int) -> list[dict]:
+    specs = prompts("validation", n)
+    rows = []
+    for w in weights:
+        images = to_uint8(pipe(prompts=[p.caption for p in specs], seed=1, batch_size=250, cfg=w))
+        rows.append({"cfg": w, **shapes_metrics(images, specs)})
+        print(f"    cfg {w:<4} validation ShapesEval {rows[-1]['shapes_eval_overall']:.3f}", flush=True)
+    return rows
+
+
+def main() -> None:
+    p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    p.add_argument("--checkpoints", nargs="+", default=None, help="generator folders (default runs/t2i/<preset>)")
+    p.add_argument("--n", type=int, default=500, help="test and held-out prompts each (default 500)")
+    p.add_argument("--sweep-n", type=int, default=300, help="validation prompts per CFG weight (default 300)")
+    p.add_argument("--cfg", default="0,1,2,3,4", help="guidance weights to sweep (argen's w; 0 = no guidance)")
+    p.add_argument("--threads", type=int, default=2)
+    p.add_argument("--out", default="benchmarks/results/t2i_shapes.json")
+    p.add_argument("--grid", default=None, help="also write the best model's samples of GRID_PROMPTS here")
+    args = p.parse_args()
+    torch.set_num_threads(args.threads)
+    checkpoints = args.checkpoints or [f"runs/t2i/{f}" for f in FAMILIES if Path(f"runs/t2i/{f}").is_dir()]
+    weights = [float(x) for x in args.cfg.split(",")]
+    rows = []
+    for ckpt in checkpoints:
+        pipe = Pipeline.from_pretrained(ckpt)
+        meta = pipe.record.meta
+        text = pipe.generator.config.text
+        name = Path(ckpt).name
+        print(f"{name}: {pipe.generator.family}, text encoder {text['kind']}", flush=True)
+        ceiling = tokenizer_ceiling(pipe, args.n)
+        sweep = cfg_sweep(pipe, weights, args.sweep_n)
+        best = max(sweep, key=lambda r: r["shapes_eval_overall"])["cfg"]
+        t0 = time.time()
+        metrics, _, _ = shapes_eval_checkpoint(pipe, n=args.n, seed=0, cfg=best)
+        speed = bench(pipe, batch_sizes=(64,), repeats=2, cfg=best)[0]
+        rows.append({"checkpoint": ckpt, "name": name, "family": pipe.generator.family, "text_encoder": text["kind"],
+                     "params": sum(t.numel() for t in pipe.generator.parameters()), "cfg": best, "sweep": sweep,
+                     "tokenizer_ceiling": ceiling, **{k: v for k, v in metrics.items() if k.startswith("shapes_eval")},
+                     "passes_per_image": speed["forward_calls"], "s_per_image_64": speed["s_per_image"],
+                     "train_steps": meta.get("step"), "train_batch": meta.get("train_config", {}).get("batch_size"),
+                     "train_seconds": meta.get("eval", {}).get("train_seconds"), "eval_seconds": time.time() - t0})
+        print(f"    test {metrics['shapes_eval_overall']:.3f}, held-out {metrics['shapes_eval_heldout_overall']:.3f} "
+              f"(cfg {best}); tokenizer ceiling {ceiling['shapes_eval_overall']:.3f}", flush=True)
+
+    cats = list(CATEGORIES)
+    print(f"\n| model | encoder | cfg | test overall | {' | '.join(cats)} | held-out overall | tokenizer ceiling "
+          "| passes/img | s/img @64 |")
+    print("|---|---|---|---|" + "---|" * len(cats) + "---|---|---|---|")
+    for r in rows:
+        per = " | ".join(f"{r.get('shapes_eval_' + c, float('nan')):.3f}" for c in cats)
+        print(f"| {r['name']} | {r['text_encoder']} | {r['cfg']:g} | **{r['shapes_eval_overall']:.3f}** | {per} | "
+              f"{r['shapes_eval_heldout_overall']:.3f} | {r['tokenizer_ceiling']['shapes_eval_overall']:.3f} | "
+              f"{r['passes_per_image']} | {r['s_per_image_64']:.4f} |")
+    print(f"\nCFG sweep (validation ShapesEval overall, {args.sweep_n} prompts):\n")
+    print("| model | " + " | ".join(f"w={w:g}" for w in weights) + " |")
+    print("|---|" + "---|" * len(weights))
+    for r in rows:
+        print(f"| {r['name']} | " + " | ".join(f"{s['shapes_eval_overall']:.3f}" for s in r["sweep"]) + " |")
+    Path(args.out).parent.mkdir(parents=True, exist_ok=True)
+    Path(args.out).write_text(json.dumps(rows, indent=1))
+    if args.grid and rows:
+        best_row = max(rows, key=lambda r: r["shapes_eval_overall"])
+        pipe = Pipeline.from_pretrained(best_row["checkpoint"])
+        per = 8
+        images = to_uint8(pipe(prompts=[t for t in GRID_PROMPTS for _ in range(per)], seed=0, cfg=best_row["cfg"]))
+        grid_image(images, nrow=per, scale=2).save(args.grid)
+        print(f"wrote {args.grid}: {best_row['name']}, one row per prompt of GRID_PROMPTS")
+
+
+if __name__ == "__main__":
+    main()
