@@ -4,7 +4,7 @@
         fmnist-maskgit=runs/maskgit-fmnist fmnist-mar=runs/mar-fmnist digits-var=argen-demo/generator
 
 Each model is judged first (200 class-conditional samples, 20 per class, seed 0, its preset
-sampler; the dataset's reference classifier), and the figure goes into its config beside how it
+sampler; the dataset's reference classifier; a text model by ShapesEval on 200 test and 200 held-out prompts), and the figure goes into its config beside how it
 was trained. Weights are stored in float16; the script prints each model's size and the total,
 which must stay under 30 MB.
 """
@@ -18,6 +18,7 @@ import time
 import torch
 
 from argen.evaluation.classifier import class_accuracy
+from argen.evaluation.evaluate import shapes_eval_checkpoint
 from argen.images import to_uint8
 from argen.pipeline import Pipeline
 from argen.pretrained import MODELS_DIR, export
@@ -27,6 +28,13 @@ LIMIT_MB = 30.0
 
 def judge(path: str, per_class: int = 20, seed: int = 0) -> dict:
     pipe = Pipeline.from_pretrained(path)
+    if pipe.text_conditioned:  # a shapes text model: ShapesEval of 200 test and 200 held-out prompts
+        t0 = time.time()
+        metrics, _, _ = shapes_eval_checkpoint(pipe, n=200, seed=seed)
+        return {"shapes_eval": round(metrics["shapes_eval_overall"], 4),
+                "shapes_eval_heldout": round(metrics["shapes_eval_heldout_overall"], 4),
+                "judged_on": f"200 test + 200 held-out prompts, seed {seed}, preset sampler",
+                "sampling_seconds": round(time.time() - t0, 2)}
     data = pipe.record.meta.get("data", "digits")
     labels = [c for c in range(pipe.num_classes) for _ in range(per_class)]
     t0 = time.time()

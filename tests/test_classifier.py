@@ -32,15 +32,16 @@ TINY = dict(image_size=8, widths=(8, 16), hidden=16, dropout=0.0)
 
 
 def test_presets_build_and_give_logits_and_features():
-    assert list_presets("classifier") == ["classifier-digits", "classifier-fmnist"]
-    for name, size in (("classifier-fmnist", 28), ("classifier-digits", 8)):
+    assert list_presets("classifier") == ["classifier-digits", "classifier-fmnist", "classifier-shapes"]
+    for name, size, channels, classes in (("classifier-fmnist", 28, 1, 10), ("classifier-digits", 8, 1, 10),
+                                          ("classifier-shapes", 32, 3, 6)):
         torch.manual_seed(0)
         model = Classifier(get_preset(name).make_config()).eval()
-        x = torch.rand(4, 1, size, size) * 2 - 1
-        assert model(x).shape == (4, 10)
+        x = torch.rand(4, channels, size, size) * 2 - 1
+        assert model(x).shape == (4, classes)
         assert model.features(x).shape == (4, model.config.hidden)
         assert model.predict(x, batch_size=3).shape == (4,)
-    with pytest.raises(ArgenError, match=r"images must be \(B, 1, 8, 8\)"):
+    with pytest.raises(ArgenError, match=r"images must be \(B, 3, 32, 32\)"):
         model(torch.zeros(2, 1, 28, 28))
 
 
@@ -95,7 +96,7 @@ def test_save_load_round_trip(tmp_path):
     assert torch.equal(loaded(x), model(x)) and torch.equal(loaded.features(x), model.features(x))
 
 
-@pytest.mark.parametrize("dataset", DATASETS)
+@pytest.mark.parametrize("dataset", [*DATASETS, "shapes"])
 def test_shipped_checkpoints_reach_their_recorded_accuracy(dataset):
     folder = ASSETS / REFERENCE[dataset]
     assert sorted(p.name for p in folder.iterdir()) == ["config.json", "model.safetensors"]
@@ -103,7 +104,9 @@ def test_shipped_checkpoints_reach_their_recorded_accuracy(dataset):
     model = load_reference_classifier(dataset)
     assert load_reference_classifier(dataset) is model  # cached
     recorded = reference_test_accuracy(dataset)
-    assert recorded >= (0.91 if dataset == "fashion-mnist" else 0.98)
+    # shapes: the six prompt categories overlap (a "single object" scene can be a "colours" one), so 56% is
+    # near the ceiling; the classifier is there for its features (FD-shapes), not as a judge
+    assert recorded >= {"fashion-mnist": 0.91, "digits": 0.98, "shapes": 0.55}[dataset]
     test = load_dataset(dataset, "test")
     n = min(1000, len(test))
     subset = type(test)(test.name, test.images[:n], test.labels[:n], test.classes)

@@ -20,14 +20,19 @@ def test_eval_of_samples_files_scores_each_image_against_its_prompt(tmp_path, ca
     images, captions = render(test), [s.prompt.caption for s in test]
     _samples(tmp_path / "right.npz", images, np.arange(60), captions)
     _samples(tmp_path / "shuffled.npz", images, np.roll(np.arange(60), 7), captions)  # another image's prompt
+    noise = np.random.default_rng(0).integers(0, 256, images.shape, dtype=np.uint8)
+    _samples(tmp_path / "noise.npz", noise, np.arange(60), captions)
     scores = {}
-    for name in ("right", "shuffled"):
+    for name in ("right", "shuffled", "noise"):
         assert main(["eval", "--samples", str(tmp_path / f"{name}.npz"), "--data", "shapes", "--out",
                      str(tmp_path / name), "--json", *CPU]) == 0
         scores[name] = json.loads((tmp_path / name / "metrics.json").read_text())
     assert scores["right"]["shapes_eval_overall"] == 1.0
     assert {"shapes_eval_counting", "shapes_eval_position", "shapes_eval_color_attr"} <= scores["right"].keys()
     assert scores["shuffled"]["shapes_eval_overall"] < 0.2
+    # beside alignment, FD-shapes (the shipped shapes CNN's features) against the real test scenes
+    assert scores["right"]["FD-shapes"] < 0.2 * scores["noise"]["FD-shapes"]
+    assert scores["noise"]["shapes_eval_overall"] < 0.1
     # a samples file of a class model has no prompts: one line, nothing written
     np.savez(tmp_path / "classes.npz", images=images, labels=np.zeros(60, dtype=np.int64))
     capsys.readouterr()

@@ -30,8 +30,8 @@ from argen.registry import register_model
 
 ASSETS = Path(__file__).resolve().parent.parent / "assets"
 # data set name -> shipped checkpoint folder under ASSETS (and the short name in the preset)
-REFERENCE = {"fashion-mnist": "classifier-fmnist", "digits": "classifier-digits"}
-SUPPORTED = ("digits", "fashion-mnist")
+REFERENCE = {"fashion-mnist": "classifier-fmnist", "digits": "classifier-digits", "shapes": "classifier-shapes"}
+SUPPORTED = ("digits", "fashion-mnist", "shapes")
 
 
 @dataclass(frozen=True)

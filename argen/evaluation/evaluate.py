@@ -32,7 +32,7 @@ from argen.evaluation.classifier import class_accuracy, load_reference_classifie
 from argen.evaluation.metrics import features_of, frechet_distance_from_features, inception_score, kid, prdc, probs_of
 from argen.sampling import is_lossy
 
-SHORT = {"fashion-mnist": "fmnist", "digits": "digits"}
+SHORT = {"fashion-mnist": "fmnist", "digits": "digits", "shapes": "shapes"}
 # precision / recall / density / coverage use k = 5 nearest neighbours: a set needs k + 1 samples
 MIN_SAMPLES = 6
 # Inception-space precision / recall use k = 3 and the Inception Score splits of 5,000 images, as the
@@ -62,15 +62,21 @@ def _feature_metrics(fake_f: torch.Tensor, real_f: torch.Tensor, tag: str, seed:
             f"KID-{tag}_std": kid_std, **{f"{k}-{tag}": v for k, v in pr.items()}}
 
 
+def sample_feature_metrics(images_u8: np.ndarray, dataset: str, seed: int = 0, device: str | torch.device = "cpu",
+                           progress: bool = False) -> dict[str, float]:
+    """FD, KID and precision / recall / density / coverage of samples against the real test split, in the
+    feature space of ``dataset``'s reference classifier."""
+    device = str(torch.device(device))
+    fake_f = features_of(load_reference_classifier(dataset, device), images_u8, device=device, progress=progress)
+    return _feature_metrics(fake_f, _real_features(dataset, "test", device), short_name(dataset), seed)
+
+
 def evaluate_samples(images_u8: np.ndarray, labels: np.ndarray | None, dataset: str, seed: int = 0,
                      device: str | torch.device = "cpu", progress: bool = False) -> dict[str, float]:
     """Metrics of samples (uint8 (N, H, W, C)) against the real test split of ``dataset``."""
-    device = str(torch.device(device))
-    tag = short_name(dataset)
-    clf = load_reference_classifier(dataset, device)
-    fake_f = features_of(clf, images_u8, device=device, progress=progress)
-    out = _feature_metrics(fake_f, _real_features(dataset, "test", device), tag, seed)
-    out[f"IS-{tag}"] = inception_score(probs_of(clf, images_u8, device=device))[0]
+    out = sample_feature_metrics(images_u8, dataset, seed, device, progress)
+    clf = load_reference_classifier(dataset, str(torch.device(device)))
+    out[f"IS-{short_name(dataset)}"] = inception_score(probs_of(clf, images_u8, device=device))[0]
     if labels is not None:
         out.update(class_accuracy(images_u8, labels, dataset))
     out["n_samples"] = len(images_u8)
@@ -398,9 +404,12 @@ def run_eval(out: str | Path, *, checkpoint: str | Path | None = None, samples: 
                     raise ArgenError(f"trained on {dataset!r}: argen eval scores text models trained on shapes "
                                      "(ShapesEval); sample yours with `argen sample --prompts-file F` and compare "
                                      "with `argen eval --samples FILE.npz --reference REF --inception-weights W`")
-                metrics, images, captions = shapes_eval_checkpoint(pipe, n=min(n, SHAPES_EVAL_MAX), seed=seed,
+                n_test = min(n, SHAPES_EVAL_MAX)
+                metrics, images, captions = shapes_eval_checkpoint(pipe, n=n_test, seed=seed,
                                                                    progress=progress, **sampler_overrides)
-                metrics["dataset"] = dataset
+                # the test prompts' images against the real test scenes (the held-out ones have no real
+                # counterpart in the same proportions)
+                metrics.update(sample_feature_metrics(images[:n_test], dataset, seed, device), dataset=dataset)
                 labels = np.arange(len(images))  # image i was asked for captions[i]
             elif dataset in SHORT or reference is None:  # no classifier and no reference: evaluate_checkpoint says so
                 metrics, images, labels = evaluate_checkpoint(pipe, n=n, seed=seed, device=device,
@@ -422,7 +431,8 @@ def run_eval(out: str | Path, *, checkpoint: str | Path | None = None, samples: 
         if reference is not None:
             ref = load_reference(reference, images.shape[1:3], progress)
         if data == "shapes":  # a text model's samples: each image against its prompt
-            metrics = shapes_metrics(images, _sample_captions(samples, labels))
+            captions = _sample_captions(samples, labels)
+            metrics = {**shapes_metrics(images, captions), **sample_feature_metrics(images, data, seed, device)}
         elif data is not None:
             check_samples(images, labels, data, samples)
             metrics = evaluate_samples(images, labels, data, seed=seed, device=device, progress=progress)
@@ -434,7 +444,7 @@ def run_eval(out: str | Path, *, checkpoint: str | Path | None = None, samples: 
         if made is not None:
             metrics["samples_meta"] = made
         title = f"argen eval: {Path(samples).name}"
-    classifier = dataset in SHORT
+    classifier = dataset in SHORT and captions is None  # a text model's labels are its prompts' indices
     if classifier:
         metrics["floor"] = real_floor(dataset, n=len(images), seed=seed, device=device)
     if reference is not None:
