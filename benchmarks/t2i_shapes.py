@@ -11,7 +11,8 @@ Per checkpoint:
    guidance weight in ``--cfg``; the best weight is used for the figures below;
 3. with that weight: ShapesEval overall and per category on the first ``--n`` *test* prompts (compositions
    seen in training) and on as many *held-out* compositions (never in a training caption), seed 0;
-4. forward passes per image and seconds per image at batch 64 (``argen bench``), and the training budget.
+4. FD-shapes of the test prompts' images against the real test scenes (``argen eval``'s feature space),
+   forward passes and seconds per image at batch 64 (``argen bench``), and the training budget.
 
 Writes the markdown tables to stdout and JSON to ``--out`` (default benchmarks/results/t2i_shapes.json);
 ``--grid FILE.png`` also draws the best checkpoint's samples for ``GRID_PROMPTS``.
@@ -29,11 +30,11 @@ import torch
 
 from argen.data.shapes import CATEGORIES, prompts, render, scenes
 from argen.evaluation.bench import bench
-from argen.evaluation.evaluate import shapes_eval_checkpoint, shapes_metrics
+from argen.evaluation.evaluate import sample_feature_metrics, shapes_eval_checkpoint, shapes_metrics
 from argen.images import grid_image, to_uint8
 from argen.pipeline import Pipeline
 
-FAMILIES = ("raster-shapes", "maskgit-shapes", "var-shapes", "mar-shapes")
+FAMILIES = ("raster-shapes", "maskgit-shapes", "var-shapes", "mar-shapes", "raster-shapes-minilm")
 GRID_PROMPTS = ("a red circle to the left of a blue square", "two green triangles", "a big yellow square",
                 "a white circle above a magenta triangle", "three cyan circles", "a small red triangle",
                 "a blue circle", "a circle above a triangle")  # the last two: held-out compositions
@@ -82,11 +83,12 @@ def main() -> None:
         sweep = cfg_sweep(pipe, weights, args.sweep_n)
         best = max(sweep, key=lambda r: r["shapes_eval_overall"])["cfg"]
         t0 = time.time()
-        metrics, _, _ = shapes_eval_checkpoint(pipe, n=args.n, seed=0, cfg=best)
+        metrics, images, _ = shapes_eval_checkpoint(pipe, n=args.n, seed=0, cfg=best)
+        fd = sample_feature_metrics(images[: args.n], "shapes")["FD-shapes"]  # the test prompts' images
         speed = bench(pipe, batch_sizes=(64,), repeats=2, cfg=best)[0]
         rows.append({"checkpoint": ckpt, "name": name, "family": pipe.generator.family, "text_encoder": text["kind"],
                      "params": sum(t.numel() for t in pipe.generator.parameters()), "cfg": best, "sweep": sweep,
-                     "tokenizer_ceiling": ceiling, **{k: v for k, v in metrics.items() if k.startswith("shapes_eval")},
+                     "tokenizer_ceiling": ceiling, "fd_shapes": fd, **{k: v for k, v in metrics.items() if k.startswith("shapes_eval")},
                      "passes_per_image": speed["forward_calls"], "s_per_image_64": speed["s_per_image"],
                      "train_steps": meta.get("step"), "train_batch": meta.get("train_config", {}).get("batch_size"),
                      "train_seconds": meta.get("eval", {}).get("train_seconds"), "eval_seconds": time.time() - t0})
@@ -95,13 +97,13 @@ def main() -> None:
 
     cats = list(CATEGORIES)
     print(f"\n| model | encoder | cfg | test overall | {' | '.join(cats)} | held-out overall | tokenizer ceiling "
-          "| passes/img | s/img @64 |")
-    print("|---|---|---|---|" + "---|" * len(cats) + "---|---|---|---|")
+          "| FD-shapes | passes/img | s/img @64 |")
+    print("|---|---|---|---|" + "---|" * len(cats) + "---|---|---|---|---|")
     for r in rows:
         per = " | ".join(f"{r.get('shapes_eval_' + c, float('nan')):.3f}" for c in cats)
         print(f"| {r['name']} | {r['text_encoder']} | {r['cfg']:g} | **{r['shapes_eval_overall']:.3f}** | {per} | "
               f"{r['shapes_eval_heldout_overall']:.3f} | {r['tokenizer_ceiling']['shapes_eval_overall']:.3f} | "
-              f"{r['passes_per_image']} | {r['s_per_image_64']:.4f} |")
+              f"{r['fd_shapes']:.2f} | {r['passes_per_image']} | {r['s_per_image_64']:.4f} |")
     print(f"\nCFG sweep (validation ShapesEval overall, {args.sweep_n} prompts):\n")
     print("| model | " + " | ".join(f"w={w:g}" for w in weights) + " |")
     print("|---|" + "---|" * len(weights))
