@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import gzip
+import json
 import struct
 from pathlib import Path
 
@@ -370,3 +371,182 @@ def test_trainer_draws_flips_for_augmented_data(tmp_path, monkeypatch):
     assert len(data.calls) == 3
     for step, got in enumerate(data.calls):
         assert torch.equal(got, flips(11, step, 4))
+
+
+# --------------------------------------------------------------------------- captioned folders (text-to-image)
+
+COLOURS = {"red": (255, 0, 0), "green": (0, 255, 0), "blue": (0, 0, 255), "yellow": (255, 255, 0),
+           "white": (255, 255, 255)}
+
+
+def _captioned_images(root: Path, n: int, sub: str = "") -> dict[str, str]:
+    """``n`` 16 px PNGs of a square (colour and size vary) under ``root/sub``; ``{relative path: caption}``."""
+    out = {}
+    for i in range(n):
+        colour, big = list(COLOURS)[i // 2 % len(COLOURS)], i % 2 == 0
+        arr = np.zeros((16, 16, 3), dtype=np.uint8)
+        r = 6 if big else 3
+        arr[8 - r: 8 + r, 8 - r: 8 + r] = COLOURS[colour]
+        rel = f"{sub}/{i:03d}.png" if sub else f"{i:03d}.png"
+        (root / rel).parent.mkdir(parents=True, exist_ok=True)
+        Image.fromarray(arr).save(root / rel)
+        out[rel] = f"a {'huge' if big else 'tiny'} {colour} box"
+    return out
+
+
+def _write_sidecars(root: Path, captions: dict[str, str]) -> None:
+    for rel, caption in captions.items():
+        (root / rel).with_suffix(".txt").write_text(f"  {caption}\n", encoding="utf-8")  # whitespace is stripped
+
+
+def _write_jsonl(file: Path, captions: dict[str, str]) -> None:
+    file.write_text("".join(json.dumps({"file": rel, "caption": c}) + "\n" for rel, c in captions.items()))
+
+
+def _captions_by_file(d, root: Path) -> dict[str, str]:
+    return {f.relative_to(root).as_posix(): c for f, c in zip(d.files, d.captions)}
+
+
+def test_folder_caption_files_beside_images(tmp_path):
+    cats = _captioned_images(tmp_path, 12, "cats")
+    dogs = _captioned_images(tmp_path, 3, "dogs")
+    _write_sidecars(tmp_path, cats | dogs)
+    (tmp_path / "dogs" / "000.txt").write_bytes("\ufeffa huge red box ".encode())  # a BOM (Windows editors)
+    (tmp_path / "notes.txt").write_text("a file beside no image is no caption")
+    full = load_dataset("folder", "all", path=tmp_path, image_size=8)
+    assert full.classes == ("cats", "dogs") and full.labels.tolist() == [0] * 12 + [1] * 3
+    assert _captions_by_file(full, tmp_path) == cats | dogs
+    assert full.captions_of(torch.tensor([12, 0])) == [dogs["dogs/000.png"], cats["cats/000.png"]]
+    assert not full.augment  # a caption may say left or right: no mirrors
+    train, test = (load_dataset("folder", s, path=tmp_path, image_size=8) for s in ("train", "test"))
+    assert len(train.captions) == 14 and test.captions == (cats["cats/009.png"],)  # each image keeps its caption
+    assert _captions_by_file(train, tmp_path) == {k: v for k, v in (cats | dogs).items() if k != "cats/009.png"}
+
+
+def test_flat_captioned_folder_is_one_class(tmp_path):
+    captions = _captioned_images(tmp_path, 4)
+    _write_sidecars(tmp_path, captions)
+    d = load_dataset("folder", "all", path=tmp_path, image_size=8)
+    assert d.classes == (tmp_path.name,) and d.labels.tolist() == [0, 0, 0, 0]
+    assert list(d.captions) == list(captions.values()) and d.images.shape == (4, 3, 8, 8)
+
+
+def test_folder_captions_jsonl(tmp_path):
+    cats = _captioned_images(tmp_path, 3, "cats")
+    dogs = _captioned_images(tmp_path, 2, "dogs")
+    listing = {("./" + k if k.startswith("dogs") else k): v for k, v in (dogs | cats).items()}  # any order, ./ too
+    _write_jsonl(tmp_path / "captions.jsonl", listing)
+    with open(tmp_path / "captions.jsonl", "a") as fh:
+        fh.write("\n")  # blank lines are skipped
+    (tmp_path / "cats" / "000.txt").write_text("ignored: captions.jsonl is chosen first")
+    d = load_dataset("folder", "all", path=tmp_path, image_size=8)
+    assert _captions_by_file(d, tmp_path) == cats | dogs and not d.augment
+    flat = tmp_path / "flat"
+    flat.mkdir()
+    captions = _captioned_images(flat, 3)
+    _write_jsonl(flat / "captions.jsonl", captions)
+    assert list(load_dataset("folder", "all", path=flat, image_size=8).captions) == list(captions.values())
+
+
+def test_folder_without_captions_is_unchanged(tmp_path):
+    _make_folder(tmp_path, {"a": 2, "b": 1})
+    d = load_dataset("folder", "all", path=tmp_path, image_size=8)
+    assert d.captions is None and d.augment
+    with pytest.raises(DataError, match="no captions"):
+        d.captions_of([0])
+    flat = tmp_path / "a"  # images but no class folders and no captions: nothing to condition on
+    with pytest.raises(DataError, match="no class sub-folders"):
+        load_dataset("folder", "all", path=flat)
+
+
+def _break(root: Path, how: str) -> str:
+    """A captioned folder broken in one way; the text its one-line error must hold."""
+    captions = _captioned_images(root, 3, "c")
+    listing = root / "captions.jsonl"
+    if how == "missing-txt":
+        _write_sidecars(root, {k: v for k, v in captions.items() if k != "c/001.png"})
+        return "001.png has no caption file 001.txt"
+    if how == "empty-txt":
+        _write_sidecars(root, captions)
+        (root / "c" / "002.txt").write_text(" \n")
+        return "002.txt is empty"
+    if how == "not-utf8":
+        _write_sidecars(root, captions)
+        (root / "c" / "000.txt").write_bytes(b"a caf\xe9 box")
+        return "000.txt is not UTF-8"
+    lines = [json.dumps({"file": k, "caption": v}) for k, v in captions.items()]
+    if how == "bad-json":
+        lines[1] = '{"file": "c/001.png", "caption": '
+        message = "captions.jsonl:2: not JSON"
+    elif how == "bad-entry":
+        lines[2] = json.dumps({"path": "c/002.png", "caption": "x"})
+        message = "captions.jsonl:3: want {"
+    elif how == "no-such-file":
+        lines.append(json.dumps({"file": "c/777.png", "caption": "a box"}))
+        message = "captions.jsonl:4: c/777.png does not exist"
+    elif how == "not-an-image":
+        (root / "c" / "readme.md").write_text("x")
+        lines.append(json.dumps({"file": "c/readme.md", "caption": "a box"}))
+        message = "captions.jsonl:4: c/readme.md is not an image of this data set"
+    elif how == "twice":
+        lines.append(lines[0])
+        message = "captions.jsonl:4: c/000.png is listed again (first on line 1)"
+    elif how == "empty-caption":
+        lines[0] = json.dumps({"file": "c/000.png", "caption": "  "})
+        message = "captions.jsonl:1: the caption of c/000.png is empty"
+    else:  # "unlisted"
+        del lines[1]
+        message = "001.png has no caption in"
+    listing.write_text("\n".join(lines) + "\n")
+    return message
+
+
+@pytest.mark.parametrize("how", ["missing-txt", "empty-txt", "not-utf8", "bad-json", "bad-entry", "no-such-file",
+                                 "not-an-image", "twice", "empty-caption", "unlisted"])
+def test_folder_caption_errors_are_one_line(tmp_path, how):
+    message = _break(tmp_path, how)
+    with pytest.raises(DataError) as info:
+        load_dataset("folder", "all", path=tmp_path, image_size=8)
+    assert message in str(info.value) and len(str(info.value).splitlines()) == 1
+
+
+def test_text_preset_learns_a_captioned_folders_words(tmp_path):
+    """raster-shapes names the shapes words; on a folder its built-in encoder's vocabulary is the folder's words,
+    unless --set text=... fixes one."""
+    from argen.registry import get_preset
+    from argen.training.run import _link_text
+
+    _write_sidecars(tmp_path, _captioned_images(tmp_path, 4))
+    d = load_dataset("folder", "all", path=tmp_path, image_size=8)
+    config = get_preset("raster-shapes", "generator").make_config()
+    assert "huge" not in config.text["vocab"]
+    linked, labelled = _link_text(config, d, "folder", own_words=True)
+    assert linked.text["vocab"] == ["a", "box", "green", "huge", "red", "tiny"]
+    assert labelled.batch([2, 0])[1].tolist() == [2, 0]  # the trainer looks captions up by image index
+    with pytest.raises(DataError, match=r"fixed vocab does not hold \(box, huge, tiny\)"):
+        _link_text(config, d, "folder")
+
+
+def test_train_and_sample_on_a_captioned_folder(tmp_path):
+    """`argen train generator --preset raster-shapes --data folder` on 10 captioned PNGs, then prompts."""
+    from argen.cli import main
+
+    data = tmp_path / "data"
+    _write_sidecars(data, _captioned_images(data, 10))
+    cpu = ["--threads", "1", "--quiet", "--device", "cpu"]
+    folder = ["--data", "folder", "--data-path", str(data), "--image-size", "32"]
+    # a tokenizer on the same folder (it ignores captions; 10 images leave one for its test split)
+    assert main(["train", "tokenizer", "--preset", "vq-shapes", *folder, "--out", str(tmp_path / "tok"),
+                 "--steps", "2", "--batch-size", "8", "--set", "ch=8", "--set", "z_channels=8", "--set", "groups=4",
+                 "--set", "codebook_size=16", *cpu]) == 0
+    assert main(["train", "generator", "--preset", "raster-shapes", *folder, "--tokenizer", str(tmp_path / "tok"),
+                 "--out", str(tmp_path / "gen"), "--steps", "3", "--batch-size", "8", "--set", "depth=1",
+                 "--set", "width=32", "--set", "heads=2", *cpu]) == 0
+    record = json.loads((tmp_path / "gen" / "config.json").read_text())
+    assert record["config"]["text"]["vocab"] == ["a", "blue", "box", "green", "huge", "red", "tiny", "white",
+                                                 "yellow"]
+    out = tmp_path / "s"
+    assert main(["sample", "--checkpoint", str(tmp_path / "gen"), "--prompt", "a huge white box", "--per-prompt",
+                 "2", "--out", str(out), *cpu]) == 0
+    saved = np.load(str(out) + ".npz")
+    assert saved["images"].shape == (2, 32, 32, 3) and saved["prompts"].tolist() == ["a huge white box"]

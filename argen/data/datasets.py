@@ -37,6 +37,15 @@ Data sets (``DATASETS``) and splits (``SPLITS`` = train, test, all):
     header is read at load time, so an unreadable file fails then, not mid-training. Its
     ``augment`` is True: training mirrors each image with probability 1/2 (``flips``).
 
+    Captions (text-to-image), chosen automatically: a ``captions.jsonl`` file in ``path``, one JSON
+    object a line, ``{"file": "cat/001.png", "caption": "..."}`` with the file relative to ``path``;
+    otherwise a caption file beside each image (``cat/001.png`` + ``cat/001.txt``, UTF-8, surrounding
+    whitespace stripped) as soon as one image has one. Either way every image needs a caption (a
+    missing one is an error naming the image); ``captions`` is then one per image, else None. A
+    captioned folder may also be flat (images directly in ``path``, no sub-folders): one class, named
+    after the folder, every label 0. Captioned folders are not mirrored (``augment`` False): a
+    caption may say "left" or "right".
+
 Augmentation: a data set whose ``augment`` is True gets a horizontal flip per sample while
 training (``batch(idx, flip_B=flips(seed, step, batch_size))``). The flip of a sample is a
 pure function of the training seed and the sample's position in the stream of global batches,
@@ -56,11 +65,12 @@ from __future__ import annotations
 import functools
 import gzip
 import importlib.util
+import json
 import os
 import struct
 import zlib
 from collections import OrderedDict
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 from pathlib import Path
@@ -373,17 +383,23 @@ class FolderDataset:
     decodes every file at once, which suits small folders and tests only. Decoded images (uint8,
     after the crop) stay in an LRU cache of ``cache_mb`` MiB, so a small folder is decoded once;
     misses of a batch are decoded by ``workers`` threads (PIL releases the GIL while decoding).
+    ``captions``: one per image for a captioned folder (text-to-image), else None.
     """
 
     channels = 3
-    captions = None
-    augment = True  # photos: mirrored at random while training, as ADM, LlamaGen and MAR train
 
     def __init__(self, files: Sequence[Path], labels: torch.Tensor, classes: Sequence[str], size: int, *,
-                 name: str = "folder", cache_mb: int = 256, workers: int | None = None):
+                 captions: Sequence[str] | None = None, name: str = "folder", cache_mb: int = 256,
+                 workers: int | None = None):
         if labels.dtype != torch.int64 or labels.shape != (len(files),):
             raise ValueError(f"labels must be ({len(files)},) int64, got {tuple(labels.shape)} {labels.dtype}")
+        if captions is not None and len(captions) != len(files):
+            raise ValueError(f"{len(files)} images but {len(captions)} captions")
         self.name, self.files, self.labels, self.classes, self.size = name, tuple(files), labels, tuple(classes), size
+        self.captions = tuple(captions) if captions is not None else None
+        # Photos are mirrored at random while training, as ADM, LlamaGen and MAR train; captioned ones are not:
+        # a caption that says "on the left" would describe the mirror image wrongly.
+        self.augment = self.captions is None
         self._cache: OrderedDict[int, torch.Tensor] = OrderedDict()
         self._cache_items = max(1, cache_mb * 2**20 // (self.channels * size * size))
         self._workers = workers or min(8, os.cpu_count() or 1)
@@ -404,8 +420,12 @@ class FolderDataset:
     def __len__(self) -> int:
         return len(self.files)
 
-    def captions_of(self, idx) -> list[str]:
-        raise DataError(f"{self.name}: this data set has no captions")
+    def captions_of(self, idx: torch.Tensor | Sequence[int]) -> list[str]:
+        """The captions of images ``idx`` (a captioned folder's)."""
+        if self.captions is None:
+            raise DataError(f"{self.name}: this data set has no captions (give each image a .txt caption file, "
+                            "or the folder a captions.jsonl)")
+        return [self.captions[i] for i in torch.as_tensor(idx, dtype=torch.long).reshape(-1).tolist()]
 
     def uint8(self, idx: torch.Tensor | Sequence[int]) -> torch.Tensor:
         """Images ``idx`` as ``(B, 3, size, size)`` uint8, decoded now or taken from the cache."""
@@ -487,19 +507,27 @@ def _load_folder(split: str, path: str | os.PathLike[str] | None, image_size: in
     classes = tuple(
         sorted(d.name for d in root.iterdir() if d.is_dir() and not d.name.startswith("."))
     )
-    if not classes:
-        raise DataError(f"folder: {root} has no class sub-folders (want one sub-folder per class)")
+    groups: list[list[Path]] = []  # the images of each class, sorted by name
+    texts: set[Path] = set()  # every .txt file beside the images: caption files, if any image has one
+    for folder in [root / cls for cls in classes] or [root]:
+        images, txt = _folder_files(folder)
+        if not images and classes:
+            raise DataError(f"folder: class folder {folder} has no images")
+        groups.append(images)
+        texts |= txt
+    every = [f for images in groups for f in images]
+    caption_of = _folder_captions(root, every, texts)
+    if not classes:  # a flat folder: one class, which only a text model (its captions) can learn from
+        if not every or caption_of is None:
+            raise DataError(
+                f"folder: {root} has no class sub-folders (want one sub-folder of images per class, or "
+                "captioned images: a .txt beside each image or a captions.jsonl)"
+            )
+        classes = (root.resolve().name or "images",)
 
     chosen: list[Path] = []
     labels: list[int] = []
-    for label, cls in enumerate(classes):
-        files = sorted(
-            f
-            for f in (root / cls).iterdir()
-            if f.is_file() and not f.name.startswith(".") and f.suffix.lower() in _IMAGE_EXTENSIONS
-        )
-        if not files:
-            raise DataError(f"folder: class folder {root / cls} has no images")
+    for label, files in enumerate(groups):
         for i, file in enumerate(files):
             is_test = i % 10 == 9
             if (split == "train" and is_test) or (split == "test" and not is_test):
@@ -515,7 +543,101 @@ def _load_folder(split: str, path: str | os.PathLike[str] | None, image_size: in
             f"folder: split {split!r} of {root} has no images (every 10th file of a class is "
             "test; use split 'all' for small folders)"
         )
-    return FolderDataset(chosen, torch.tensor(labels, dtype=torch.int64), classes, image_size)
+    captions = [caption_of(f) for f in chosen] if caption_of is not None else None
+    return FolderDataset(chosen, torch.tensor(labels, dtype=torch.int64), classes, image_size, captions=captions)
+
+
+_CAPTIONS_FILE = "captions.jsonl"
+
+
+def _folder_files(folder: Path) -> tuple[list[Path], set[Path]]:
+    """The images of ``folder`` (sorted by name; hidden files skipped) and its ``.txt`` files."""
+    images, texts = [], set()
+    for f in folder.iterdir():
+        if f.name.startswith(".") or not f.is_file():
+            continue
+        if f.suffix.lower() in _IMAGE_EXTENSIONS:
+            images.append(f)
+        elif f.suffix == ".txt":
+            texts.add(f)
+    return sorted(images), texts
+
+
+def _folder_captions(root: Path, images: Sequence[Path], texts: set[Path]) -> Callable[[Path], str] | None:
+    """``image -> caption`` for a captioned folder (``captions.jsonl``, else a ``.txt`` beside each image),
+    None for a folder without captions. Every image of every split is checked now, so that a missing caption
+    fails at load time whichever split is loaded."""
+    listing = root / _CAPTIONS_FILE
+    if listing.is_file():
+        return _jsonl_captions(listing, images).__getitem__
+    sidecars = [f.with_suffix(".txt") for f in images]
+    if not any(t in texts for t in sidecars):
+        return None
+    missing = [f for f, t in zip(images, sidecars) if t not in texts]
+    if missing:
+        raise DataError(f"folder: {missing[0]} has no caption file {missing[0].with_suffix('.txt').name} beside it "
+                        f"({len(missing)} of {len(images)} images have none; other images have one, and every "
+                        "image needs its caption)")
+    # Only the loaded split's caption files are read; the other split's were checked to exist above.
+    return lambda image: _read_caption(image.with_suffix(".txt"))
+
+
+def _read_caption(file: Path) -> str:
+    try:  # utf-8-sig: UTF-8, with or without the byte-order mark some Windows editors write
+        caption = file.read_text(encoding="utf-8-sig").strip()
+    except UnicodeDecodeError as exc:
+        raise DataError(f"folder: caption file {file} is not UTF-8 text ({exc.reason} at byte {exc.start})") from None
+    except OSError as exc:
+        raise DataError(f"folder: cannot read caption file {file}: {exc}") from None
+    if not caption:
+        raise DataError(f"folder: caption file {file} is empty")
+    return caption
+
+
+def _jsonl_captions(listing: Path, images: Sequence[Path]) -> dict[Path, str]:
+    """The captions of ``images`` from ``listing``: one ``{"file": ..., "caption": ...}`` a line, files relative
+    to the folder that holds it; a bad line, a file that is not one of ``images`` or an image without a line is
+    a one-line DataError."""
+    by_path = {os.path.abspath(f): f for f in images}  # one spelling of each path: "./a/x.png" is "a/x.png"
+    try:
+        lines = listing.read_text(encoding="utf-8-sig").splitlines()
+    except UnicodeDecodeError as exc:
+        raise DataError(f"folder: {listing} is not UTF-8 text ({exc.reason} at byte {exc.start})") from None
+    except OSError as exc:
+        raise DataError(f"folder: cannot read {listing}: {exc}") from None
+    captions: dict[Path, str] = {}
+    first_line: dict[Path, int] = {}
+    for n, line in enumerate(lines, 1):
+        if not line.strip():
+            continue
+        where = f"{listing}:{n}"
+        try:
+            entry = json.loads(line)
+        except json.JSONDecodeError as exc:
+            raise DataError(f"folder: {where}: not JSON ({exc.msg} at column {exc.colno})") from None
+        if not (isinstance(entry, dict) and isinstance(entry.get("file"), str)
+                and isinstance(entry.get("caption"), str)):
+            raise DataError(f'folder: {where}: want {{"file": "relative/path.png", "caption": "..."}}, '
+                            f"got {line.strip()[:60]}")
+        name = entry["file"]
+        target = os.path.abspath(listing.parent / name)
+        if target not in by_path:
+            why = ("does not exist" if not os.path.exists(target) else
+                   "is not an image of this data set (want an image file in a class folder, or in the folder "
+                   "itself when it has no class folders)")
+            raise DataError(f"folder: {where}: {name} {why}")
+        image = by_path[target]
+        if image in first_line:
+            raise DataError(f"folder: {where}: {name} is listed again (first on line {first_line[image]})")
+        caption = entry["caption"].strip()
+        if not caption:
+            raise DataError(f"folder: {where}: the caption of {name} is empty")
+        captions[image], first_line[image] = caption, n
+    missing = [f for f in images if f not in captions]
+    if missing:
+        raise DataError(f"folder: {missing[0]} has no caption in {listing} ({len(missing)} of {len(images)} images "
+                        "are not listed; every image needs one)")
+    return captions
 
 
 # ------------------------------------------------------------------------------------- augment

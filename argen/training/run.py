@@ -95,7 +95,10 @@ def train_preset(kind: str, preset_name: str, out: str | Path, *, data: str | No
         _check_data_fits(tokenizer.config, train_set, data, tokenizer_dir)
         config = config.replace(**spec.link_fields(), num_classes=train_set.num_classes)
         if getattr(config, "text", None) is not None:
-            config, train_set = _link_text(config, train_set, data)
+            # A preset's vocabulary names the words of its own data's captions (shapes); the user's data, unless
+            # --set text=... names a vocabulary, brings its own.
+            own_words = _dataset_key(data) != _dataset_key(preset.data) and "text" not in (model_overrides or {})
+            config, train_set = _link_text(config, train_set, data, own_words=own_words)
     else:
         config = config.replace(image_channels=train_set.channels, image_size=train_set.image_size[0])
         if kind == "classifier":
@@ -157,22 +160,34 @@ def _tokenizer_image_size(tokenizer_dir) -> int | None:
         return None
 
 
-def _link_text(config, train_set, data: str):
+def _dataset_key(name) -> str:
+    """A data set name as ``load_dataset`` reads it (``Fashion_MNIST`` is ``fashion-mnist``)."""
+    return str(name).strip().lower().replace("_", "-")
+
+
+def _link_text(config, train_set, data: str, own_words: bool = False):
     """A text model: conditioned on the data's captions (a built-in encoder learns their words), its
-    condition ids index prompts (``MAX_PROMPTS``), and the trainer hands it image indices as labels."""
+    condition ids index prompts (``MAX_PROMPTS``), and the trainer hands it image indices as labels.
+
+    ``own_words``: the built-in encoder's vocabulary is the captions' words even where the config names one
+    (a preset's fixed vocabulary is its own data's words, which a user's captioned folder need not use)."""
     captions = getattr(train_set, "captions", None)
     if captions is None:
         raise DataError(f"--data {data}: this preset is conditioned on text but the data set has no captions "
-                        "(use --data shapes, or a captioned folder)")
+                        "(use --data shapes, or a captioned folder: a .txt beside each image or a captions.jsonl)")
     text = dict(config.text)
     if text.get("kind") == "builtin":
-        words = vocab_from_captions(captions)
-        unknown = sorted(set(words) - set(text.get("vocab") or words))
+        try:
+            words = vocab_from_captions(captions)
+        except ArgenError as e:  # captions of punctuation only
+            raise DataError(f"--data {data}: {e}") from None
+        fixed = None if own_words else text.get("vocab")
+        unknown = sorted(set(words) - set(fixed or words))
         if unknown:
-            raise DataError(f"--data {data}: its captions use words the preset's text encoder does not know "
-                            f"({', '.join(unknown[:5])}{', ...' if len(unknown) > 5 else ''}); "
-                            "its vocabulary is fixed; train a preset of your own whose text config has no vocab")
-        text["vocab"] = list(text.get("vocab") or words)
+            raise DataError(f"--data {data}: its captions use words the text config's fixed vocab does not hold "
+                            f"({', '.join(unknown[:5])}{', ...' if len(unknown) > 5 else ''}); give a text config "
+                            "without vocab (the captions' words become it)")
+        text["vocab"] = list(fixed or words)
     return config.replace(text=text, num_classes=MAX_PROMPTS), IndexLabels(train_set)
 
 
