@@ -44,6 +44,9 @@ PARAMS = {
     "llamagen-gpt-xl": 774_699_520,     # 774.7M
     "llamagen-gpt-xxl": 1_410_972_672,  # 1411M
     "llamagen-gpt-3b": 3_096_659_200,   # 3097M
+    # 775M: the official 777,678,080 parameters, its uncond_embedding buffer (120 x 2048, a parameter in
+    # argen) and the caption MLP's two biases (2 x 1280, zero when converted: the official MLP has none)
+    "llamagen-t2i-xl": 777_926_400,
 }
 
 # official buffers (by last name part) that argen recomputes: VAR's level ids and masks
@@ -55,6 +58,13 @@ CASES = [
                                                "args": argparse.Namespace(model="mar_base")}),
     ("llamagen", "llamagen-gpt-b", "llamagen-gpt-b.tsv", lambda sd: {"model": sd, "steps": 10}),
 ]
+# LlamaGen's text-to-image GPT: its CaptionEmbedder under argen's names (argen -> official, written out
+# from the official module tree), and argen's tensors it lacks with the value they are converted to
+T2I_CASES = [("llamagen", "llamagen-t2i-xl", "llamagen-t2i-xl.tsv", lambda sd: {"model": sd, "steps": 10})]
+T2I_NAMES = {"text.token_proj.0.weight": "cls_embedding.cap_proj.fc1.weight",
+             "text.token_proj.2.weight": "cls_embedding.cap_proj.fc2.weight",
+             "text.null_tokens_LD": "cls_embedding.uncond_embedding"}
+T2I_FRESH = {"text.token_proj.0.bias": 0, "text.token_proj.2.bias": 0}
 
 
 # The official presets at reduced sizes of the same layout: depths, levels, blocks and attention as
@@ -67,6 +77,7 @@ SMALL_FIELDS = {
     "mar-b": {"width": 32, ("heads", "enc_heads"): 2, "dec_width": 32, "dec_heads": 2, "head_width": 32,
               "num_classes": 10, "buffer_size": 4},
     "llamagen-gpt-b": {("width", "dim"): 32, ("heads", "n_head"): 2, "multiple_of": 16, "num_classes": 10},
+    "llamagen-t2i-xl": {("width", "dim"): 32, ("heads", "n_head"): 2, "multiple_of": 16},  # 120 x 2048 captions
     "var-vqvae": {"ch": 8, "groups": 4, "codebook_size": 64},
     "mar-kl16": {"ch": 8, "groups": 4},
     "llamagen-vq16": {"ch": 8, "groups": 4, "z_channels": 8},
@@ -97,7 +108,7 @@ def build_small(preset: str) -> torch.nn.Module:
 def small(monkeypatch):
     """Convert at the ``SMALL_FIELDS`` sizes: ``build`` (through which the converters build the preset
     ``identify`` picked: ``argen.build`` and the ``argen.models.build`` behind it, where that module
-    exists) applies them, and LlamaGen's size table knows GPT-B by its small width (``identify``
+    exists) applies them, and LlamaGen's size table knows GPT-B and GPT-XL by their small widths (``identify``
     matches layers and width). Applying the overrides twice changes nothing."""
     import importlib
 
@@ -111,9 +122,11 @@ def small(monkeypatch):
             continue
         monkeypatch.setattr(module, "build", lambda preset, device="cpu", _build=module.build, **kw:
                             _build(preset, device, **{**overrides.get(preset, {}), **kw}))
-    n_layer, heads, _ = llamagen.LLAMAGEN_SIZES["B"]
-    width = build_small("llamagen-gpt-b").state_dict()["tok_embeddings.weight"].shape[1]
-    monkeypatch.setattr(llamagen, "LLAMAGEN_SIZES", {"B": (n_layer, heads, width)})
+    sizes = {}
+    for size, preset in (("B", "llamagen-gpt-b"), ("XL", "llamagen-t2i-xl")):
+        n_layer, heads, _ = llamagen.LLAMAGEN_SIZES[size]
+        sizes[size] = (n_layer, heads, build_small(preset).state_dict()["tok_embeddings.weight"].shape[1])
+    monkeypatch.setattr(llamagen, "LLAMAGEN_SIZES", sizes)
 
 
 @pytest.mark.parametrize("preset", sorted(PARAMS))
@@ -130,9 +143,9 @@ def official_shapes(family: str, model: torch.nn.Module, tokenizer: bool) -> dic
     three official tensors, a third of its output channels each)."""
     out = {}
     for key, t in model.state_dict().items():
-        if tokenizer and key in FRESH:
+        if key in (FRESH if tokenizer else T2I_FRESH):
             continue
-        sources = official_sources(family, key) if tokenizer else [key]
+        sources = official_sources(family, key) if tokenizer else [T2I_NAMES.get(key, key)]
         for s in sources:
             assert s not in out, s
             out[s] = (t.shape[0] // len(sources), *t.shape[1:])
@@ -144,7 +157,8 @@ def official_state_dict(layout: str) -> dict[str, torch.Tensor]:
     the layout (its name and dtype; its shape at the small size), filled with its own index (float16
     to keep it small), so a tensor that lands in the wrong place shows. Buffers argen does not have
     keep the layout's shape."""
-    family, preset, tokenizer = {c[2]: (c[0], c[1], c in TOKENIZER_CASES) for c in CASES + TOKENIZER_CASES}[layout]
+    family, preset, tokenizer = {c[2]: (c[0], c[1], c in TOKENIZER_CASES)
+                                 for c in CASES + T2I_CASES + TOKENIZER_CASES}[layout]
     shapes = official_shapes(family, build_small(preset), tokenizer)
     out = {}
     for i, (name, (shape, dtype)) in enumerate(read_layout(LAYOUTS / layout).items()):
@@ -286,12 +300,13 @@ def test_round_trip_of_a_synthetic_official_tokenizer(family, preset, layout, co
     assert used == set(sd) - dropped  # every official tensor placed once, nothing else left behind
 
 
-LAYOUT_CASES = [(family, preset, layout, False, DERIVED) for family, preset, layout, _ in CASES] + [
+LAYOUT_CASES = [(family, preset, layout, False, DERIVED) for family, preset, layout, _ in CASES + T2I_CASES] + [
     (family, preset, layout, True, dropped) for family, preset, layout, _, dropped in TOKENIZER_CASES]
 
 
 @pytest.mark.parametrize("family,preset,layout,tokenizer,left", LAYOUT_CASES,
-                         ids=[f"{c[0]}-{'tokenizer' if c[3] else 'generator'}" for c in LAYOUT_CASES])
+                         ids=[f"{c[0]}-{'tokenizer' if c[3] else 't2i' if 't2i' in c[1] else 'generator'}"
+                              for c in LAYOUT_CASES])
 def test_full_size_presets_match_their_official_layouts_tensor_for_tensor(family, preset, layout, tokenizer, left):
     """The official sizes, which the round trips do not build: every argen tensor of the full-size
     preset (on the meta device) has its official counterpart(s) by the hand-written map, of exactly
@@ -390,3 +405,73 @@ def test_greedy_speculative_decoding_equals_greedy_decoding_on_a_converted_gpt_b
     assert len(set(want.flatten().tolist())) > 10  # the converted weights give varied greedy tokens
     got = sjd.sample(model, None, labels, sjd.config_class(cfg=1.0, top_k=1), torch.Generator())
     assert torch.equal(got, want)
+
+
+# ---- LlamaGen text-to-image ---------------------------------------------------------------------------
+
+def t2i_features(path: Path, n: int = 2) -> list[str]:
+    """A precomputed caption features file as a user makes it from T5: n captions of 120 x 2048,
+    right-padded (argen left-pads them, as the official sampler), of different lengths."""
+    from argen.text import save_precomputed
+
+    g = torch.Generator().manual_seed(0)
+    mask = torch.arange(120)[None] < torch.tensor([7 + 30 * i for i in range(n)])[:, None]
+    captions = [f"caption {i}" for i in range(n)]
+    save_precomputed(path, torch.randn(n, 120, 2048, generator=g) * mask[..., None], mask, captions)
+    return captions
+
+
+def test_text_to_image_gpt_converts_loads_strictly_and_samples_from_a_features_file(small, tmp_path):
+    """A small t2i GPT (GPT-XL's depth, 120 caption positions of 2048-d FLAN-T5 features) and VQ-16 convert into
+    one folder: each official tensor lands in its place, the caption MLP's biases are zero, and the model
+    samples prompts whose features come from a file given after loading (none is needed to convert or load)."""
+    from argen.errors import ArgenError
+
+    sd = official_state_dict("llamagen-t2i-xl.tsv")
+    torch.save({"model": sd, "steps": 10}, tmp_path / "t2i.pt")
+    g = torch.Generator().manual_seed(0)  # a VQ that decodes to finite images (index-filled weights overflow)
+    vq = {k: torch.randn(v.shape, generator=g) * 0.05 if v.is_floating_point() else v
+          for k, v in official_state_dict("llamagen-vq16.tsv").items()}
+    torch.save({"model": vq}, tmp_path / "vq.pt")
+    assert main(["convert", "--from", "llamagen", "--checkpoint", str(tmp_path / "t2i.pt"), "--vae",
+                 str(tmp_path / "vq.pt"), "--out", str(tmp_path / "out"), "--quiet", "--device", "cpu"]) == 0
+    record = read_record(tmp_path / "out")
+    assert record.preset == "llamagen-t2i-xl" and record.meta["sampler"] == {"cfg": 6.5, "top_k": 1000}
+    pipe = Pipeline.from_pretrained(tmp_path / "out")  # strict: every argen tensor filled, no official one left
+    model = pipe.generator
+    assert model.config.caption_mask and model.config.cls_token_num == 120 and model.config.text["path"] == ""
+    ours = model.state_dict()
+    for key, t in ours.items():
+        want = torch.full_like(t, T2I_FRESH[key]) if key in T2I_FRESH else sd[T2I_NAMES.get(key, key)].to(t.dtype)
+        assert torch.equal(t, want), key
+    assert {T2I_NAMES.get(k, k) for k in ours if k not in T2I_FRESH} == set(sd)
+
+    with pytest.raises(ArgenError, match="no caption features file.*use_file") as e, model.conditioned(["caption 0"]):
+        pass
+    assert "\n" not in str(e.value)
+    captions = t2i_features(tmp_path / "t5.safetensors")
+    model.text.encoder.use_file(tmp_path / "t5.safetensors")
+    with torch.no_grad(), model.conditioned(captions) as ids:
+        keep = model.condition(ids)[1]
+    assert keep.sum(1).tolist() == [7, 37] and keep[:, -1].all()  # left-padded: the last position is real
+    images = pipe(prompts=captions[1:], seed=0, top_k=1)  # the preset's guidance, s = 7.5
+    assert images.shape == (1, 3, 256, 256) and torch.isfinite(images).all()
+
+
+def test_text_to_image_converter_errors_are_one_line(small, tmp_path, capsys):
+    out = str(tmp_path / "out")
+    sd = official_state_dict("llamagen-t2i-xl.tsv")
+    wrong = {("cls_embedding.cap_proj.fc3.weight" if k == "cls_embedding.cap_proj.fc2.weight" else k): v
+             for k, v in sd.items()}
+    torch.save({"model": wrong}, tmp_path / "wrong.pt")
+    err = _run(capsys, "--from", "llamagen", "--checkpoint", str(tmp_path / "wrong.pt"), "--out", out)
+    assert "not filled: text.token_proj.2.weight" in err and "cls_embedding.cap_proj.fc3.weight" in err
+    t5_large = dict(sd, **{"cls_embedding.cap_proj.fc1.weight": torch.zeros(32, 1024)})
+    torch.save({"model": t5_large}, tmp_path / "t5-large.pt")
+    err = _run(capsys, "--from", "llamagen", "--checkpoint", str(tmp_path / "t5-large.pt"), "--out", out)
+    assert "reading 1024-d captions; argen has the official T2I GPT-XL (2048-d FLAN-T5-XL captions)" in err
+    b_size = {k: v for k, v in sd.items() if not k.startswith("layers.") or int(k.split(".")[1]) < 12}
+    torch.save({"model": b_size}, tmp_path / "t2i-b.pt")
+    err = _run(capsys, "--from", "llamagen", "--checkpoint", str(tmp_path / "t2i-b.pt"), "--out", out)
+    assert "a text-to-image GPT with 12 layers" in err
+    assert not (tmp_path / "out").exists()

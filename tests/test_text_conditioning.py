@@ -254,3 +254,114 @@ def test_shapes_presets_know_every_word_of_the_shapes_captions():
     from argen.text import vocab_from_captions
 
     assert tuple(vocab_from_captions(load_dataset("shapes", "train").captions)) == SHAPES_WORDS
+
+
+# ---- LlamaGen T2I caption masks (caption_mask) ---------------------------------------------------------
+
+def masked_raster(caption_mask: bool = True, seed: int = 0, **overrides) -> RasterAR:
+    """A tiny raster model on ``WordEncoder`` captions (3 positions, right-padded), random weights."""
+    from helpers import randomize_raster
+
+    def conditioner(text, width, positions=None):
+        return TextConditioner(WordEncoder(), width)
+
+    torch.manual_seed(seed)
+    with patch("argen.generators.raster.text_conditioner", conditioner):
+        model = RasterAR(tiny_raster_config(cls_token_num=3, text={}, num_classes=MAX_PROMPTS,
+                                            caption_mask=caption_mask, **overrides))
+    return randomize_raster(model, seed).eval()
+
+
+def official_mask(keep_BT: torch.Tensor, L: int) -> torch.Tensor:
+    """The attention mask LlamaGen's dataset/t2i.py and generate() build: causal, caption columns times the
+    caption mask, then the diagonal set: (B, 1, L, L)."""
+    T = keep_BT.shape[1]
+    m = torch.tril(torch.ones(len(keep_BT), L, L))
+    m[:, :, :T] = m[:, :, :T] * keep_BT[:, None, :].float()
+    eye = torch.eye(L)
+    return (m * (1 - eye) + eye).bool()[:, None]
+
+
+PROMPTS2 = ["a red", "blue square circle", "a"]  # 2, 3 and 1 real tokens of 3
+
+
+def test_caption_mask_left_pads_and_hides_padded_positions_as_llamagen():
+    model = masked_raster()
+    idx = torch.randint(0, 16, (3, 16), generator=torch.Generator().manual_seed(1))
+    with torch.no_grad(), model.conditioned(PROMPTS2) as ids:
+        cond, keep = model.condition(ids)
+        assert keep.tolist() == [[False, True, True], [True, True, True], [False, False, True]]  # left-padded
+        got = model(idx, ids)
+        # the reference: the official mask over the left-aligned prefix, through the unmasked trunk
+        x = torch.cat([cond, model.tok_embeddings(idx[:, :15])], 1)
+        want = model.trunk(x, mask=official_mask(keep, x.shape[1]))[:, 2:]
+        assert torch.allclose(got, want, atol=1e-5)
+        # the caption's real tokens moved to the end, in order: "a red" sits where "blue square" would
+        alone = model.text(ids).tokens_BLC
+        assert torch.allclose(cond[0, 1:], alone[0, :2], atol=1e-6) and torch.allclose(cond[2, 2], alone[2, 0])
+        # what the padding holds changes nothing
+        model.text.encoder.emb.weight[0].normal_()
+        assert torch.allclose(model(idx, ids), got, atol=1e-5)
+    unmasked = masked_raster(caption_mask=False)
+    with torch.no_grad(), unmasked.conditioned(PROMPTS2) as ids:
+        assert unmasked.condition(ids)[1] is None
+        assert not torch.allclose(unmasked(idx, ids)[0], got[0], atol=1e-3)  # the mask does change the output
+
+
+def test_caption_mask_reaches_the_kv_cached_decode_and_masks_the_null_caption_as_its_twin():
+    """Prefill + decode steps equal the teacher-forced forward on a guided batch [cond; uncond]: the mask
+    of the prefix reaches every cached step, and a null row is masked as its conditional twin (LlamaGen's
+    generate() gives the uncond half the cond half's emb_masks)."""
+    model = masked_raster()
+    c = model.config
+    idx = torch.randint(0, 16, (3, 16), generator=torch.Generator().manual_seed(2))
+    with torch.no_grad(), model.conditioned(PROMPTS2) as ids:
+        labels = torch.cat([ids, torch.full_like(ids, MAX_PROMPTS)])
+        keep = model.condition(labels)[1]
+        assert torch.equal(keep[3:], keep[:3])  # the twins' masks
+        assert model.condition(labels[3:])[1].all()  # a null row with no twin: the whole null caption
+        x2 = torch.cat([idx, idx])
+        full = model(x2, labels)
+        caches = model.new_caches(6)
+        steps = [model(x2[:, :0], labels, caches=caches)[:, -1]]
+        for i in range(1, c.seq_len):
+            steps.append(model.decode_step(x2[:, i - 1:i], torch.tensor([c.cls_token_num + i - 1]), caches)[:, -1])
+    assert torch.allclose(torch.stack(steps, 1), full, atol=1e-5)
+
+
+def test_guided_and_speculative_sampling_of_a_caption_masked_model():
+    """Greedy decoding with CFG: the KV-cached sampler equals an uncached argmax loop, and SJD (whose rows
+    leave the caches as they finish) equals the sampler, token for token."""
+    from argen.sampling import sampler_for
+    from argen.sampling.guidance import guide
+
+    model = masked_raster()
+    with torch.no_grad(), model.conditioned(PROMPTS2) as ids:
+        got = sample(model, None, ids, RasterSamplerConfig(cfg=1.5, top_k=1), torch.Generator())
+        labels = torch.cat([ids, torch.full_like(ids, MAX_PROMPTS)])
+        seq = torch.zeros(3, 0, dtype=torch.long)
+        for _ in range(16):
+            logits = guide(model(torch.cat([seq, seq]), labels)[:, -1], 1.5)
+            seq = torch.cat([seq, logits.argmax(-1, keepdim=True)], 1)
+        assert torch.equal(got.flatten(1), seq)
+        sjd = sampler_for("raster", "sjd")
+        assert torch.equal(sjd.sample(model, None, ids, sjd.config_class(cfg=1.5, top_k=1), torch.Generator()), got)
+
+
+def test_dropped_captions_keep_their_mask_in_training():
+    """LlamaGen's caption dropout swaps in uncond_embedding but keeps the caption's attention mask."""
+    model = masked_raster(label_drop=0.5).train()
+    with model.conditioned(PROMPTS2) as ids:
+        null = torch.full_like(ids, MAX_PROMPTS)
+        assert torch.equal(model.condition(null, mask_ids_B=ids)[1], model.condition(ids)[1])
+        loss, _ = model.loss({"idx_BN": torch.zeros(3, 16, dtype=torch.long)}, ids)
+    loss.backward()
+    assert model.text.null_tokens_LD.grad is not None and torch.isfinite(loss)
+
+
+def test_caption_mask_needs_a_text_model():
+    from argen.errors import ConfigError
+
+    with pytest.raises(ConfigError, match="caption_mask .* needs a text model") as e:
+        tiny_raster_config(caption_mask=True)
+    assert "\n" not in str(e.value)

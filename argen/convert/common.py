@@ -109,7 +109,7 @@ class Official:
     ignore: tuple[str, ...] = ()         # official buffers argen derives itself or does not keep
     allow: tuple[type, ...] = ()         # the non-tensor classes the file may hold
     fuse_qkv: bool = False               # concatenate separate ``q``/``k``/``v`` 1x1 convs into ``qkv``
-    fresh: tuple[tuple[str, float], ...] = ()  # argen-only buffers and the value they start from
+    fresh: tuple[tuple[str, float], ...] = ()  # argen-only tensors (those the model has) and their value
 
 
 def fuse_qkv(sd: dict[str, torch.Tensor], source: Path | str) -> dict[str, torch.Tensor]:
@@ -142,7 +142,8 @@ def load_official(path: str | Path, spec: Official) -> tuple[torch.nn.Module, st
         mapped = fuse_qkv(mapped, path)
     own = model.state_dict()
     for name, value in spec.fresh:
-        mapped[name] = torch.full(own[name].shape, value, dtype=own[name].dtype)
+        if name in own:  # one spec may serve several presets (LlamaGen: class- and text-conditional GPTs)
+            mapped[name] = torch.full(own[name].shape, value, dtype=own[name].dtype)
     load_strict(model, mapped, path)
     tensors.finish()
     return model, preset, where

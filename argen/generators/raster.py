@@ -6,6 +6,9 @@ order. With N = h * w image tokens and ``cls_token_num`` condition positions::
     input:   [ class token(s) | image tokens 0 .. N-2 ]       L = cls_token_num + N - 1
     predict:          token 0 | tokens 1 .. N-1               from the last class position on
 
+A text model puts the projected caption tokens in the condition positions instead (LlamaGen T2I);
+with ``caption_mask`` they are laid out and masked as the official T2I code does (``RasterAR.condition``).
+
 Architecture and parameter names follow the official code (FoundationVision/LlamaGen
 ``autoregressive/models/gpt.py``) so that its checkpoints load by a key map alone:
 RMSNorm, fused ``wqkv`` (optional grouped-query heads), SwiGLU ``w1/w2/w3``, no biases,
@@ -25,8 +28,9 @@ import torch.nn.functional as F
 from torch import nn
 
 from argen.config import Config, check
+from argen.errors import ArgenError
 from argen.generators.base import Generator
-from argen.generators.conditions import text_conditioner
+from argen.generators.conditions import MAX_PROMPTS, text_conditioner
 from argen.nn import shard
 from argen.nn.kv_cache import StaticKVCache
 from argen.nn.layers import DropPath
@@ -35,7 +39,8 @@ from argen.registry import register_model
 
 @dataclass(frozen=True)
 class RasterConfig(Config):
-    ADDED: ClassVar[dict[str, Any]] = {"text": None}  # configs saved before text conditioning: classes
+    # configs saved before text conditioning: classes; before caption masks: every caption position attended to
+    ADDED: ClassVar[dict[str, Any]] = {"text": None, "caption_mask": False}
     RENAMED: ClassVar[dict[str, str]] = {"dim": "width", "n_layer": "depth", "n_head": "heads", "n_kv_head": "kv_heads",
                "class_dropout_prob": "label_drop"}
 
@@ -52,6 +57,7 @@ class RasterConfig(Config):
     norm_eps: float = 1e-5
     cls_token_num: int = 1                  # condition positions in front of the image tokens
     text: dict | None = None                # text encoder config (argen.text): captions instead of classes
+    caption_mask: bool = False              # LlamaGen T2I captions: left-padded, padding masked (RasterAR.condition)
     label_drop: float = 0.1                 # label dropout for classifier-free guidance (training only)
     token_dropout_p: float = 0.1
     resid_dropout_p: float = 0.1
@@ -76,6 +82,8 @@ class RasterConfig(Config):
         for name in ("label_drop", "token_dropout_p", "resid_dropout_p", "ffn_dropout_p", "drop_path_rate"):
             check(0.0 <= getattr(self, name) < 1.0, f"{name} must be in [0, 1), got {getattr(self, name)}")
         check(self.initializer_range >= 0, f"initializer_range must be >= 0, got {self.initializer_range}")
+        check(self.text is not None or not self.caption_mask,
+              "caption_mask masks caption positions: it needs a text model (text), not a class-conditional one")
 
     @property
     def head_dim(self) -> int:
@@ -210,6 +218,28 @@ class ClassEmbedder(nn.Module):
         return self.embedding_table(labels_B)
 
 
+class CaptionKVCache(StaticKVCache):
+    """A ``StaticKVCache`` that also keeps which of its positions may be attended to at all: ``keep_BS``
+    is False at the padded caption positions of each row. The prefill writes it; the decode steps after it
+    feed image tokens only, so this is how the caption's mask reaches them. It follows ``keep_rows``."""
+
+    def __init__(self, batch: int, heads: int, max_len: int, head_dim: int,
+                 dtype: torch.dtype = torch.float32, device: torch.device | str | None = None):
+        super().__init__(batch, heads, max_len, head_dim, dtype, device)
+        self.register_buffer("keep_BS", torch.ones(batch, max_len, dtype=torch.bool, device=device), persistent=False)
+
+    def keep_rows(self, rows: torch.Tensor | slice) -> None:
+        super().keep_rows(rows)
+        self.keep_BS = self.keep_BS[rows]
+
+
+def left_aligned(x_BLC: torch.Tensor, mask_BL: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+    """Each row's real tokens moved to the end, in their order, the padding before them (LlamaGen's left
+    padding; a left-padded row is unchanged): ``x`` and ``mask`` (True = real) rearranged alike."""
+    order_BL = torch.sort(mask_BL.to(torch.uint8), dim=1, stable=True).indices
+    return x_BLC.gather(1, order_BL[..., None].expand_as(x_BLC)), mask_BL.gather(1, order_BL)
+
+
 # ---- the model ---------------------------------------------------------------------------------------
 
 @register_model
@@ -228,6 +258,8 @@ class RasterAR(Generator):
         # at every prefix position).
         self.text = text_conditioner(c.text, c.width, c.cls_token_num)
         self.cls_embedding = ClassEmbedder(c.num_classes, c.width) if self.text is None else None
+        if c.caption_mask and type(self).forward is not RasterAR.forward:  # e.g. NAR: its own order and masks
+            raise ArgenError(f"caption_mask: {type(self).__name__} does not mask captions; only the raster model does")
         self.tok_dropout = shard.Dropout(c.token_dropout_p)
         dpr = [c.drop_path_rate * i / max(c.depth - 1, 1) for i in range(c.depth)]
         self.layers = nn.ModuleList(TransformerBlock(c, dpr[i]) for i in range(c.depth))
@@ -258,12 +290,38 @@ class RasterAR(Generator):
     def cond_tokens(self, labels_B: torch.Tensor) -> torch.Tensor:
         """(B,) condition ids (num_classes = null) -> (B, cls_token_num, C): the class vector at every condition
         position, or the projected caption tokens of a text model."""
-        if self.text is not None:
-            return self.text(labels_B).tokens_BLC
-        return self.cls_embedding(labels_B).unsqueeze(1).expand(-1, self.config.cls_token_num, -1)
+        return self.condition(labels_B)[0]
+
+    def condition(self, labels_B: torch.Tensor,
+                  mask_ids_B: torch.Tensor | None = None) -> tuple[torch.Tensor, torch.Tensor | None]:
+        """(B,) condition ids -> the prefix (B, cls_token_num, C) and which of its positions may be attended to
+        (B, cls_token_num), or None where every one may (classes, and text models without ``caption_mask``).
+
+        With ``caption_mask`` the caption is laid out and masked as LlamaGen's T2I code trains and samples it
+        (``dataset/t2i.py``, ``sample_t2i.py``, ``generate(emb_masks=...)``): its real tokens are moved to the
+        end, so that the last condition position, which predicts image token 0, holds one; padded positions
+        are not attended to; and the null caption (``uncond_embedding``, not rearranged) is masked as the
+        caption it stands in for. In training that is the caption label dropout replaced (``mask_ids_B``: the
+        ids before dropout); in a guided batch ``[cond; uncond]`` (``argen.sampling.guidance.with_null``),
+        the conditional row of its half; a null row with neither is attended to in full."""
+        if self.text is None:
+            return self.cls_embedding(labels_B).unsqueeze(1).expand(-1, self.config.cls_token_num, -1), None
+        caption = self.text(labels_B)
+        if not self.config.caption_mask:
+            return caption.tokens_BLC, None
+        tokens_BLC, keep_BL = left_aligned(caption.tokens_BLC, caption.mask_BL)  # a null row stays as it is
+        if mask_ids_B is not None:
+            source_BL = self.text(mask_ids_B).mask_BL
+            keep_BL = left_aligned(source_BL[..., None], source_BL)[1]
+        elif len(labels_B) % 2 == 0:
+            h, null_B = len(labels_B) // 2, labels_B == MAX_PROMPTS
+            twin_h = null_B[h:] & ~null_B[:h]  # null rows of the second half whose first-half row is a prompt
+            keep_BL = torch.cat([keep_BL[:h], torch.where(twin_h[:, None], keep_BL[:h], keep_BL[h:])])
+        return tokens_BLC, keep_BL
 
     def trunk(self, x_BLC: torch.Tensor, input_pos: torch.Tensor | None = None,
-              caches: list[StaticKVCache] | None = None, mask: torch.Tensor | None = None) -> torch.Tensor:
+              caches: list[StaticKVCache] | None = None, mask: torch.Tensor | None = None,
+              keep_BL: torch.Tensor | None = None) -> torch.Tensor:
         """Transformer on inputs at sequence positions ``input_pos`` (default 0..L-1): float32 logits (B, L, V).
 
         Without caches and mask, attention is plainly causal over x itself. With caches, K/V are
@@ -272,11 +330,16 @@ class RasterAR(Generator):
         (L,) for the whole batch or (B, L), a position per row (speculative decoding, where rows
         advance at their own pace); then a cache longer than ``max_len`` and an explicit ``mask``
         (B, 1, L, cache length) let a row's window run past the last position, whose outputs the
-        caller discards (they reuse the last position's rotation)."""
-        return self.output(self.features(x_BLC, input_pos, caches, mask)).float()
+        caller discards (they reuse the last position's rotation).
+
+        With ``caption_mask``, keys at padded caption positions are hidden besides: those of ``keep_BL``
+        (B, cls_token_num) for a forward from position 0 without caches, those the prefill wrote to the
+        caches (``CaptionKVCache``) otherwise."""
+        return self.output(self.features(x_BLC, input_pos, caches, mask, keep_BL)).float()
 
     def features(self, x_BLC: torch.Tensor, input_pos: torch.Tensor | None = None,
-                 caches: list[StaticKVCache] | None = None, mask: torch.Tensor | None = None) -> torch.Tensor:
+                 caches: list[StaticKVCache] | None = None, mask: torch.Tensor | None = None,
+                 keep_BL: torch.Tensor | None = None) -> torch.Tensor:
         """``trunk`` before the output head: the normalised last hidden states (B, L, C)."""
         L = x_BLC.shape[1]
         if input_pos is None:
@@ -285,27 +348,52 @@ class RasterAR(Generator):
             freqs = self.freqs_cis[input_pos.clamp(max=self.freqs_cis.shape[0] - 1)]
         if caches is not None and mask is None:
             mask = self.causal_mask[input_pos].unsqueeze(-3)  # (1, L, max_len) or (B, 1, L, max_len)
+        if self.config.caption_mask:
+            mask = self.caption_attention(mask, L, input_pos, caches, keep_BL)
         x_BLC = self.tok_dropout(x_BLC)
         for i, layer in enumerate(self.layers):
             x_BLC = layer(x_BLC, freqs, mask, input_pos, caches[i] if caches is not None else None)
         return self.norm(x_BLC)
 
+    def caption_attention(self, mask: torch.Tensor | None, L: int, input_pos: torch.Tensor | None,
+                          caches: list[StaticKVCache] | None, keep_BL: torch.Tensor | None) -> torch.Tensor | None:
+        """``mask`` (None: causal) less the keys at padded caption positions, each query still seeing itself:
+        LlamaGen's ``eye``, without which a padded position's row of the softmax would be empty (NaN).
+        Boolean, (B, 1, L, keys); static shapes on the decode path (the cache's mask is read whole)."""
+        if caches is not None:
+            keep_BS = caches[0].keep_BS
+            own = input_pos[..., None] == torch.arange(keep_BS.shape[1], device=keep_BS.device)  # (L, S) / (B, L, S)
+            return mask & (keep_BS[:, None, None, :] | own.unsqueeze(-3))
+        if keep_BL is None:  # no caption given (features called on its own): nothing to hide
+            return mask
+        keep_BL = F.pad(keep_BL, (0, L - keep_BL.shape[1]), value=True)  # image positions are always real
+        own = torch.eye(L, dtype=torch.bool, device=keep_BL.device)
+        return (self.causal_mask[:L, :L] if mask is None else mask) & (keep_BL[:, None, None, :] | own)
+
     def forward(self, idx_BN: torch.Tensor, labels_B: torch.Tensor, input_pos: torch.Tensor | None = None,
-                caches: list[StaticKVCache] | None = None, mask: torch.Tensor | None = None) -> torch.Tensor:
+                caches: list[StaticKVCache] | None = None, mask: torch.Tensor | None = None,
+                mask_ids_B: torch.Tensor | None = None) -> torch.Tensor:
         """Teacher-forced logits: ``logits[:, i]`` predicts image token i from the label and ``idx_BN[:, :i]``.
 
         ``idx_BN`` may be any prefix (B, n) of the raster sequence; the result is (B, min(n + 1, N), V):
         a full sequence gives all N logits (its last token is not read: nothing follows it), a
         shorter one also gives the logits of the next token. With ``caches`` the condition and the
         n tokens are written to the cache (a prefill of class + known prefix, ``input_pos`` defaults to
-        0..cls_token_num + n - 1) and decoding continues with ``decode_step``."""
+        0..cls_token_num + n - 1) and decoding continues with ``decode_step``. ``mask_ids_B``: see
+        ``condition`` (training passes the ids before label dropout)."""
         c = self.config
         n = min(idx_BN.shape[1], c.seq_len - 1)
-        x_BLC = torch.cat([self.cond_tokens(labels_B), self.tok_embeddings(idx_BN[:, :n])], 1)
+        cond_BLC, keep_BL = self.condition(labels_B, mask_ids_B)
+        x_BLC = torch.cat([cond_BLC, self.tok_embeddings(idx_BN[:, :n])], 1)
         if caches is not None and input_pos is None:
             input_pos = torch.arange(x_BLC.shape[1], device=x_BLC.device)
+        if caches is not None and keep_BL is not None:  # for every later decode step, which sees no caption
+            if not all(isinstance(cache, CaptionKVCache) for cache in caches):
+                raise ArgenError("caches: a caption-masked model decodes with the caches of its own new_caches()")
+            for cache in caches:
+                cache.keep_BS[:, : c.cls_token_num] = keep_BL
         # Position cls_token_num - 1 (the last condition position) predicts image token 0.
-        return self.trunk(x_BLC, input_pos, caches, mask)[:, c.cls_token_num - 1:]
+        return self.trunk(x_BLC, input_pos, caches, mask, keep_BL)[:, c.cls_token_num - 1:]
 
     def decode_step(self, x_BL: torch.Tensor, input_pos: torch.Tensor, caches: list[StaticKVCache],
                     mask: torch.Tensor | None = None) -> torch.Tensor:
@@ -318,10 +406,12 @@ class RasterAR(Generator):
 
     def new_caches(self, batch: int, dtype: torch.dtype | None = None, device=None,
                    length: int | None = None) -> list[StaticKVCache]:
-        """One preallocated (batch, kv_heads, length, head_dim) K/V cache per layer (length: max_len)."""
+        """One preallocated (batch, kv_heads, length, head_dim) K/V cache per layer (length: max_len); with
+        ``caption_mask`` each also keeps which positions are padded caption positions (``CaptionKVCache``)."""
         c, w = self.config, self.output.weight
-        return [StaticKVCache(batch, c.num_kv_heads, length or c.max_len, c.head_dim, dtype or w.dtype,
-                              device or w.device) for _ in range(c.depth)]
+        kind = CaptionKVCache if c.caption_mask else StaticKVCache
+        return [kind(batch, c.num_kv_heads, length or c.max_len, c.head_dim, dtype or w.dtype, device or w.device)
+                for _ in range(c.depth)]
 
     # ---- training ----------------------------------------------------------------------------------
     @staticmethod
@@ -331,9 +421,11 @@ class RasterAR(Generator):
 
     def loss(self, tokens: dict[str, torch.Tensor], labels_B: torch.Tensor) -> tuple[torch.Tensor, dict[str, float]]:
         """Cross-entropy over all N image tokens; labels drop to the null class while training (for CFG)."""
-        labels_B = self.drop_labels(labels_B)
         idx_BN = tokens["idx_BN"]
-        logits_BNV = self(idx_BN, labels_B)
+        if self.config.caption_mask:  # a dropped caption keeps its mask (see ``condition``)
+            logits_BNV = self(idx_BN, self.drop_labels(labels_B), mask_ids_B=labels_B)
+        else:
+            logits_BNV = self(idx_BN, self.drop_labels(labels_B))
         loss = F.cross_entropy(logits_BNV.flatten(0, 1), idx_BN.flatten())
         with torch.no_grad():
             acc = (logits_BNV.argmax(-1) == idx_BN).float().mean()

@@ -1,4 +1,5 @@
-"""Raster (LlamaGen) presets: tiny ones for digits and Fashion-MNIST, and the official ImageNet GPT-B .. 3B."""
+"""Raster (LlamaGen) presets: tiny ones for digits, Fashion-MNIST and shapes, the official ImageNet GPT-B .. 3B
+and the official text-to-image GPT-XL."""
 
 from __future__ import annotations
 
@@ -45,6 +46,22 @@ for _size, _scale in (("B", 2.0), ("L", 2.0), ("XL", 1.75), ("XXL", 1.75), ("3B"
     preset(f"llamagen-gpt-{_size.lower()}", "generator", data="imagenet", sampler=dict(cfg=_scale - 1.0),
              description=f"official LlamaGen GPT-{_size} (ImageNet 256 px, 16x16 tokens of VQ-16)")(
         lambda s=_size: llamagen_config(s))
+
+
+# The official text-to-image GPT-XL at 256 px (t2i_XL_stage1_256.pt, LAION-COCO) for converted checkpoints:
+# 120 caption positions reading FLAN-T5-XL features (2048-d) that argen does not compute: they come from a
+# features file the user makes (argen.text.precomputed, ``model.text.encoder.use_file``), so the preset
+# names none. Captions left-padded and masked as the official code does (caption_mask). Sampler: the official
+# sample_t2i.py defaults, scale s = 7.5 (argen's w = s - 1) and top-k 1000; tokenizer: VQ-16 (vq_ds16_t2i.pt).
+LLAMAGEN_T2I_TEXT = {"kind": "precomputed", "path": "", "dim": 2048, "max_tokens": 120}
+
+
+@preset("llamagen-t2i-xl", "generator", data="laion-coco", sampler=dict(cfg=6.5, top_k=1000),
+        description="official LlamaGen text-to-image GPT-XL (256 px, 16x16 tokens of VQ-16, 120 FLAN-T5-XL "
+                    "caption tokens read from a features file)")
+def llamagen_t2i_xl() -> RasterConfig:
+    return llamagen_config("XL", num_classes=MAX_PROMPTS, cls_token_num=LLAMAGEN_T2I_TEXT["max_tokens"],
+                           text=LLAMAGEN_T2I_TEXT, caption_mask=True)
 
 
 @preset("raster-shapes", "generator", data="shapes", train=SHAPES_TRAIN, sampler=dict(cfg=2.0),

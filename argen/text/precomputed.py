@@ -12,6 +12,11 @@ time): the encoder never runs during training or sampling. The file is a safeten
 has no features, which is a one-line error. Pooled = the mean of the real tokens. Rows are read from
 the file when asked for (memory-mapped), so a file larger than memory works; the config keeps the
 path, not the features, so a generator checkpoint stays small and needs the file beside it.
+
+A config with ``dim`` and ``max_tokens`` but no ``path`` builds an encoder without a file (a converted
+LlamaGen T2I model, whose T5 features come from whatever file its user makes): it is given one later
+with ``use_file(path)`` (or a ``path`` in the checkpoint's config), and asking it for features before
+that is a one-line error.
 """
 
 from __future__ import annotations
@@ -87,14 +92,16 @@ def _captions(path: Path, n: int) -> list[str]:
 
 @dataclass(frozen=True)
 class PrecomputedTextConfig(Config):
-    path: str = ""        # the features file
+    path: str = ""        # the features file; "" = given later (``use_file``), then dim and max_tokens are needed
     dim: int = 0          # D of the features; 0 = read from the file
     max_tokens: int = 0   # L of the features; 0 = read from the file
 
     def __post_init__(self):
         super().__post_init__()
-        check(bool(self.path), "path: give the caption features file (.safetensors with 'features' and 'mask')")
         check(self.dim >= 0 and self.max_tokens >= 0, "dim and max_tokens must be >= 0 (0 = read from the file)")
+        check(bool(self.path) or (self.dim > 0 and self.max_tokens > 0),
+              "path: give the caption features file (.safetensors with 'features' and 'mask'), or dim and "
+              "max_tokens for an encoder whose file is given later")
 
 
 @register_text_encoder("precomputed")
@@ -120,9 +127,21 @@ class PrecomputedTextEncoder(nn.Module):
     def max_tokens(self) -> int:
         return self.config.max_tokens
 
+    def use_file(self, path: str | Path) -> None:
+        """Read features from ``path`` from now on (its features must be ``max_tokens`` x ``dim``)."""
+        (_, L, D), _ = _header(Path(path))
+        if (L, D) != (self.max_tokens, self.dim):
+            raise DataError(f"{path} holds features of {L} tokens x {D}; this model was built for "
+                            f"{self.max_tokens} x {self.dim}")
+        self.config, self._rows = self.config.replace(path=str(path)), None
+
     @property
     def rows(self) -> dict[str, int]:
         """Caption -> its row in the file (the first, where a caption repeats)."""
+        if not self.config.path:
+            raise ArgenError(f"no caption features file: this model reads its captions as precomputed features "
+                             f"({self.max_tokens} x {self.dim} each); give the file with "
+                             f"`model.text.encoder.use_file(path)` or as \"path\" in the \"text\" of its config.json")
         if self._rows is None:
             path = Path(self.config.path)
             (N, L, D), _ = _header(path)
