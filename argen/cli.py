@@ -469,7 +469,13 @@ def cmd_convert(args) -> int:
         print(f"{k}: {v}")
     print(f"wrote {args.out} in {time.time() - t0:.1f} s")
     if (Path(args.out) / "tokenizer").is_dir():
-        print(f"sample with: argen sample --checkpoint {args.out} --labels 207,360,387 --out samples.png")
+        import argen.checkpoint as ckpt
+
+        if ckpt.read_record(args.out).config.get("text"):  # a text model: T5 features from the user's file
+            print(f"sample with: argen sample --checkpoint {args.out} --prompt CAPTION --out samples.png, after "
+                  "setting the text path in its config.json to a features file of your captions")
+        else:
+            print(f"sample with: argen sample --checkpoint {args.out} --labels 207,360,387 --out samples.png")
     return 0
 
 

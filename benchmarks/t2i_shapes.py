@@ -25,7 +25,6 @@ import json
 import time
 from pathlib import Path
 
-import numpy as np
 import torch
 
 from argen.data.shapes import CATEGORIES, prompts, render, scenes

@@ -9,6 +9,7 @@ import os
 
 import pytest
 import torch
+from helpers import TINY_TEXT_GEN, TINY_TEXT_TOK
 
 THREADS = 1 if os.environ.get("PYTEST_XDIST_WORKER") else 2
 torch.set_num_threads(THREADS)
@@ -28,8 +29,6 @@ def one_thread():
     torch.set_num_threads(1)
 
 
-TINY_TEXT_TOK = ["--set", "ch=8", "--set", "z_channels=8", "--set", "groups=4", "--set", "codebook_size=16"]
-TINY_TEXT_GEN = ["--set", "depth=1", "--set", "width=32", "--set", "heads=2"]
 CPU = ["--threads", "1", "--quiet", "--device", "cpu"]
 
 

@@ -122,6 +122,13 @@ def test_interface_shapes_and_masks(kind, tmp_path):
 
 
 @pytest.mark.parametrize("kind", ["builtin", "minilm", "precomputed"])
+def test_each_encoders_example_prompt_is_one_it_can_encode(kind, tmp_path):
+    enc = encoder_of(kind, tmp_path)  # argen bench times a text model with it
+    enc.check_prompts([enc.example])
+    assert enc.encode([enc.example]).mask_BL.any()
+
+
+@pytest.mark.parametrize("kind", ["builtin", "minilm", "precomputed"])
 def test_a_prompt_alone_equals_it_in_a_batch(kind, tmp_path):
     """Padding to the batch's longest prompt changes nothing of a short one."""
     enc = encoder_of(kind, tmp_path)

@@ -8,7 +8,7 @@ from unittest.mock import patch
 
 import pytest
 import torch
-from helpers import tiny_maskgit_config, tiny_raster, tiny_raster_config
+from helpers import TINY_TEXT_GEN, tiny_maskgit_config, tiny_raster, tiny_raster_config
 from torch import nn
 
 from argen.errors import ArgenError
@@ -185,22 +185,8 @@ def test_captions_reach_the_output_and_train_the_encoder(family):
 
 # ---- end to end: train on shapes captions, sample from prompts ------------------------------------------
 
-TINY_TEXT_TOK = ["--set", "ch=8", "--set", "z_channels=8", "--set", "groups=4", "--set", "codebook_size=16"]
-TINY_TEXT_GEN = ["--set", "depth=1", "--set", "width=32", "--set", "heads=2"]
+# shapes_raster (tests/conftest.py): raster-shapes, tiny, trained 3 steps on the shapes captions through the CLI
 CPU = ["--threads", "1", "--quiet", "--device", "cpu"]
-
-
-@pytest.fixture(scope="module")
-def shapes_raster(tmp_path_factory):
-    """raster-shapes, tiny, trained 3 steps on the shapes captions through the CLI."""
-    from argen.cli import main
-
-    root = tmp_path_factory.mktemp("t2i")
-    assert main(["train", "tokenizer", "--preset", "vq-shapes", "--out", str(root / "tok"), "--steps", "2",
-                 "--batch-size", "8", *TINY_TEXT_TOK, *CPU]) == 0
-    assert main(["train", "generator", "--preset", "raster-shapes", "--tokenizer", str(root / "tok"),
-                 "--out", str(root / "gen"), "--steps", "3", "--batch-size", "8", *TINY_TEXT_GEN, *CPU]) == 0
-    return root
 
 
 def test_text_model_trains_from_captions_and_samples_prompts(shapes_raster, capsys):

@@ -225,10 +225,12 @@ def test_ema_warmup_and_buffers():
 
 
 
-@pytest.mark.parametrize("where", ["between_steps", "inside_forward"])
-def test_resume_after_ctrl_c_is_bit_identical(digits, tmp_path, where):
-    """A real SIGINT finishes the current step, saves, then raises KeyboardInterrupt; resuming from
-    that checkpoint must end exactly like a straight run, wherever in the step the signal lands."""
+@pytest.mark.parametrize("where, sig", [("between_steps", signal.SIGINT), ("inside_forward", signal.SIGINT),
+                                        ("inside_forward", signal.SIGTERM)])
+def test_resume_after_ctrl_c_is_bit_identical(digits, tmp_path, where, sig):
+    """A real SIGINT (Ctrl-C) or SIGTERM (kill, a scheduler) finishes the current step, saves, then raises
+    KeyboardInterrupt; resuming from that checkpoint must end exactly like a straight run, wherever in the
+    step the signal lands."""
     var, obj = build_var_run()
     train(var, digits, var_cfg(6), tmp_path / "straight", objective=obj, quiet=True)
 
@@ -244,7 +246,7 @@ def test_resume_after_ctrl_c_is_bit_identical(digits, tmp_path, where):
         def batch(self, idx):
             calls["batch"] += 1
             if where == "between_steps" and calls["batch"] == 4:
-                os.kill(os.getpid(), signal.SIGINT)
+                os.kill(os.getpid(), sig)
             return digits.batch(idx)
 
     forward = var.forward
@@ -252,7 +254,7 @@ def test_resume_after_ctrl_c_is_bit_identical(digits, tmp_path, where):
     def interrupted_forward(*args, **kwargs):
         calls["forward"] += 1
         if where == "inside_forward" and calls["forward"] == 4:
-            os.kill(os.getpid(), signal.SIGINT)
+            os.kill(os.getpid(), sig)
         return forward(*args, **kwargs)
 
     var.forward = interrupted_forward

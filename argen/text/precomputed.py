@@ -154,6 +154,11 @@ class PrecomputedTextEncoder(nn.Module):
             self._rows = rows
         return self._rows
 
+    @property
+    def example(self) -> str:
+        """A prompt this encoder can represent: the file's first caption (for `argen bench`)."""
+        return next(iter(self.rows))
+
     def check_prompts(self, prompts: Sequence[str], arg: str = "prompt") -> None:
         """A one-line error naming the prompts whose features the file does not hold."""
         rows = self.rows

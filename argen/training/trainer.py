@@ -357,6 +357,8 @@ class _StopFlag:
 @contextlib.contextmanager
 def _stop_at_step_boundary():
     """Ctrl-C finishes the current step, saves, then raises KeyboardInterrupt (a second Ctrl-C stops at once).
+    SIGTERM does the same: it is what `kill`, batch schedulers (SLURM before its SIGKILL) and a session that
+    ends send, and a background run (`nohup ... &`) ignores SIGINT.
 
     Saving mid-step would store half-updated weights or an RNG state already advanced by the
     unfinished step, and the resumed run would no longer match an uninterrupted one."""
@@ -369,13 +371,14 @@ def _stop_at_step_boundary():
         if flag.requested:
             raise KeyboardInterrupt
         flag.requested = True
-        log.warning("interrupt: finishing this step and saving a checkpoint (Ctrl-C again to stop at once)")
+        log.warning("interrupt: finishing this step and saving a checkpoint (once more to stop at once)")
 
-    previous = signal.signal(signal.SIGINT, handler)
+    previous = {sig: signal.signal(sig, handler) for sig in (signal.SIGINT, signal.SIGTERM)}
     try:
         yield flag
     finally:
-        signal.signal(signal.SIGINT, previous)
+        for sig, old in previous.items():
+            signal.signal(sig, old)
 
 
 def _diverged(step: int, what: str, out: Path) -> None:
