@@ -30,6 +30,7 @@ from argen.config import Config, check
 from argen.generators.base import Generator
 from argen.generators.conditions import text_conditioner
 from argen.nn import shard
+from argen.nn.layers import EncoderBlock
 from argen.registry import register_model
 from argen.schedulers.masking import MASK_SCHEDULES, get_schedule
 
@@ -71,40 +72,6 @@ class MaskGITConfig(Config):
         return self.grid[0] * self.grid[1]
 
 
-class Attention(nn.Module):
-    """Multi-head self-attention with no mask: every token sees every other (bidirectional)."""
-
-    def __init__(self, c: MaskGITConfig):
-        super().__init__()
-        self.num_heads, self.head_dim = c.heads, c.width // c.heads
-        self.qkv = nn.Linear(c.width, 3 * c.width)
-        self.proj = nn.Linear(c.width, c.width)
-        self.dropout = c.dropout
-
-    def forward(self, x_BLC: torch.Tensor) -> torch.Tensor:
-        B, L, C = x_BLC.shape
-        q, k, v = self.qkv(x_BLC).view(B, L, 3, self.num_heads, self.head_dim).permute(2, 0, 3, 1, 4).unbind(0)
-        out = shard.attention(q, k, v, dropout_p=self.dropout if self.training else 0.0)
-        return self.proj(out.transpose(1, 2).reshape(B, L, C))  # (B, L, C)
-
-
-class Block(nn.Module):
-    """Pre-norm transformer block: x + attn(ln(x)), then x + mlp(ln(x))."""
-
-    def __init__(self, c: MaskGITConfig):
-        super().__init__()
-        hidden = round(c.width * c.mlp_ratio)
-        self.ln1 = nn.LayerNorm(c.width, eps=c.norm_eps)
-        self.attn = Attention(c)
-        self.ln2 = nn.LayerNorm(c.width, eps=c.norm_eps)
-        self.mlp = nn.Sequential(nn.Linear(c.width, hidden), nn.GELU(approximate="tanh"), nn.Linear(hidden, c.width))
-        self.drop = shard.Dropout(c.dropout)
-
-    def forward(self, x_BLC: torch.Tensor) -> torch.Tensor:
-        x_BLC = x_BLC + self.drop(self.attn(self.ln1(x_BLC)))
-        return x_BLC + self.drop(self.mlp(self.ln2(x_BLC)))
-
-
 @register_model
 class MaskGIT(Generator):
     config_class = MaskGITConfig
@@ -124,7 +91,7 @@ class MaskGIT(Generator):
         self.prefix = 1 if self.text is None else self.text.max_tokens
         self.pos_emb = nn.Parameter(torch.zeros(1, self.prefix + c.num_tokens, c.width))
         self.drop = shard.Dropout(c.dropout)
-        self.blocks = nn.ModuleList(Block(c) for _ in range(c.depth))
+        self.blocks = nn.ModuleList(EncoderBlock(c.width, c.heads, c.mlp_ratio, c.norm_eps, c.dropout) for _ in range(c.depth))
         self.ln_f = nn.LayerNorm(c.width, eps=c.norm_eps)
         self.head = nn.Linear(c.width, c.vocab_size)               # never predicts the mask id
         self.reset_parameters()

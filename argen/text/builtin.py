@@ -26,6 +26,7 @@ from torch import nn
 from argen.config import Config, check
 from argen.errors import ArgenError, ConfigError
 from argen.nn import shard
+from argen.nn.layers import EncoderBlock
 from argen.text.base import TextEmbeddings, masked_mean, padded, prompt_list, quoted, register_text_encoder
 
 _WORD = re.compile(r"[^\W_]+")  # letters and digits of any script; everything else separates words
@@ -81,40 +82,6 @@ class BuiltinTextConfig(Config):
         return cls(**{"vocab": vocab_from_captions(captions), "max_tokens": max(longest, 1), **overrides})
 
 
-class Attention(nn.Module):
-    """Bidirectional multi-head self-attention; padded positions are masked as keys."""
-
-    def __init__(self, c: BuiltinTextConfig):
-        super().__init__()
-        self.heads, self.head_dim = c.heads, c.width // c.heads
-        self.qkv = nn.Linear(c.width, 3 * c.width)
-        self.proj = nn.Linear(c.width, c.width)
-        self.dropout = c.dropout
-
-    def forward(self, x_BLC: torch.Tensor, keys_B11L: torch.Tensor) -> torch.Tensor:
-        B, L, C = x_BLC.shape
-        q, k, v = self.qkv(x_BLC).view(B, L, 3, self.heads, self.head_dim).permute(2, 0, 3, 1, 4).unbind(0)
-        out = shard.attention(q, k, v, attn_mask=keys_B11L, dropout_p=self.dropout if self.training else 0.0)
-        return self.proj(out.transpose(1, 2).reshape(B, L, C))
-
-
-class Block(nn.Module):
-    """Pre-norm transformer block: x + attn(ln(x)), then x + mlp(ln(x))."""
-
-    def __init__(self, c: BuiltinTextConfig):
-        super().__init__()
-        hidden = round(c.width * c.mlp_ratio)
-        self.ln1 = nn.LayerNorm(c.width, eps=c.norm_eps)
-        self.attn = Attention(c)
-        self.ln2 = nn.LayerNorm(c.width, eps=c.norm_eps)
-        self.mlp = nn.Sequential(nn.Linear(c.width, hidden), nn.GELU(approximate="tanh"), nn.Linear(hidden, c.width))
-        self.drop = shard.Dropout(c.dropout)
-
-    def forward(self, x_BLC: torch.Tensor, keys_B11L: torch.Tensor) -> torch.Tensor:
-        x_BLC = x_BLC + self.drop(self.attn(self.ln1(x_BLC), keys_B11L))
-        return x_BLC + self.drop(self.mlp(self.ln2(x_BLC)))
-
-
 @register_text_encoder("builtin")
 class BuiltinTextEncoder(nn.Module):
     """Words -> (B, max_tokens, width) features, trained with whatever uses them."""
@@ -128,7 +95,7 @@ class BuiltinTextEncoder(nn.Module):
         self.word_emb = nn.Embedding(len(c.vocab) + 1, c.width, padding_idx=0)
         self.pos_emb = nn.Parameter(torch.zeros(c.max_tokens, c.width))
         self.drop = shard.Dropout(c.dropout)
-        self.blocks = nn.ModuleList(Block(c) for _ in range(c.depth))
+        self.blocks = nn.ModuleList(EncoderBlock(c.width, c.heads, c.mlp_ratio, c.norm_eps, c.dropout) for _ in range(c.depth))
         self.ln_f = nn.LayerNorm(c.width, eps=c.norm_eps)
         self.reset_parameters()
 
