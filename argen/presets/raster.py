@@ -68,9 +68,15 @@ def llamagen_t2i_xl() -> RasterConfig:
         description="text-to-image raster AR (LlamaGen T2I: caption tokens as the prefix) for shapes scenes on "
                     "vq-shapes (grid 8x8), built-in caption encoder: dim 128, 6 layers")
 def raster_shapes() -> RasterConfig:
+    # zero_rope_at_cond=False: LlamaGen's RoPE table zeroes q and k at the caption positions, so every image
+    # token gives every caption word the same attention logit and reads a plain mean of them; with keys left
+    # unrotated it can attend to "red" for one object and "white" for the other. Measured at step 2,500 of
+    # longer runs (200 validation prompts, w = 1): 0.512 overall, colour attribution 0.12, against 0.468 and
+    # 0.03 with the official table (docs/text-to-image.md).
     return RasterConfig(vocab_size=128, grid=(8, 8), num_classes=MAX_PROMPTS, width=128, depth=6, heads=4,
                         multiple_of=32, cls_token_num=SHAPES_TEXT["max_tokens"], text=SHAPES_TEXT,
-                        token_dropout_p=0.0, resid_dropout_p=0.0, ffn_dropout_p=0.0, label_drop=0.1)
+                        token_dropout_p=0.0, resid_dropout_p=0.0, ffn_dropout_p=0.0, label_drop=0.1,
+                        zero_rope_at_cond=False)
 
 
 # The same model reading the caption with MiniLM (frozen; pip install 'argen[text]'): 16 word pieces
