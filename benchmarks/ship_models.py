@@ -26,8 +26,9 @@ from argen.pretrained import MODELS_DIR, export
 LIMIT_MB = 30.0
 
 
-def judge(path: str, per_class: int = 20, seed: int = 0) -> dict:
+def judge(path: str, sampler: dict, per_class: int = 20, seed: int = 0) -> dict:
     pipe = Pipeline.from_pretrained(path)
+    pipe.settings = pipe.settings.replace(**sampler)
     if pipe.text_conditioned:  # a shapes text model: ShapesEval of 200 test and 200 held-out prompts
         t0 = time.time()
         metrics, _, _ = shapes_eval_checkpoint(pipe, n=200, seed=seed)
@@ -47,15 +48,26 @@ def judge(path: str, per_class: int = 20, seed: int = 0) -> dict:
 def main() -> None:
     p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     p.add_argument("models", nargs="+", help="NAME=CHECKPOINT_DIR pairs")
+    p.add_argument("--sampler", action="append", default=[], metavar="NAME.KEY=VALUE",
+                   help="a shipped model's default sampler setting, e.g. shapes-raster.cfg=1.0 (the weight a sweep "
+                        "chose); judged with it and stored in its meta.sampler")
     p.add_argument("--threads", type=int, default=2)
     args = p.parse_args()
+    samplers: dict[str, dict] = {}
+    for item in args.sampler:
+        target, _, value = item.partition("=")
+        name, _, key = target.partition(".")
+        if not (key and value):
+            p.error(f"--sampler: expected NAME.KEY=VALUE, got {item!r}")
+        samplers.setdefault(name, {})[key] = json.loads(value)
     torch.set_num_threads(args.threads)
     for pair in args.models:
         name, _, path = pair.partition("=")
         if not path:
             p.error(f"expected NAME=CHECKPOINT_DIR, got {pair!r}")
-        scores = judge(path)
-        dst = export(path, name, meta_update={"eval": scores})
+        sampler = {**Pipeline.from_pretrained(path).record.meta.get("sampler", {}), **samplers.get(name, {})}
+        scores = judge(path, sampler)
+        dst = export(path, name, meta_update={"eval": scores, "sampler": sampler})
         size = sum(f.stat().st_size for f in dst.rglob("*") if f.is_file()) / 2**20
         print(f"{name}: {json.dumps(scores)} -> {dst} ({size:.1f} MB)")
     total = sum(f.stat().st_size for f in MODELS_DIR.rglob("*") if f.is_file()) / 2**20

@@ -2,6 +2,7 @@
 
     python benchmarks/t2i_shapes.py                                   # runs/t2i/<family>-shapes
     python benchmarks/t2i_shapes.py --checkpoints runs/t2i/raster-shapes runs/t2i/raster-shapes-minilm
+    python benchmarks/t2i_shapes.py --checkpoints runs/t2i/var-shapes --update       # add one row to the JSON
 
 Per checkpoint:
 
@@ -27,9 +28,10 @@ from pathlib import Path
 
 import torch
 
-from argen.data.shapes import CATEGORIES, prompts, render, scenes
+from argen.data.shapes import CATEGORIES, SPLIT_SIZES, prompts, render, scenes
 from argen.evaluation.bench import bench
 from argen.evaluation.evaluate import sample_feature_metrics, shapes_eval_checkpoint, shapes_metrics
+from argen.evaluation.shapes_eval import detect
 from argen.images import grid_image, to_uint8
 from argen.pipeline import Pipeline
 
@@ -46,6 +48,21 @@ def tokenizer_ceiling(pipe: Pipeline, n: int) -> dict[str, float]:
     with torch.no_grad():
         rec = torch.cat([pipe.tokenizer.decode(pipe.tokenizer.encode(x)) for x in real.split(250)])
     return shapes_metrics(to_uint8(rec), [s.prompt for s in test])
+
+
+def heldout_binding(pipe: Pipeline, cfg: float, n: int = 250) -> dict[str, float]:
+    """Held-out colour prompts ("a blue circle", a pair never seen): how often the image holds the named shape,
+    the named colour, and one object of both: tells "draws the shape in a colour it has seen it in" apart
+    from "cannot draw at all"."""
+    specs = [p for p in prompts("heldout", SPLIT_SIZES["heldout"]) if p.category == "colors"][:n]
+    found = detect(to_uint8(pipe(prompts=[p.caption for p in specs], seed=0, batch_size=250, cfg=cfg)))
+    hits = {"shape": 0, "colour": 0, "both": 0}
+    for spec, objects in zip(specs, found):
+        g = spec.groups[0]
+        hits["shape"] += any(o.shape == g.shape for o in objects)
+        hits["colour"] += any(o.colour == g.colour for o in objects)
+        hits["both"] += any(o.shape == g.shape and o.colour == g.colour for o in objects)
+    return {k: v / len(specs) for k, v in hits.items()}
 
 
 def cfg_sweep(pipe: Pipeline, weights: list[float], n: int) -> list[dict]:
@@ -67,6 +84,8 @@ def main() -> None:
     p.add_argument("--threads", type=int, default=2)
     p.add_argument("--out", default="benchmarks/results/t2i_shapes.json")
     p.add_argument("--grid", default=None, help="also write the best model's samples of GRID_PROMPTS here")
+    p.add_argument("--update", action="store_true",
+                   help="keep the rows of other checkpoints already in --out (measure one new model, print all)")
     args = p.parse_args()
     torch.set_num_threads(args.threads)
     checkpoints = args.checkpoints or [f"runs/t2i/{f}" for f in FAMILIES if Path(f"runs/t2i/{f}").is_dir()]
@@ -84,16 +103,20 @@ def main() -> None:
         t0 = time.time()
         metrics, images, _ = shapes_eval_checkpoint(pipe, n=args.n, seed=0, cfg=best)
         fd = sample_feature_metrics(images[: args.n], "shapes")["FD-shapes"]  # the test prompts' images
+        binding = heldout_binding(pipe, best)
         speed = bench(pipe, batch_sizes=(64,), repeats=2, cfg=best)[0]
         rows.append({"checkpoint": ckpt, "name": name, "family": pipe.generator.family, "text_encoder": text["kind"],
                      "params": sum(t.numel() for t in pipe.generator.parameters()), "cfg": best, "sweep": sweep,
-                     "tokenizer_ceiling": ceiling, "fd_shapes": fd, **{k: v for k, v in metrics.items() if k.startswith("shapes_eval")},
+                     "tokenizer_ceiling": ceiling, "fd_shapes": fd, "heldout_binding": binding, **{k: v for k, v in metrics.items() if k.startswith("shapes_eval")},
                      "passes_per_image": speed["forward_calls"], "s_per_image_64": speed["s_per_image"],
                      "train_steps": meta.get("step"), "train_batch": meta.get("train_config", {}).get("batch_size"),
                      "train_seconds": meta.get("eval", {}).get("train_seconds"), "eval_seconds": time.time() - t0})
         print(f"    test {metrics['shapes_eval_overall']:.3f}, held-out {metrics['shapes_eval_heldout_overall']:.3f} "
               f"(cfg {best}); tokenizer ceiling {ceiling['shapes_eval_overall']:.3f}", flush=True)
 
+    if args.update and Path(args.out).is_file():
+        new = {r["checkpoint"] for r in rows}
+        rows = [r for r in json.loads(Path(args.out).read_text()) if r["checkpoint"] not in new] + rows
     cats = list(CATEGORIES)
     print(f"\n| model | encoder | cfg | test overall | {' | '.join(cats)} | held-out overall | tokenizer ceiling "
           "| FD-shapes | passes/img | s/img @64 |")
@@ -103,11 +126,18 @@ def main() -> None:
         print(f"| {r['name']} | {r['text_encoder']} | {r['cfg']:g} | **{r['shapes_eval_overall']:.3f}** | {per} | "
               f"{r['shapes_eval_heldout_overall']:.3f} | {r['tokenizer_ceiling']['shapes_eval_overall']:.3f} | "
               f"{r['fd_shapes']:.2f} | {r['passes_per_image']} | {r['s_per_image_64']:.4f} |")
+    print("\nHeld-out colour prompts (250, e.g. \"a blue circle\"): the named shape / colour / both present\n")
+    print("| model | shape | colour | both |\n|---|---|---|---|")
+    for r in rows:
+        b = r.get("heldout_binding")
+        if b:
+            print(f"| {r['name']} | {b['shape']:.2f} | {b['colour']:.2f} | {b['both']:.2f} |")
     print(f"\nCFG sweep (validation ShapesEval overall, {args.sweep_n} prompts):\n")
     print("| model | " + " | ".join(f"w={w:g}" for w in weights) + " |")
     print("|---|" + "---|" * len(weights))
     for r in rows:
-        print(f"| {r['name']} | " + " | ".join(f"{s['shapes_eval_overall']:.3f}" for s in r["sweep"]) + " |")
+        by_w = {s["cfg"]: f"{s['shapes_eval_overall']:.3f}" for s in r["sweep"]}  # rows kept by --update may differ
+        print(f"| {r['name']} | " + " | ".join(by_w.get(w, "-") for w in weights) + " |")
     Path(args.out).parent.mkdir(parents=True, exist_ok=True)
     Path(args.out).write_text(json.dumps(rows, indent=1))
     if args.grid and rows:
