@@ -154,18 +154,27 @@ class Models:
             return self._pipes[name, sampler]
 
 
+def _text_model(path: Path) -> bool:
+    return bool((ckpt.read_config(path).get("config") or {}).get("text"))
+
+
 def model_paths(model: str | None = None, checkpoint: str | None = None) -> dict[str, Path]:
-    """Every shipped model, after the one named by ``--model`` or ``--checkpoint`` (listed first)."""
-    paths = {name: model_path(name) for name in list_models()}
+    """Every shipped class-conditional model, after the one named by ``--model`` or ``--checkpoint`` (listed
+    first). Text-to-image models are not served yet: the app and its API take class ids, not prompts."""
+    paths = {name: model_path(name) for name in list_models() if not _text_model(model_path(name))}
+    chosen: dict[str, Path] = {}
     if model is not None:
-        paths = {model: model_path(model), **paths}
+        chosen = {model: model_path(model)}
     if checkpoint is not None:
         path = Path(checkpoint)
         if not path.is_dir():
             raise ArgenError(f"--checkpoint {checkpoint}: no such folder")
-        name = path.resolve().name if path.resolve().name not in paths else str(path)
-        paths = {name: path, **paths}
-    return paths
+        chosen = {path.resolve().name if path.resolve().name not in paths else str(path): path}
+    for name, path in chosen.items():
+        if _text_model(path):
+            raise ArgenError(f"{name} is a text-to-image model; argen serve takes class-conditional models only "
+                             "for now (sample it with argen sample --prompt)")
+    return {**chosen, **paths}
 
 
 # ---- requests ------------------------------------------------------------------------------------------

@@ -19,8 +19,7 @@ from pathlib import Path
 
 import pytest
 
-from argen.pretrained import list_models, model_path
-from argen.serve import Models, make_server
+from argen.serve import Models, make_server, model_paths
 
 CHROMIUM = os.environ.get("ARGEN_CHROMIUM") or next(
     (p for p in map(shutil.which, ("chromium", "chromium-browser", "google-chrome")) if p), None)
@@ -158,7 +157,7 @@ class Browser:
 
 @pytest.fixture(scope="module")
 def server():
-    srv = make_server(Models({m: model_path(m) for m in list_models()}), "127.0.0.1", 0)
+    srv = make_server(Models(model_paths()), "127.0.0.1", 0)  # what `argen serve` offers
     thread = threading.Thread(target=srv.serve_forever, daemon=True)
     thread.start()
     try:

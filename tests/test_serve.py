@@ -24,7 +24,7 @@ from argen.errors import ArgenError
 from argen.images import load_image, load_mask, to_uint8
 from argen.pipeline import Pipeline
 from argen.pretrained import model_path
-from argen.serve import BATCH, COMMON_KNOBS, MAX_BODY, MAX_IMAGES, Models, make_server
+from argen.serve import BATCH, COMMON_KNOBS, MAX_BODY, MAX_IMAGES, Models, make_server, model_paths
 
 MODEL = "digits-var"
 EDIT_MODEL = "fmnist-raster"  # single-scale tokens: kept cells show as kept pixels (VAR's coarse scales do not)
@@ -200,6 +200,12 @@ def test_the_common_knobs_are_the_cli_flags():
     from argen.cli import SAMPLER_FLAGS
 
     assert tuple(COMMON_KNOBS) == SAMPLER_FLAGS
+
+
+def test_text_models_are_not_served_yet():
+    assert "shapes-raster" not in model_paths() and MODEL in model_paths()
+    with pytest.raises(ArgenError, match="shapes-raster is a text-to-image model; argen serve takes class-"):
+        model_paths(model="shapes-raster")
 
 
 def test_a_taken_port_is_one_line():
