@@ -52,15 +52,20 @@ def cmd_info(args) -> int:
         for name in list_models():
             cfg = ckpt.read_config(model_path(name))
             meta = cfg.get("meta") or {}
+            scores = meta.get("eval") or {}
             rows.append({"name": name, "preset": cfg.get("preset"), "data": meta.get("data"),
                          "steps": meta.get("step"), "train_seconds": meta.get("train_seconds"),
-                         "class_accuracy": (meta.get("eval") or {}).get("class_accuracy")})
+                         **{k: scores[k] for k in ("class_accuracy", "shapes_eval", "shapes_eval_heldout")
+                            if k in scores}})
         if args.json:
             print(json.dumps(rows, indent=2))
         for r in rows if not args.json else []:
-            acc = f"{r['class_accuracy']:.1%}" if r["class_accuracy"] is not None else "?"
-            print(f"{r['name']:<16} {r['preset'] or '?':<16} {r['data'] or '?':<14} {r['steps']} steps, "
-                  f"{r['train_seconds']} s, class accuracy {acc}")
+            if "shapes_eval" in r:  # a text model, judged by ShapesEval
+                score = f"ShapesEval {r['shapes_eval']:.3f} (held-out {r.get('shapes_eval_heldout', float('nan')):.3f})"
+            else:
+                score = f"class accuracy {r['class_accuracy']:.1%}" if "class_accuracy" in r else "class accuracy ?"
+            print(f"{r['name']:<16} {r['preset'] or '?':<20} {r['data'] or '?':<14} {r['steps']} steps, "
+                  f"{r['train_seconds']} s, {score}")
         return 0
     if args.presets or args.checkpoint is None:
         rows = [{"name": n, "kind": get_preset(n).kind, "data": get_preset(n).data,
