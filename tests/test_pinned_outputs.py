@@ -27,7 +27,13 @@ PINS = [  # (model, sampler overrides, sha256[:16] of the float32 samples, of th
      'fe277f5bce633201'),
     ('fmnist-nar', {}, 'c2d0f083f681fc49', '50071ba5e252548e'),
     ('fmnist-nar', {'top_k': 20, 'cfg_schedule': 'linear'}, '94fb29a51ac51502', '6403e70713b319f3'),
+    ('shapes-raster', {}, 'd12c8f78125df0d8', '6745c9c48699cba9'),  # a text model: PROMPTS, EDIT_PROMPTS
+    ('shapes-raster', {'top_k': 20, 'top_p': 0.8, 'cfg_interval': (0.2, 0.7)}, 'c63843c42d418eab', '07bd91dc51a464c7'),
 ]
+
+
+PROMPTS = ("a red circle", "two green triangles", "a square above a circle", "a blue circle")  # text models
+EDIT_PROMPTS = ("a big white square", "a red circle and a green square")
 
 
 def _hash(t: torch.Tensor) -> str:
@@ -37,8 +43,9 @@ def _hash(t: torch.Tensor) -> str:
 @pytest.mark.parametrize("name,overrides,want_samples,want_edits", PINS)
 def test_shipped_models_give_the_pinned_images(name, overrides, want_samples, want_edits, one_thread):
     pipe = Pipeline.from_pretrained(name)
-    images = pipe([0, 3, 7, 9], seed=1, **overrides)
+    text = pipe.text_conditioned
+    images = pipe(prompts=PROMPTS, seed=1, **overrides) if text else pipe([0, 3, 7, 9], seed=1, **overrides)
     mask = torch.zeros(1, 1, *images.shape[-2:])
     mask[..., images.shape[-2] // 2:, :] = 1  # regenerate the lower half
-    edits = pipe.edit(images[:1], mask, [5, 2], seed=2, **overrides)
+    edits = pipe.edit(images[:1], mask, EDIT_PROMPTS if text else [5, 2], seed=2, **overrides)
     assert (_hash(images), _hash(edits)) == (want_samples, want_edits)

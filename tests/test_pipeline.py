@@ -61,7 +61,8 @@ def test_bf16_precision_samples_under_autocast_for_every_family(name):
     linear = next(m for m in pipe.generator.modules() if isinstance(m, torch.nn.Linear))
     hook = linear.register_forward_hook(lambda m, i, o: seen.append(o.dtype))
     try:
-        images = pipe([0, 1], seed=0, ar_steps=2) if pipe.generator.family == "mar" else pipe([0, 1], seed=0)
+        conditions = {"prompts": ["a red circle", "two blue squares"]} if pipe.text_conditioned else {"labels": [0, 1]}
+        images = pipe(seed=0, **conditions, **({"ar_steps": 2} if pipe.generator.family == "mar" else {}))
     finally:
         hook.remove()
     assert seen and set(seen) == {torch.bfloat16}  # the generator's matmuls ran in bf16

@@ -17,7 +17,8 @@ SHIPPED = list_models()
 
 
 def test_the_promised_models_ship_and_stay_small():
-    assert {"fmnist-var", "fmnist-raster", "fmnist-maskgit", "fmnist-mar", "fmnist-nar", "digits-var"} <= set(SHIPPED)
+    assert {"fmnist-var", "fmnist-raster", "fmnist-maskgit", "fmnist-mar", "fmnist-nar", "digits-var",
+            "shapes-raster"} <= set(SHIPPED)
     total = sum(f.stat().st_size for name in SHIPPED for f in model_path(name).rglob("*") if f.is_file())
     assert total <= 30 * 2**20
 
@@ -27,12 +28,21 @@ def test_each_shipped_model_samples_by_name_and_records_its_training(name, tmp_p
     pipe = Pipeline.from_pretrained(name)
     meta = pipe.record.meta
     assert meta["command"].split()[:2] in (["argen", "train"], ["argen", "demo"]) and meta["step"] > 0 and meta["train_seconds"] > 0
+    out = tmp_path / "x.npz"
+    family_args = ["--ar-steps", "4"] if pipe.generator.family == "mar" else ["--cfg", "1.0"]
+    common = ["--seed", "0", "--out", str(out), "--quiet", "--device", "cpu", *family_args]
+    if pipe.text_conditioned:  # a shapes model: judged by ShapesEval, sampled from prompts
+        assert 0 < meta["eval"]["shapes_eval"] <= 1 and 0 <= meta["eval"]["shapes_eval_heldout"] <= 1
+        prompts = ["a red circle to the left of a blue square", "two green triangles"]
+        assert main(["sample", "--model", name, "--prompt", prompts[0], "--prompt", prompts[1], "--per-prompt", "2",
+                     *common]) == 0
+        with np.load(out) as z:
+            assert z["images"].shape[0] == 4 and z["prompts"].tolist() == prompts  # image i: prompts[labels[i]]
+            assert z["labels"].tolist() == [0, 0, 1, 1]
+        return
     assert 0 < meta["eval"]["class_accuracy"] <= 1
     assert pipe.generator.config.num_classes == 10
-    out = tmp_path / "x.npz"
-    assert main(["sample", "--model", name, "--labels", "0,1", "--per-label", "2", "--seed", "0", "--out", str(out),
-                 "--quiet", "--device", "cpu", "--ar-steps" if pipe.generator.family == "mar" else "--cfg",
-                 "4" if pipe.generator.family == "mar" else "1.0"]) == 0
+    assert main(["sample", "--model", name, "--labels", "0,1", "--per-label", "2", *common]) == 0
     with np.load(out) as z:
         assert z["images"].shape[0] == 4 and z["labels"].tolist() == [0, 0, 1, 1]
 

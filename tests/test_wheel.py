@@ -55,9 +55,12 @@ def test_the_wheel_holds_and_samples_every_shipped_model(installed):
     assert all(name in r.stdout for name in models)
     # one process samples them all (one torch import instead of five)
     script = ("import sys, argen, argen.cli\n"
+              "from argen.pipeline import Pipeline\n"
               "print(argen.__file__)\n"
               "for name in sys.argv[1:]:\n"
-              "    assert argen.cli.main(['sample', '--model', name, '--labels', '0', '--per-label', '1', '--out', name,\n"
+              "    text = Pipeline.from_pretrained(name).text_conditioned\n"
+              "    condition = ['--prompt', 'a red circle'] if text else ['--labels', '0']\n"
+              "    assert argen.cli.main(['sample', '--model', name, *condition, '--per-label', '1', '--out', name,\n"
               "                           '--device', 'cpu', '--threads', '1', '--quiet']) == 0, name\n")
     r = run(installed, "-c", script, *models)
     assert r.returncode == 0, r.stderr[-3000:]
