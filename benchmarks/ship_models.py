@@ -34,7 +34,7 @@ def judge(path: str, sampler: dict, per_class: int = 20, seed: int = 0) -> dict:
         metrics, _, _ = shapes_eval_checkpoint(pipe, n=200, seed=seed)
         return {"shapes_eval": round(metrics["shapes_eval_overall"], 4),
                 "shapes_eval_heldout": round(metrics["shapes_eval_heldout_overall"], 4),
-                "judged_on": f"200 test + 200 held-out prompts, seed {seed}, preset sampler",
+                "judged_on": f"200 test + 200 held-out prompts, seed {seed}, its default sampler",
                 "sampling_seconds": round(time.time() - t0, 2)}
     data = pipe.record.meta.get("data", "digits")
     labels = [c for c in range(pipe.num_classes) for _ in range(per_class)]
