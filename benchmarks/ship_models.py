@@ -26,9 +26,8 @@ from argen.pretrained import MODELS_DIR, export
 LIMIT_MB = 30.0
 
 
-def judge(path: str, sampler: dict, per_class: int = 20, seed: int = 0) -> dict:
-    pipe = Pipeline.from_pretrained(path)
-    pipe.settings = pipe.settings.replace(**sampler)
+def judge(pipe: Pipeline, per_class: int = 20, seed: int = 0) -> dict:
+    """The figure a shipped model records, sampled with its default sampler settings (``pipe.settings``)."""
     if pipe.text_conditioned:  # a shapes text model: ShapesEval of 200 test and 200 held-out prompts
         t0 = time.time()
         metrics, _, _ = shapes_eval_checkpoint(pipe, n=200, seed=seed)
@@ -42,7 +41,7 @@ def judge(path: str, sampler: dict, per_class: int = 20, seed: int = 0) -> dict:
     images = pipe(labels, seed=seed)
     acc = class_accuracy(to_uint8(images), labels, dataset=data)
     return {"class_accuracy": round(acc["class_accuracy"], 4), "judge_test_accuracy": acc["classifier_test_accuracy"],
-            "judged_on": f"{len(labels)} samples, seed {seed}, preset sampler", "sampling_seconds": round(time.time() - t0, 2)}
+            "judged_on": f"{len(labels)} samples, seed {seed}, its default sampler", "sampling_seconds": round(time.time() - t0, 2)}
 
 
 def main() -> None:
@@ -59,15 +58,19 @@ def main() -> None:
         name, _, key = target.partition(".")
         if not (key and value):
             p.error(f"--sampler: expected NAME.KEY=VALUE, got {item!r}")
-        samplers.setdefault(name, {})[key] = json.loads(value)
+        try:  # numbers, booleans, lists as JSON; anything else (a solver name) as the string itself
+            samplers.setdefault(name, {})[key] = json.loads(value)
+        except json.JSONDecodeError:
+            samplers.setdefault(name, {})[key] = value
     torch.set_num_threads(args.threads)
     for pair in args.models:
         name, _, path = pair.partition("=")
         if not path:
             p.error(f"expected NAME=CHECKPOINT_DIR, got {pair!r}")
-        sampler = {**Pipeline.from_pretrained(path).record.meta.get("sampler", {}), **samplers.get(name, {})}
-        scores = judge(path, sampler)
-        dst = export(path, name, meta_update={"eval": scores, "sampler": sampler})
+        pipe = Pipeline.from_pretrained(path)
+        pipe.settings = pipe.settings.replace(**samplers.get(name, {}))
+        scores = judge(pipe)
+        dst = export(path, name, meta_update={"eval": scores, "sampler": pipe.settings.to_dict()})
         size = sum(f.stat().st_size for f in dst.rglob("*") if f.is_file()) / 2**20
         print(f"{name}: {json.dumps(scores)} -> {dst} ({size:.1f} MB)")
     total = sum(f.stat().st_size for f in MODELS_DIR.rglob("*") if f.is_file()) / 2**20
