@@ -219,6 +219,11 @@ def test_cli_codes_errors_are_one_line(ws, tmp_path, capsys):
         "encode-size-mismatch": (["encode", "--tokenizer", str(ws["msvq"]), "--data", "folder", "--data-path",
                                   str(ws["data"]), "--image-size", "16", "--out", str(tmp_path / "c2"), *CPU],
                                  ("16x16", "tokenizer")),
+        "encode-scenes-not-shapes": (["encode", "--tokenizer", str(ws["msvq"]), "--data", "digits", "--scenes", "9",
+                                      "--out", str(tmp_path / "c4"), *CPU], ("--scenes", "shapes", "digits")),
+        "encode-bad-scenes": (["encode", "--tokenizer", str(ws["msvq"]), "--data", "shapes", "--scenes", "0",
+                               "--out", str(tmp_path / "c5")], ("--scenes",)),
+        "codes-and-scenes": ([*gen, "--codes", str(codes), "--scenes", "9"], ("--codes", "--scenes")),
         "encode-bad-image-size": (["encode", "--tokenizer", str(ws["msvq"]), "--data", "digits", "--image-size",
                                    "0", "--out", str(tmp_path / "c3")], ("--image-size",)),
     }
@@ -230,7 +235,7 @@ def test_cli_codes_errors_are_one_line(ws, tmp_path, capsys):
         lines = capsys.readouterr().err.strip().splitlines()
         assert code == 2 and len(lines) == 1, f"{name}: exit code {code}, stderr {lines}"
         assert all(w in lines[0] for w in words), f"{name}: {lines[0]!r}"
-    assert not (tmp_path / "g").exists() and not (tmp_path / "c2").exists()
+    assert not any((tmp_path / d).exists() for d in ("g", "c2", "c4", "c5"))
 
 
 # ---- the official presets on a class folder at 256 px -------------------------------------------------

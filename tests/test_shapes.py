@@ -94,20 +94,22 @@ def test_scenes_are_pure_renders_of_separate_objects():
         assert n == len(scene.objects), scene
 
 
+def _assert_no_heldout_composition(scene: Scene) -> None:
+    assert not {(o.colour, o.shape) for o in scene.objects} & set(HELDOUT_PAIRS), scene
+    for a, relation, b in HELDOUT_RELATIONS:
+        for oa in (o for o in scene.objects if o.shape == a):
+            for ob in (o for o in scene.objects if o.shape == b):
+                offset = shapes._offset(np.array([oa.x, oa.y]), np.array([ob.x, ob.y]), relation)
+                assert offset <= -shapes.HELDOUT_SEPARATION, scene
+    p = scene.prompt  # captions too (the prompt is what the caption says: tested below)
+    assert not {(g.colour, g.shape) for g in p.groups} & set(HELDOUT_PAIRS)
+    assert p.relation is None or not shapes._is_heldout_relation(p.groups[0].shape, p.relation, p.groups[1].shape)
+
+
 def test_held_out_compositions_never_in_train_validation_test():
     for split in ("train", "validation", "test"):
         for scene in shapes.scenes(split):
-            assert not {(o.colour, o.shape) for o in scene.objects} & set(HELDOUT_PAIRS), scene
-            for a, relation, b in HELDOUT_RELATIONS:
-                for oa in (o for o in scene.objects if o.shape == a):
-                    for ob in (o for o in scene.objects if o.shape == b):
-                        offset = shapes._offset(np.array([oa.x, oa.y]), np.array([ob.x, ob.y]), relation)
-                        assert offset <= -shapes.HELDOUT_SEPARATION, scene
-            p = scene.prompt  # captions too (the prompt is what the caption says: tested below)
-            assert not {(g.colour, g.shape) for g in p.groups} & set(HELDOUT_PAIRS)
-            assert p.relation is None or not shapes._is_heldout_relation(
-                p.groups[0].shape, p.relation, p.groups[1].shape
-            )
+            _assert_no_heldout_composition(scene)
     # What the checker reads off the train images agrees: no held-out pair, no held-out relation.
     for objects in detect(shapes.render(shapes.scenes("train", 2000))):
         assert not {(o.colour, o.shape) for o in objects} & set(HELDOUT_PAIRS)
@@ -123,6 +125,19 @@ def test_held_out_compositions_never_in_train_validation_test():
         )
         assert named_pair or named_relation, p
     assert {p.category for p in shapes.prompts("heldout")} == {"colors", "counting", "position", "color_attr"}
+
+
+def test_scenes_extend_a_split_by_its_own_rules():
+    more = load_dataset("shapes", "validation", scenes=1300)  # 300 past the fixed 1000
+    fixed = load_dataset("shapes", "validation")
+    assert len(more) == 1300 and torch.equal(more.images[:1000], fixed.images)
+    assert more.captions[:1000] == fixed.captions and len(set(more.captions[1000:]) - set(fixed.captions)) > 50
+    fewer = load_dataset("shapes", "validation", scenes=7)
+    assert len(fewer) == 7 and torch.equal(fewer.images, fixed.images[:7])
+    for scene in shapes.scenes("validation", 1300)[1000:]:  # held-out compositions stay out of the new ones too
+        _assert_no_heldout_composition(scene)
+    with pytest.raises(DataError, match="--scenes: only the shapes data set.*digits"):
+        load_dataset("digits", "train", scenes=10)
 
 
 def test_captions_say_what_the_specs_say():

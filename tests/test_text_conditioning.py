@@ -232,6 +232,11 @@ def test_text_preset_needs_captioned_data(tmp_path, capsys):
                  str(tmp_path / "tok"), "--out", str(tmp_path / "gen"), "--steps", "1", *TINY_TEXT_GEN, *CPU])
     err = capsys.readouterr().err.strip()
     assert code == 2 and "no captions" in err and len(err.splitlines()) == 1
+    code = main(["train", "generator", "--preset", "raster-shapes", "--data", "digits", "--scenes", "50", "--tokenizer",
+                 str(tmp_path / "tok"), "--out", str(tmp_path / "gen"), "--steps", "1", *TINY_TEXT_GEN, *CPU])
+    err = capsys.readouterr().err.strip()
+    assert code == 2 and "--scenes: only the shapes data set" in err and len(err.splitlines()) == 1
+    assert not (tmp_path / "gen").exists()
 
 
 def test_shapes_presets_know_every_word_of_the_shapes_captions():

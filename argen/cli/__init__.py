@@ -23,7 +23,7 @@ from argen.cli.common import (  # noqa: F401  (SAMPLER_FLAGS, _setup: for tests 
 )
 from argen.cli.models import cmd_completion, cmd_convert, cmd_demo, cmd_info, cmd_push, cmd_serve
 from argen.cli.sampling import cmd_bench, cmd_edit, cmd_eval, cmd_sample
-from argen.cli.train import TRAIN_FIELDS, _train_args, cmd_encode, cmd_export, cmd_train  # noqa: F401
+from argen.cli.train import SCENES_HELP, TRAIN_FIELDS, _train_args, cmd_encode, cmd_export, cmd_train  # noqa: F401
 from argen.errors import ArgenError
 
 log = logging.getLogger("argen")
@@ -91,6 +91,8 @@ def build_parser(knobs: bool = False) -> argparse.ArgumentParser:
                          "tokenizer's size for folder data, else the data set's own)")
     en.add_argument("--split", choices=["train", "test", "all"], default="train",
                     help="which split (default train: the images `argen train` trains on)")
+    en.add_argument("--scenes", type=flags.positive("--scenes"), default=None, metavar="N",
+                    help=SCENES_HELP)
     en.add_argument("--out", required=True, metavar="CODES", help="codes folder to write")
     en.add_argument("--batch-size", type=flags.positive("--batch-size"), default=64,
                     help="images per encoder pass (default 64)")

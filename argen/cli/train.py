@@ -12,6 +12,9 @@ from argen import flags
 from argen.cli.common import _common, _setup
 from argen.errors import ArgenError
 
+SCENES_HELP = ("shapes data only: the train split holds the first N scenes of its stream (default: its 20,000; "
+               "more draw new scenes by the same rules, held-out compositions still kept out)")
+
 log = logging.getLogger("argen")
 
 
@@ -41,6 +44,7 @@ def _train_args(p: argparse.ArgumentParser, kind: str) -> None:
     p.add_argument("--image-size", type=flags.positive("--image-size", 4096), default=None, metavar="N",
                    help="load images at N x N (folder data: centre crop as ADM/LlamaGen/MAR, and random mirror "
                         "flips while training; default 32, or a generator's tokenizer's size)")
+    p.add_argument("--scenes", type=flags.positive("--scenes"), default=None, metavar="N", help=SCENES_HELP)
     p.add_argument("--out", required=True, help="checkpoint folder to write")
     p.add_argument("--steps", type=flags.positive("--steps"), default=None, help="optimizer steps (default: preset)")
     p.add_argument("--batch-size", type=flags.positive("--batch-size"), default=None,
@@ -120,9 +124,9 @@ def cmd_train(args) -> int:
     if args.kind == "generator" and codes is None and args.tokenizer is None:
         raise ArgenError("train generator: give --tokenizer DIR (a tokenizer checkpoint folder) or --codes CODES "
                          "(a codes folder made by `argen encode`)")
-    if codes is not None and (args.data or args.data_path or args.image_size):
-        raise ArgenError(f"--codes {codes}: the codes name their data and image size; leave out --data, --data-path "
-                         "and --image-size")
+    if codes is not None and (args.data or args.data_path or args.image_size or args.scenes):
+        raise ArgenError(f"--codes {codes}: the codes name their data and image size; leave out --data, --data-path, "
+                         "--image-size and --scenes")
     from argen.training.run import train_preset
 
     try:
@@ -131,7 +135,7 @@ def cmd_train(args) -> int:
                              model_overrides=dict(args.set), device=device, resume=args.resume,
                              overwrite=args.overwrite, quiet=args.quiet,
                              command=shlex.join(["argen", *args.argv]), tensorboard=args.tensorboard,
-                             image_size=args.image_size, codes=codes)
+                             image_size=args.image_size, scenes=args.scenes, codes=codes)
     finally:
         dist.shutdown()
     if dist.is_main() and not args.quiet:
@@ -146,7 +150,7 @@ def cmd_encode(args) -> int:
 
     device = _setup(args)
     index = encode_codes(args.tokenizer, args.data, args.out, data_path=args.data_path, image_size=args.image_size,
-                         split=args.split, batch_size=args.batch_size, shard_size=args.shard_size, device=device,
+                         split=args.split, scenes=args.scenes, batch_size=args.batch_size, shard_size=args.shard_size, device=device,
                          overwrite=args.overwrite, quiet=args.quiet)
     if not args.quiet:
         print(json.dumps({k: index[k] for k in ("data", "split", "count", "image_size", "kind", "code_shape",

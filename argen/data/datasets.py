@@ -189,15 +189,21 @@ def load_dataset(
     split: str = "train",
     path: str | os.PathLike[str] | None = None,
     image_size: int | None = None,
+    scenes: int | None = None,
 ) -> ImageDataset | FolderDataset:
-    """Load data set ``name`` (one of ``DATASETS``), split ``split`` (one of ``SPLITS``)."""
+    """Load data set ``name`` (one of ``DATASETS``), split ``split`` (one of ``SPLITS``).
+
+    ``scenes``: ``shapes`` only, how many scenes the split holds (default: its fixed size; more are drawn
+    by the same rules, see :func:`argen.data.shapes.load_shapes`)."""
     key = str(name).strip().lower().replace("_", "-")
     if key not in DATASETS:
         raise DataError(f"unknown data set {name!r}; choose one of: {', '.join(DATASETS)}")
+    if scenes is not None and key != "shapes":
+        raise DataError(f"--scenes: only the shapes data set draws its scenes; {key} has a fixed size")
     if key == "shapes":  # procedural captioned scenes with their own splits: argen/data/shapes.py
         from argen.data.shapes import load_shapes
 
-        images, labels, classes, captions = load_shapes(split, image_size)
+        images, labels, classes, captions = load_shapes(split, image_size, scenes)
         return ImageDataset(name=key, images=images, labels=labels, classes=classes, captions=captions)
     if split not in SPLITS:
         raise DataError(f"unknown split {split!r}; choose one of: {', '.join(SPLITS)}")

@@ -34,11 +34,13 @@ def train_preset(kind: str, preset_name: str, out: str | Path, *, data: str | No
                  train_overrides: dict | None = None, model_overrides: dict | None = None,
                  device: str | torch.device = "cpu", resume: bool = False, overwrite: bool = False,
                  quiet: bool = False, command: str | None = None, tensorboard: bool = False,
-                 image_size: int | None = None, codes: str | Path | None = None) -> dict:
+                 image_size: int | None = None, scenes: int | None = None,
+                 codes: str | Path | None = None) -> dict:
     """Train preset ``preset_name`` of ``kind`` into ``out``; returns (and saves) its metrics.
 
     ``image_size``: the side images are loaded at (default: the data set's own; for ``folder`` data,
-    32 px, or a generator's tokenizer's size). ``codes``: a generator trains from this codes folder
+    32 px, or a generator's tokenizer's size). ``scenes``: shapes only, the train split's size (see
+    ``load_dataset``). ``codes``: a generator trains from this codes folder
     (``argen encode``) instead of images; its tokenizer is the codes' copy, or ``tokenizer_dir`` if
     that is the same tokenizer.
 
@@ -76,7 +78,7 @@ def train_preset(kind: str, preset_name: str, out: str | Path, *, data: str | No
     else:
         if image_size is None and kind == "generator" and data == "folder":
             image_size = _tokenizer_image_size(tokenizer_dir)  # photos load at the size their tokenizer takes
-        train_set = load_dataset(data, "train", data_path, image_size)
+        train_set = load_dataset(data, "train", data_path, image_size, scenes)
         # The held-out split is evaluated after training (tokenizers, classifiers; not generators): a missing
         # or broken one must fail now, not then.
         test_set = load_dataset(data, "test", data_path, image_size) if kind != "generator" else None
