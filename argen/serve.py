@@ -12,14 +12,17 @@ API (JSON in and out; every error is a 4xx or 5xx with ``{"error": "one line"}``
 ``GET /``
     The page.
 ``GET /api/models``
-    ``[{name, family, num_classes, classes, image_size, channels, editing, default_sampler,
-    samplers: [{name, default, doc, knobs: [{name, type, default, help}]}]}]``
+    ``[{name, family, text, num_classes, classes, image_size, channels, editing, default_sampler,
+    samplers: [{name, default, doc, knobs: [{name, type, default, help}]}]}]``; ``text``: the model
+    takes prompts (its ``num_classes`` is 0 and ``classes`` empty).
 ``POST /api/sample``
     ``{model, labels: [int, ...] | label: int + n: int, seed: 0, sampler: null, settings: {knob: value},
     nrow: null}`` -> ``{id, png (base64 grid), samples (base64 PNG per image), files: {png, npz},
-    seconds, labels, nrow, meta}``. At most ``MAX_IMAGES`` images per request. The images are
-    ``Pipeline(...)(labels, seed=seed, batch_size=BATCH, **settings)``, the same as
-    ``argen sample ... --batch-size 4`` (the batch size changes the random draws).
+    seconds, labels, prompts, nrow, meta}``. A text model takes ``prompts: [str, ...]`` or ``prompt: str``
+    + ``n`` instead of labels; its result's ``labels`` index its distinct ``prompts`` (as in the ``.npz``
+    of ``argen sample --prompt``); a class model's ``prompts`` is null. At most ``MAX_IMAGES`` images per
+    request. The images are ``Pipeline(...)(labels or prompts, seed=seed, batch_size=BATCH, **settings)``,
+    the same as ``argen sample ... --batch-size 4`` (the batch size changes the random draws).
 ``POST /api/edit``
     As ``/api/sample`` plus ``image`` and ``mask`` (base64 image files, ``data:`` URLs accepted;
     mask: white = regenerate), resized to the model's image size: ``Pipeline.edit``.
@@ -30,7 +33,7 @@ API (JSON in and out; every error is a 4xx or 5xx with ``{"error": "one line"}``
     ``{id, done, total, finished, result, error}``: ``done`` counts images finished; ``result`` is
     what ``/api/sample`` returns, once ``finished``.
 ``GET /api/files/<id>.png``, ``GET /api/files/<id>.npz``
-    A result's grid, or its ``.npz`` as ``argen sample`` writes it (images, labels, meta). The last
+    A result's grid, or its ``.npz`` as ``argen sample`` writes it (images, labels, meta; prompts). The last
     ``KEEP_RESULTS`` results are kept.
 
 See docs/serve.md for curl examples.
@@ -122,10 +125,11 @@ def describe(name: str, path: Path) -> dict:
         samplers.append({"name": smp.name, "default": smp.name == default, "doc": doc[0] if doc else "",
                          "knobs": knob_list})
     c = model.config
-    classes = record.meta.get("classes") or []
-    return {"name": name, "family": model.family, "num_classes": c.num_classes,
-            "classes": [str(x) for x in classes] if len(classes) == c.num_classes else
-            [str(i) for i in range(c.num_classes)],
+    text = getattr(c, "text", None) is not None
+    classes = [] if text else [str(x) for x in record.meta.get("classes") or []]
+    num_classes = 0 if text else c.num_classes  # a text model's condition ids index prompts, not classes
+    return {"name": name, "family": model.family, "text": text, "num_classes": num_classes,
+            "classes": classes if len(classes) == num_classes else [str(i) for i in range(num_classes)],
             "image_size": tok["image_size"], "channels": tok["image_channels"], "editing": model.editing,
             "default_sampler": default, "samplers": samplers}
 
@@ -154,14 +158,9 @@ class Models:
             return self._pipes[name, sampler]
 
 
-def _text_model(path: Path) -> bool:
-    return bool((ckpt.read_config(path).get("config") or {}).get("text"))
-
-
 def model_paths(model: str | None = None, checkpoint: str | None = None) -> dict[str, Path]:
-    """Every shipped class-conditional model, after the one named by ``--model`` or ``--checkpoint`` (listed
-    first). Text-to-image models are not served yet: the app and its API take class ids, not prompts."""
-    paths = {name: model_path(name) for name in list_models() if not _text_model(model_path(name))}
+    """Every shipped model, after the one named by ``--model`` or ``--checkpoint`` (listed first)."""
+    paths = {name: model_path(name) for name in list_models()}
     chosen: dict[str, Path] = {}
     if model is not None:
         chosen = {model: model_path(model)}
@@ -170,10 +169,6 @@ def model_paths(model: str | None = None, checkpoint: str | None = None) -> dict
         if not path.is_dir():
             raise ArgenError(f"--checkpoint {checkpoint}: no such folder")
         chosen = {path.resolve().name if path.resolve().name not in paths else str(path): path}
-    for name, path in chosen.items():
-        if _text_model(path):
-            raise ArgenError(f"{name} is a text-to-image model; argen serve takes class-conditional models only "
-                             "for now (sample it with argen sample --prompt)")
     return {**chosen, **paths}
 
 
@@ -188,6 +183,9 @@ def _int(body: dict, key: str, lo: int, hi: int, default: int | None = None) -> 
 
 def _labels(body: dict, info: dict) -> list[int]:
     """``labels: [..]`` (one image each), or ``label`` with ``n`` images of it."""
+    if "prompts" in body or "prompt" in body:
+        raise ArgenError(f"{info['name']} is class-conditional: give labels: [class ids] or label: class id, "
+                         "not prompts")
     if "labels" in body:
         labels = body["labels"]
         if not isinstance(labels, list) or not 1 <= len(labels) <= MAX_IMAGES:
@@ -202,6 +200,28 @@ def _labels(body: dict, info: dict) -> list[int]:
             raise ArgenError(f"label {json.dumps(x)} is out of range; {info['name']} has classes "
                              f"0..{info['num_classes'] - 1}")
     return labels
+
+
+def _prompts(body: dict, info: dict) -> tuple[list[int], list[str]]:
+    """A text model's ``prompts: [..]`` (one image each), or ``prompt`` with ``n`` images of it: each
+    image's index into the distinct prompts, and those prompts."""
+    if "labels" in body or "label" in body:
+        raise ArgenError(f"{info['name']} is a text-to-image model: give prompts: [texts] or prompt: text "
+                         "(with n: images), not class ids")
+    if "prompts" in body:
+        prompts = body["prompts"]
+        if not isinstance(prompts, list) or not 1 <= len(prompts) <= MAX_IMAGES:
+            raise ArgenError(f"prompts must be a list of 1..{MAX_IMAGES} texts (at most {MAX_IMAGES} images per "
+                             "request)")
+    elif "prompt" in body:
+        prompts = [body["prompt"]] * _int(body, "n", 1, MAX_IMAGES, 1)
+    else:
+        raise ArgenError("give prompts: [texts] or prompt: text (with n: images)")
+    for x in prompts:
+        if not isinstance(x, str) or not x.strip():
+            raise ArgenError(f"prompt {json.dumps(x)} is not a text; give non-empty strings")
+    distinct = list(dict.fromkeys(prompts))
+    return [distinct.index(x) for x in prompts], distinct
 
 
 def _settings(body: dict, pipe: Pipeline, sampler: dict) -> dict:
@@ -251,12 +271,18 @@ class Request:
     action: str                     # "sample" or "edit"
     model: str
     pipe: Pipeline
-    labels: list[int]
+    labels: list[int]               # class ids; a text model's: each image's index into `prompts`
     seed: int
     settings: dict
     nrow: int
+    prompts: list[str] | None = None  # a text model's distinct prompts
     image: torch.Tensor | None = None
     mask: torch.Tensor | None = None
+
+    @property
+    def conditions(self) -> list[int] | list[str]:
+        """What the pipeline samples: a class id or a prompt per image."""
+        return self.labels if self.prompts is None else [self.prompts[i] for i in self.labels]
 
 
 def parse_request(body, models: Models, action: str) -> Request:
@@ -273,11 +299,13 @@ def parse_request(body, models: Models, action: str) -> Request:
     by_name = {s["name"]: s for s in info["samplers"]}
     if sampler not in by_name:
         raise ArgenError(f"sampler {json.dumps(sampler)} does not sample {name}; it has: {', '.join(by_name)}")
-    labels = _labels(body, info)
+    labels, prompts = _prompts(body, info) if info["text"] else (_labels(body, info), None)
     seed = _int(body, "seed", 0, MAX_SEED, 0)
     nrow = _int(body, "nrow", 1, MAX_IMAGES, min(len(labels), 8))
     pipe = models.pipeline(name, sampler)
-    req = Request(action, name, pipe, labels, seed, _settings(body, pipe, by_name[sampler]), nrow)
+    if prompts is not None:
+        pipe.check_labels(prompts, "prompts")  # words the built-in encoder does not know, in one line
+    req = Request(action, name, pipe, labels, seed, _settings(body, pipe, by_name[sampler]), nrow, prompts)
     if action == "edit":
         if not info["editing"]:
             raise ArgenError(f"{info['family']} models do not support editing")
@@ -368,7 +396,7 @@ class App:
                 if req.action == "sample":
                     images = self._sample(job)
                 else:
-                    images = req.pipe.edit(req.image, req.mask, req.labels, seed=req.seed, **req.settings)
+                    images = req.pipe.edit(req.image, req.mask, req.conditions, seed=req.seed, **req.settings)
                 seconds = time.perf_counter() - t0
             job.result = self._save(job, images, seconds)
             job.done = job.total
@@ -409,7 +437,7 @@ class App:
                 job.done = min(job.total, job.done + inputs[0].shape[0])
             handle = decoder.register_forward_hook(tick)
         try:
-            return req.pipe(req.labels, seed=req.seed, batch_size=BATCH, **req.settings)
+            return req.pipe(req.conditions, seed=req.seed, batch_size=BATCH, **req.settings)
         finally:
             if handle is not None:
                 handle.remove()
@@ -420,11 +448,12 @@ class App:
         meta = {"checkpoint": str(self.models.paths[req.model]), "model": req.model, "action": req.action,
                 "sampler": pipe.sampler.name, "settings": settings.to_dict(), "lossy": is_lossy(settings),
                 "seed": req.seed, "precision": pipe.precision, "batch_size": BATCH if req.action == "sample" else None}
-        _, png = save_samples(images, req.labels, self.dir / job.id, nrow=req.nrow, meta=meta)
+        _, png = save_samples(images, req.labels, self.dir / job.id, nrow=req.nrow, meta=meta, prompts=req.prompts)
         return {"id": job.id, "png": base64.b64encode(png.read_bytes()).decode(),
                 "samples": [_png_b64(u8) for u8 in to_uint8(images)],
                 "files": {"png": f"/api/files/{job.id}.png", "npz": f"/api/files/{job.id}.npz"},
-                "seconds": round(seconds, 3), "labels": req.labels, "nrow": req.nrow, "meta": meta}
+                "seconds": round(seconds, 3), "labels": req.labels, "prompts": req.prompts, "nrow": req.nrow,
+                "meta": meta}
 
 
 # ---- HTTP ----------------------------------------------------------------------------------------------

@@ -27,6 +27,7 @@ pytestmark = pytest.mark.skipif(CHROMIUM is None, reason="no Chromium to drive (
                                                           "ARGEN_CHROMIUM=/path/to/chrome)")
 MODEL = "fmnist-var"
 EDIT_MODEL = "fmnist-maskgit"
+TEXT_MODEL = "shapes-raster"
 WIDTH, HEIGHT = 1180, 760
 
 
@@ -285,6 +286,40 @@ def test_a_bad_input_shows_the_servers_error(server, browser, tmp_path):
     browser.click("#generate")
     browser.wait(f"{GREYS % 'grid'} > 1", 60, "the grid after the error")
     assert browser.js("document.getElementById('error').textContent") == ""
+    assert not browser.errors
+
+
+def test_a_text_model_takes_a_prompt(server, browser, tmp_path):
+    browser.open(server)
+    browser.set("#model", TEXT_MODEL)
+    assert browser.js("document.getElementById('model-info').textContent") == "raster · 32×32 · text-to-image"
+    assert browser.js("document.getElementById('class-box').hidden")  # a prompt box instead of the classes
+    assert not browser.js("document.getElementById('prompt-box').hidden")
+    browser.set("#prompt", "a purple circle")
+    browser.click("#generate")
+    text = browser.wait("document.getElementById('error').textContent", 30, "an error message")
+    assert text.startswith("prompts: unknown word(s) 'purple'")  # the server's line
+    browser.set("#prompt", "two green triangles")
+    browser.set("#n", 4)
+    browser.click("#generate")
+    browser.wait(f"{GREYS % 'grid'} > 1 && !document.getElementById('generate').disabled", 120, "the grid appears")
+    assert browser.js("document.getElementById('error').textContent") == ""
+    assert browser.js("document.getElementById('grid').naturalWidth") == 4 * 65 + 1  # 32 px drawn twice, one row
+    assert browser.js("document.getElementById('status').textContent").startswith("4 images in ")
+    keep(browser.screenshot(tmp_path / "serve-text.png"))
+    # a sample opens for inpainting under its own prompt, and the class box stays hidden
+    x, y = browser.center("#grid")
+    browser.set("#prompt", "a red circle")
+    browser.mouse("mouseMoved", x, y, 0)
+    browser.mouse("mousePressed", x, y)
+    browser.mouse("mouseReleased", x, y, 0)
+    browser.wait("document.getElementById('view-inpaint').classList.contains('active')", 10, "the inpaint view")
+    assert browser.js("document.getElementById('prompt').value") == "two green triangles"
+    assert browser.js("document.getElementById('class-box').hidden")
+    # and back to a class model: the class box returns
+    browser.set("#model", MODEL)
+    assert not browser.js("document.getElementById('class-box').hidden")
+    assert browser.js("document.getElementById('prompt-box').hidden")
     assert not browser.errors
 
 

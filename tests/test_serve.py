@@ -1,7 +1,7 @@
 """`argen serve` over HTTP: the page, the JSON API, its refusals, jobs with progress, and editing.
 
-One server (the shipped digits-var, 8x8 images, and fmnist-raster for editing) on a free port for the
-module, stopped in a finally."""
+One server (the shipped digits-var, 8x8 images, fmnist-raster for editing and the text model
+shapes-raster) on a free port for the module, stopped in a finally."""
 
 import base64
 import io
@@ -28,6 +28,7 @@ from argen.serve import BATCH, COMMON_KNOBS, MAX_BODY, MAX_IMAGES, Models, make_
 
 MODEL = "digits-var"
 EDIT_MODEL = "fmnist-raster"  # single-scale tokens: kept cells show as kept pixels (VAR's coarse scales do not)
+TEXT_MODEL = "shapes-raster"
 
 
 @pytest.fixture(autouse=True)
@@ -38,7 +39,7 @@ def _one_thread(one_thread):
 
 @pytest.fixture(scope="module")
 def server():
-    srv = make_server(Models({m: model_path(m) for m in (MODEL, EDIT_MODEL)}), "127.0.0.1", 0)
+    srv = make_server(Models({m: model_path(m) for m in (MODEL, EDIT_MODEL, TEXT_MODEL)}), "127.0.0.1", 0)
     thread = threading.Thread(target=srv.serve_forever, daemon=True)
     thread.start()
     try:
@@ -77,9 +78,12 @@ def test_page_and_models(server):
     status, page = call(server, "/")
     assert status == 200 and b"<title>argen</title>" in page and b"/api/jobs" in page
     status, models = call(server, "/api/models")
-    assert status == 200 and [m["name"] for m in models] == [MODEL, EDIT_MODEL]
+    assert status == 200 and [m["name"] for m in models] == [MODEL, EDIT_MODEL, TEXT_MODEL]
     m = models[0]
-    assert (m["family"], m["num_classes"], m["image_size"], m["editing"]) == ("var", 10, 8, True)
+    assert (m["family"], m["text"], m["num_classes"], m["image_size"], m["editing"]) == ("var", False, 10, 8, True)
+    assert m["classes"] == [str(i) for i in range(10)]
+    t = models[2]  # a text model: prompts, no classes
+    assert (t["family"], t["text"], t["num_classes"], t["classes"], t["image_size"]) == ("raster", True, 0, [], 32)
     var = next(s for s in m["samplers"] if s["name"] == "var")
     assert var["default"] and {k["name"]: k["default"] for k in var["knobs"]}["cfg"] == 1.0  # the checkpoint's
     code = next(s for s in m["samplers"] if s["name"] == "code")
@@ -107,6 +111,13 @@ def test_unknown_paths_are_404(server):
     (json.dumps({"model": MODEL, "label": 1, "settings": {"steps": 4}}).encode(), 400, "not a knob of sampler var"),
     (json.dumps({"model": MODEL, "label": 1, "settings": {"top_k": "5"}}).encode(), 400, "top_k must be an int"),
     (json.dumps({"model": MODEL, "label": 1, "settings": {"temperature": 0}}).encode(), 400, "temperature"),
+    (json.dumps({"model": MODEL, "prompt": "a cat"}).encode(), 400, "digits-var is class-conditional"),
+    (json.dumps({"model": TEXT_MODEL, "label": 1}).encode(), 400, "shapes-raster is a text-to-image model"),
+    (json.dumps({"model": TEXT_MODEL}).encode(), 400, "give prompts"),
+    (json.dumps({"model": TEXT_MODEL, "prompts": "a red circle"}).encode(), 400, "prompts must be a list"),
+    (json.dumps({"model": TEXT_MODEL, "prompts": ["a red circle", " "]}).encode(), 400, 'prompt " " is not'),
+    (json.dumps({"model": TEXT_MODEL, "prompt": "a purple dog"}).encode(), 400, "prompts: unknown word(s) 'purple', 'dog'"),
+    (json.dumps({"model": TEXT_MODEL, "prompt": "a circle", "n": 0}).encode(), 400, "n must be"),
 ])
 def test_bad_requests_get_one_line_and_the_server_lives_on(server, raw, status, words):
     got, out = call(server, "/api/sample", raw=raw)
@@ -202,10 +213,32 @@ def test_the_common_knobs_are_the_cli_flags():
     assert tuple(COMMON_KNOBS) == SAMPLER_FLAGS
 
 
-def test_text_models_are_not_served_yet():
-    assert "shapes-raster" not in model_paths() and MODEL in model_paths()
-    with pytest.raises(ArgenError, match="shapes-raster is a text-to-image model; argen serve takes class-"):
-        model_paths(model="shapes-raster")
+def test_text_models_sample_and_inpaint_by_prompt(server):
+    prompts = ["a red circle", "two green triangles", "a red circle"]
+    status, out = call(server, "/api/sample", {"model": TEXT_MODEL, "prompts": prompts, "seed": 5})
+    assert status == 200, out
+    pipe = Pipeline.from_pretrained(TEXT_MODEL)
+    want = to_uint8(pipe(prompts=prompts, seed=5, batch_size=BATCH))
+    got = np.stack([decode(s) for s in out["samples"]])
+    assert got.shape == want.shape == (3, 32, 32, 3) and np.array_equal(got, want)
+    assert not np.array_equal(got[0], got[1])
+    # labels index the distinct prompts, in the JSON and in the .npz (as `argen sample --prompt` writes it)
+    assert out["prompts"] == ["a red circle", "two green triangles"] and out["labels"] == [0, 1, 0]
+    with np.load(io.BytesIO(call(server, out["files"]["npz"])[1])) as f:
+        assert f["prompts"].tolist() == out["prompts"] and f["labels"].tolist() == [0, 1, 0]
+    # inpainting under a prompt: the same as Pipeline.edit
+    mask = np.zeros((32, 32), np.uint8)
+    mask[:, 16:] = 255
+    body = {"model": TEXT_MODEL, "prompt": "a big white square", "n": 2, "seed": 1, "image": png(want[0]),
+            "mask": png(mask)}
+    status, out = call(server, "/api/edit", body)
+    assert status == 200, out
+    image = load_image(io.BytesIO(base64.b64decode(png(want[0]))), 3, (32, 32))
+    m = load_mask(io.BytesIO(base64.b64decode(png(mask))), (32, 32))
+    assert np.array_equal(np.stack([decode(s) for s in out["samples"]]),
+                          to_uint8(pipe.edit(image, m, ["a big white square"] * 2, seed=1)))
+    assert out["prompts"] == ["a big white square"] and out["labels"] == [0, 0]
+    assert TEXT_MODEL in model_paths() and next(iter(model_paths(model=TEXT_MODEL))) == TEXT_MODEL
 
 
 def test_a_taken_port_is_one_line():

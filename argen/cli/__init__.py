@@ -265,7 +265,7 @@ def build_parser(knobs: bool = False) -> argparse.ArgumentParser:
     co.set_defaults(func=cmd_completion, build_parser=build_parser)  # the parser completes itself
 
     sv = sub.add_parser("serve", help="a local web page (and JSON API) to sample and inpaint in a browser",
-                        description="Serve a page at http://HOST:PORT/ to pick a model, class, seed and sampler "
+                        description="Serve a page at http://HOST:PORT/ to pick a model, class (or prompt), seed and sampler "
                                     "knobs, generate, paint a mask and regenerate it, and download PNG / npz; "
                                     "the same as JSON under /api (docs/serve.md). Offers every shipped model, "
                                     "after the one --model or --checkpoint names; each loads on first use.")
