@@ -181,20 +181,27 @@ def _int(body: dict, key: str, lo: int, hi: int, default: int | None = None) -> 
     return v
 
 
-def _labels(body: dict, info: dict) -> list[int]:
-    """``labels: [..]`` (one image each), or ``label`` with ``n`` images of it."""
-    if "prompts" in body or "prompt" in body:
-        raise ArgenError(f"{info['name']} is class-conditional: give labels: [class ids] or label: class id, "
-                         "not prompts")
-    if "labels" in body:
-        labels = body["labels"]
-        if not isinstance(labels, list) or not 1 <= len(labels) <= MAX_IMAGES:
-            raise ArgenError(f"labels must be a list of 1..{MAX_IMAGES} class ids (at most {MAX_IMAGES} images per "
+def _per_image(body: dict, info: dict, many: str, one: str, what: str, other: str) -> list:
+    """``many: [..]`` (one image each), or ``one`` with ``n`` images of it; ``other``, the keys of the other
+    kind of condition, refused."""
+    if other in body or other + "s" in body:
+        kind = "a text-to-image model" if many == "prompts" else "class-conditional"
+        raise ArgenError(f"{info['name']} is {kind}: give {many}: [{what}s] or {one}: {what} (with n: images), "
+                         f"not {other}s")
+    if many in body:
+        values = body[many]
+        if not isinstance(values, list) or not 1 <= len(values) <= MAX_IMAGES:
+            raise ArgenError(f"{many} must be a list of 1..{MAX_IMAGES} {what}s (at most {MAX_IMAGES} images per "
                              "request)")
-    elif "label" in body:
-        labels = [body["label"]] * _int(body, "n", 1, MAX_IMAGES, 1)
-    else:
-        raise ArgenError("give labels: [class ids] or label: class id (with n: images)")
+        return values
+    if one in body:
+        return [body[one]] * _int(body, "n", 1, MAX_IMAGES, 1)
+    raise ArgenError(f"give {many}: [{what}s] or {one}: {what} (with n: images)")
+
+
+def _labels(body: dict, info: dict) -> list[int]:
+    """A class model's ``labels: [..]``, or ``label`` with ``n`` images of it."""
+    labels = _per_image(body, info, "labels", "label", "class id", "prompt")
     for x in labels:
         if isinstance(x, bool) or not isinstance(x, int) or not 0 <= x < info["num_classes"]:
             raise ArgenError(f"label {json.dumps(x)} is out of range; {info['name']} has classes "
@@ -203,20 +210,9 @@ def _labels(body: dict, info: dict) -> list[int]:
 
 
 def _prompts(body: dict, info: dict) -> tuple[list[int], list[str]]:
-    """A text model's ``prompts: [..]`` (one image each), or ``prompt`` with ``n`` images of it: each
-    image's index into the distinct prompts, and those prompts."""
-    if "labels" in body or "label" in body:
-        raise ArgenError(f"{info['name']} is a text-to-image model: give prompts: [texts] or prompt: text "
-                         "(with n: images), not class ids")
-    if "prompts" in body:
-        prompts = body["prompts"]
-        if not isinstance(prompts, list) or not 1 <= len(prompts) <= MAX_IMAGES:
-            raise ArgenError(f"prompts must be a list of 1..{MAX_IMAGES} texts (at most {MAX_IMAGES} images per "
-                             "request)")
-    elif "prompt" in body:
-        prompts = [body["prompt"]] * _int(body, "n", 1, MAX_IMAGES, 1)
-    else:
-        raise ArgenError("give prompts: [texts] or prompt: text (with n: images)")
+    """A text model's ``prompts: [..]``, or ``prompt`` with ``n`` images of it: each image's index into the
+    distinct prompts, and those prompts."""
+    prompts = _per_image(body, info, "prompts", "prompt", "text", "label")
     for x in prompts:
         if not isinstance(x, str) or not x.strip():
             raise ArgenError(f"prompt {json.dumps(x)} is not a text; give non-empty strings")

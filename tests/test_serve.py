@@ -114,7 +114,7 @@ def test_unknown_paths_are_404(server):
     (json.dumps({"model": MODEL, "prompt": "a cat"}).encode(), 400, "digits-var is class-conditional"),
     (json.dumps({"model": TEXT_MODEL, "label": 1}).encode(), 400, "shapes-raster is a text-to-image model"),
     (json.dumps({"model": TEXT_MODEL}).encode(), 400, "give prompts"),
-    (json.dumps({"model": TEXT_MODEL, "prompts": "a red circle"}).encode(), 400, "prompts must be a list"),
+    (json.dumps({"model": TEXT_MODEL, "prompts": "a red circle"}).encode(), 400, f"prompts must be a list of 1..{MAX_IMAGES} texts"),
     (json.dumps({"model": TEXT_MODEL, "prompts": ["a red circle", " "]}).encode(), 400, 'prompt " " is not'),
     (json.dumps({"model": TEXT_MODEL, "prompt": "a purple dog"}).encode(), 400, "prompts: unknown word(s) 'purple', 'dog'"),
     (json.dumps({"model": TEXT_MODEL, "prompt": "a circle", "n": 0}).encode(), 400, "n must be"),
