@@ -16,7 +16,7 @@ Per checkpoint:
    forward passes and seconds per image at batch 64 (``argen bench``), and the training budget.
 
 Writes the markdown tables to stdout and JSON to ``--out`` (default benchmarks/results/t2i_shapes.json);
-``--grid FILE.png`` also draws the best checkpoint's samples for ``GRID_PROMPTS``.
+``--grid FILE.png`` also draws the samples of ``GRID_PROMPTS`` of the best checkpoint measured in this call.
 """
 
 from __future__ import annotations
@@ -83,7 +83,8 @@ def main() -> None:
     p.add_argument("--cfg", default="0,1,2,3,4", help="guidance weights to sweep (argen's w; 0 = no guidance)")
     p.add_argument("--threads", type=int, default=2)
     p.add_argument("--out", default="benchmarks/results/t2i_shapes.json")
-    p.add_argument("--grid", default=None, help="also write the best model's samples of GRID_PROMPTS here")
+    p.add_argument("--grid", default=None, help="also write the samples of GRID_PROMPTS of the best model measured "
+                                                "in this call here")
     p.add_argument("--update", action="store_true",
                    help="keep the rows of other checkpoints already in --out (measure one new model, print all)")
     args = p.parse_args()
@@ -114,6 +115,7 @@ def main() -> None:
         print(f"    test {metrics['shapes_eval_overall']:.3f}, held-out {metrics['shapes_eval_heldout_overall']:.3f} "
               f"(cfg {best}); tokenizer ceiling {ceiling['shapes_eval_overall']:.3f}", flush=True)
 
+    measured = list(rows)
     if args.update and Path(args.out).is_file():
         new = {r["checkpoint"] for r in rows}
         rows = [r for r in json.loads(Path(args.out).read_text()) if r["checkpoint"] not in new] + rows
@@ -140,8 +142,8 @@ def main() -> None:
         print(f"| {r['name']} | " + " | ".join(by_w.get(w, "-") for w in weights) + " |")
     Path(args.out).parent.mkdir(parents=True, exist_ok=True)
     Path(args.out).write_text(json.dumps(rows, indent=1))
-    if args.grid and rows:
-        best_row = max(rows, key=lambda r: r["shapes_eval_overall"])
+    if args.grid and measured:
+        best_row = max(measured, key=lambda r: r["shapes_eval_overall"])
         pipe = Pipeline.from_pretrained(best_row["checkpoint"])
         per = 8
         images = to_uint8(pipe(prompts=[t for t in GRID_PROMPTS for _ in range(per)], seed=0, cfg=best_row["cfg"]))
