@@ -56,7 +56,12 @@ def model_card(ckpt_dir: str | Path, load_as: str | None = None) -> str:
     lines += [f"# {title}", "", what + ".", ""]
     if description:  # the preset's, before any --set of the training command
         lines += [f"> Preset `{preset}`: {description}", ""]
-    if kind == "generator" and meta.get("classes"):
+    text = (cfg.get("config") or {}).get("text") if kind == "generator" else None
+    if text:  # its condition ids index prompts; the data's classes (shapes: prompt categories) are not its labels
+        encoder = {"builtin": "a built-in text encoder trained with it"}.get(text.get("kind"), f"the {text.get('kind')} "
+                                                                                              "text encoder")
+        lines += [f"Text-to-image: conditioned on prompts, read by {encoder}.", ""]
+    elif kind == "generator" and meta.get("classes"):
         classes = [str(c) for c in meta["classes"]]
         shown = ", ".join(classes[:20]) + (f", ... ({len(classes)} in all)" if len(classes) > 20 else "")
         lines += [f"Class-conditional: label `i` is class `i` of {shown}.", ""]
@@ -70,7 +75,7 @@ def model_card(ckpt_dir: str | Path, load_as: str | None = None) -> str:
     if inside:
         lines += [f"The tokenizer of the generator in the folder above (see [its card](../{ckpt.CARD})).", ""]
 
-    lines += _training(meta, data)
+    lines += _training(meta, data, captioned=bool(text))
     lines += _table("Metrics", "`meta.eval` in config.json: `test_*` and sample metrics on held-out data, `train_*` "
                     "at the last training step.", meta.get("eval"))
     if kind == "generator":
@@ -136,10 +141,11 @@ def _parameters(weights: Path) -> int | None:
         return None
 
 
-def _training(meta: dict, data: str | None) -> list[str]:
+def _training(meta: dict, data: str | None, captioned: bool = False) -> list[str]:
     lines = ["## Training", ""]
     if data:
-        lines += [f"Data: `{data}`" + (f" ({len(meta['classes'])} classes)." if meta.get("classes") else "."), ""]
+        size = " (captioned images)." if captioned else f" ({len(meta['classes'])} classes)." if meta.get("classes") else "."
+        lines += [f"Data: `{data}`" + size, ""]
     if meta.get("converted_from"):
         source = Path(str(meta.get("source") or "?")).name  # the file's name: a local path says nothing to readers
         lines += [f"Converted from the official `{meta['converted_from']}` checkpoint `{source}` with `argen convert`.",

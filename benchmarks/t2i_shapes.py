@@ -38,7 +38,8 @@ from argen.pipeline import Pipeline
 FAMILIES = ("raster-shapes", "maskgit-shapes", "var-shapes", "mar-shapes", "raster-shapes-minilm")
 GRID_PROMPTS = ("a red circle to the left of a blue square", "two green triangles", "a big yellow square",
                 "a white circle above a magenta triangle", "three cyan circles", "a small red triangle",
-                "a blue circle", "a circle above a triangle")  # the last two: held-out compositions
+                "a blue circle", "a circle above a triangle")  # all but the 1st, 2nd and 5th name held-out
+# compositions: the yellow square, red triangle and blue circle pairs, the circle above a triangle
 
 
 def tokenizer_ceiling(pipe: Pipeline, n: int) -> dict[str, float]:
