@@ -58,8 +58,8 @@ def model_card(ckpt_dir: str | Path, load_as: str | None = None) -> str:
         lines += [f"> Preset `{preset}`: {description}", ""]
     text = (cfg.get("config") or {}).get("text") if kind == "generator" else None
     if text:  # its condition ids index prompts; the data's classes (shapes: prompt categories) are not its labels
-        encoder = {"builtin": "a built-in text encoder trained with it"}.get(text.get("kind"), f"the {text.get('kind')} "
-                                                                                              "text encoder")
+        kind_of = text.get("kind")
+        encoder = "a built-in text encoder trained with it" if kind_of == "builtin" else f"the {kind_of} text encoder"
         lines += [f"Text-to-image: conditioned on prompts, read by {encoder}.", ""]
     elif kind == "generator" and meta.get("classes"):
         classes = [str(c) for c in meta["classes"]]
@@ -144,8 +144,8 @@ def _parameters(weights: Path) -> int | None:
 def _training(meta: dict, data: str | None, captioned: bool = False) -> list[str]:
     lines = ["## Training", ""]
     if data:
-        size = " (captioned images)." if captioned else f" ({len(meta['classes'])} classes)." if meta.get("classes") else "."
-        lines += [f"Data: `{data}`" + size, ""]
+        what = " (captioned images)" if captioned else f" ({len(meta['classes'])} classes)" if meta.get("classes") else ""
+        lines += [f"Data: `{data}`{what}.", ""]
     if meta.get("converted_from"):
         source = Path(str(meta.get("source") or "?")).name  # the file's name: a local path says nothing to readers
         lines += [f"Converted from the official `{meta['converted_from']}` checkpoint `{source}` with `argen convert`.",

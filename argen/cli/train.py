@@ -150,8 +150,8 @@ def cmd_encode(args) -> int:
 
     device = _setup(args)
     index = encode_codes(args.tokenizer, args.data, args.out, data_path=args.data_path, image_size=args.image_size,
-                         split=args.split, scenes=args.scenes, batch_size=args.batch_size, shard_size=args.shard_size, device=device,
-                         overwrite=args.overwrite, quiet=args.quiet)
+                         split=args.split, scenes=args.scenes, batch_size=args.batch_size,
+                         shard_size=args.shard_size, device=device, overwrite=args.overwrite, quiet=args.quiet)
     if not args.quiet:
         print(json.dumps({k: index[k] for k in ("data", "split", "count", "image_size", "kind", "code_shape",
                                                 "dtype")} | {"shards": len(index["shards"]), "out": args.out}))

@@ -74,12 +74,12 @@ _NP = {"I16": np.dtype("<i2"), "I32": np.dtype("<i4"), "F32": np.dtype("<f4"), "
 
 def encode_codes(tokenizer_dir: str | Path, data: str, out: str | Path, *, data_path: str | None = None,
                  image_size: int | None = None, split: str = "train", scenes: int | None = None,
-                 batch_size: int = 64,
-                 shard_size: int = 4096, device: str | torch.device = "cpu", overwrite: bool = False,
-                 quiet: bool = False) -> dict:
+                 batch_size: int = 64, shard_size: int = 4096, device: str | torch.device = "cpu",
+                 overwrite: bool = False, quiet: bool = False) -> dict:
     """Encode split ``split`` of data set ``data`` with the tokenizer in ``tokenizer_dir`` into the codes
     folder ``out``; returns its index. ``image_size``: default the tokenizer's for ``folder`` data, else
-    the data set's own size. ``scenes``: shapes only, the split's size (see ``load_dataset``). ``overwrite`` replaces an existing codes folder (never another folder)."""
+    the data set's own size. ``scenes``: shapes only, the split's size (see ``load_dataset``).
+    ``overwrite`` replaces an existing codes folder (never another folder)."""
     from argen.data.datasets import load_dataset
     from argen.models import load_checkpoint
     from argen.tokenizers.base import Tokenizer
