@@ -82,7 +82,7 @@ def model_card(ckpt_dir: str | Path, load_as: str | None = None) -> str:
         settings = {**({"sampler": meta["sampler_name"]} if meta.get("sampler_name") else {}), **(meta.get("sampler") or {})}
         lines += _table("Sampler defaults", "What `argen sample` and `Pipeline` use unless told otherwise "
                         "(flags like `--cfg 2.0` override them).", settings, exact=True)
-    lines += _usage(kind, load_as, inside)
+    lines += _usage(kind, load_as, inside, text=bool(text))
     if converted:
         terms = f"The weights are the official `{converted}` release's, converted: that release's license applies."
     else:
@@ -180,18 +180,22 @@ def _duration(seconds: float) -> str:
     return f"{seconds:.1f} s" if seconds < 120 else f"{seconds / 60:.1f} min" if seconds < 7200 else f"{seconds / 3600:.1f} h"
 
 
-def _usage(kind: str, load_as: str | None, inside: bool) -> list[str]:
+def _usage(kind: str, load_as: str | None, inside: bool, text: bool = False) -> list[str]:
     hub = load_as if load_as and load_as.startswith("hf://") else None
     shipped = load_as if load_as and not hub else None
     where = hub or shipped or f"path/to/{kind}"  # not the folder's own name: a converter writes a temporary one
     lines = ["## How to use", ""]
     if kind == "generator":
         flag = f"--model {shipped}" if shipped else f"--checkpoint {where}"
+        if text:  # a text model takes prompts, not class ids
+            conditions = '--prompt "a red circle" --prompt "two blue squares" --per-prompt 4'
+            call = 'images = pipe(prompts=["a red circle", "two blue squares"], seed=0)  # (2, C, H, W) in [-1, 1]'
+        else:
+            conditions, call = "--labels 0,1,2", "images = pipe(labels=[0, 1, 2], seed=0)  # (3, C, H, W) in [-1, 1]"
         lines += ["```bash", *(["pip install 'argen[hub]'"] if hub else []),
-                  f"argen sample {flag} --labels 0,1,2 --out samples.png", f"argen info {where}", "```", "",
+                  f"argen sample {flag} {conditions} --out samples.png", f"argen info {where}", "```", "",
                   "```python", "from argen import Pipeline", "",
-                  f'pipe = Pipeline.from_pretrained("{where}")',
-                  "images = pipe(labels=[0, 1, 2], seed=0)  # (3, C, H, W) in [-1, 1]", "```", ""]
+                  f'pipe = Pipeline.from_pretrained("{where}")', call, "```", ""]
     else:
         lines += ["```python", "import argen", "", f'model = argen.load("{where}")', "```", ""]
         if kind == "tokenizer":

@@ -111,3 +111,6 @@ def test_the_shipped_cards_are_current(name):
     if config["config"].get("text"):  # a text model takes prompts: its card must not offer class labels
         assert "Text-to-image: conditioned on prompts" in card and "Class-conditional" not in card
         assert "(captioned images)" in card
+        assert f"argen sample --model {name} --prompt" in card and "pipe(prompts=" in card and "labels" not in card
+    else:
+        assert f"argen sample --model {name} --labels" in card and "pipe(labels=" in card
