@@ -14,7 +14,9 @@ Per checkpoint:
    the figures below;
 3. with those settings: ShapesEval overall and per category on the first ``--n`` *test* prompts (compositions
    seen in training) and on as many *held-out* compositions (never in a training caption), seed 0;
-4. FD-shapes of the test prompts' images against the real test scenes (``argen eval``'s feature space),
+4. how often held-out colour prompts get the named shape, the named colour and both on one object (also at
+   each weight of ``--binding-cfg``: does stronger guidance bind the new colour to the shape?);
+5. FD-shapes of the test prompts' images against the real test scenes (``argen eval``'s feature space),
    forward passes and seconds per image at batch 64 (``argen bench``), and the training budget.
 
 Writes the markdown tables to stdout and JSON to ``--out`` (default benchmarks/results/t2i_shapes.json);
@@ -89,6 +91,8 @@ def main() -> None:
     p.add_argument("--sweep-n", type=int, default=300, help="validation prompts per CFG weight (default 300)")
     p.add_argument("--cfg", default="0,1,2,3,4", help="guidance weights to sweep (argen's w; 0 = no guidance)")
     p.add_argument("--temperature", default="1", help="sampling temperatures to sweep with each weight (default 1)")
+    p.add_argument("--binding-cfg", default="", help="also measure the held-out colour prompts at these guidance "
+                                                     "weights (at the chosen temperature), e.g. 1,2,4,8")
     p.add_argument("--threads", type=int, default=2)
     p.add_argument("--out", default="benchmarks/results/t2i_shapes.json")
     p.add_argument("--grid", default=None, help="also write the samples of GRID_PROMPTS of the best model measured "
@@ -100,6 +104,7 @@ def main() -> None:
     checkpoints = args.checkpoints or [f"runs/t2i/{f}" for f in FAMILIES if Path(f"runs/t2i/{f}").is_dir()]
     weights = [float(x) for x in args.cfg.split(",")]
     temperatures = [float(x) for x in args.temperature.split(",")]
+    binding_weights = [float(x) for x in args.binding_cfg.split(",") if x]
     rows = []
     for ckpt in checkpoints:
         pipe = Pipeline.from_pretrained(ckpt)
@@ -117,11 +122,13 @@ def main() -> None:
         metrics, images, _ = shapes_eval_checkpoint(pipe, n=args.n, seed=0, **best)
         fd = sample_feature_metrics(images[: args.n], "shapes")["FD-shapes"]  # the test prompts' images
         binding = heldout_binding(pipe, **best)
+        by_cfg = {w: heldout_binding(pipe, w, best["temperature"]) for w in binding_weights}
         speed = bench(pipe, batch_sizes=(64,), repeats=2, **best)[0]
         rows.append({"checkpoint": ckpt, "name": name, "family": pipe.generator.family, "text_encoder": text["kind"],
                      "params": sum(t.numel() for t in pipe.generator.parameters()), **best, "sweep": sweep,
                      "tokenizer_ceiling": ceiling, "tokenizer_ceiling_heldout": ceiling_heldout, "fd_shapes": fd,
-                     "heldout_binding": binding, **{k: v for k, v in metrics.items() if k.startswith("shapes_eval")},
+                     "heldout_binding": binding, **({"heldout_binding_by_cfg": by_cfg} if by_cfg else {}),
+                     **{k: v for k, v in metrics.items() if k.startswith("shapes_eval")},
                      "passes_per_image": speed["forward_calls"], "s_per_image_64": speed["s_per_image"],
                      "train_steps": meta.get("step"), "train_batch": meta.get("train_config", {}).get("batch_size"),
                      "train_seconds": meta.get("eval", {}).get("train_seconds"), "eval_seconds": time.time() - t0})
@@ -150,6 +157,8 @@ def main() -> None:
         b = r.get("heldout_binding")
         if b:
             print(f"| {r['name']} | {b['shape']:.2f} | {b['colour']:.2f} | {b['both']:.2f} |")
+        for w, b in r.get("heldout_binding_by_cfg", {}).items():  # JSON keys are strings
+            print(f"| {r['name']}, w = {float(w):g} | {b['shape']:.2f} | {b['colour']:.2f} | {b['both']:.2f} |")
     print(f"\nCFG sweep (validation ShapesEval overall, {args.sweep_n} prompts):\n")
     print("| model | temperature | " + " | ".join(f"w={w:g}" for w in weights) + " |")
     print("|---|---|" + "---|" * len(weights))
