@@ -122,7 +122,8 @@ def main() -> None:
         metrics, images, _ = shapes_eval_checkpoint(pipe, n=args.n, seed=0, **best)
         fd = sample_feature_metrics(images[: args.n], "shapes")["FD-shapes"]  # the test prompts' images
         binding = heldout_binding(pipe, **best)
-        by_cfg = {w: heldout_binding(pipe, w, best["temperature"]) for w in binding_weights}
+        by_cfg = {w: binding if w == best["cfg"] else heldout_binding(pipe, w, best["temperature"])
+                  for w in binding_weights}
         speed = bench(pipe, batch_sizes=(64,), repeats=2, **best)[0]
         rows.append({"checkpoint": ckpt, "name": name, "family": pipe.generator.family, "text_encoder": text["kind"],
                      "params": sum(t.numel() for t in pipe.generator.parameters()), **best, "sweep": sweep,

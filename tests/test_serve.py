@@ -253,12 +253,12 @@ def test_cli_serves_and_ctrl_c_stops_it_quietly():
     env = {**os.environ, "OMP_NUM_THREADS": "1"}
     # A suite started as a background job (`make test &`) runs with SIGINT ignored, which the server would
     # inherit (Ctrl-C would never reach it): handled here, SIGINT starts at its default in the child.
-    ignored = signal.signal(signal.SIGINT, signal.default_int_handler)
+    previous = signal.signal(signal.SIGINT, signal.default_int_handler)
     try:
         p = subprocess.Popen([sys.executable, "-m", "argen", "serve", "--model", MODEL, "--port", "0", "--threads",
                               "1"], stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, env=env)
     finally:
-        signal.signal(signal.SIGINT, ignored)
+        signal.signal(signal.SIGINT, previous)
     try:
         line = p.stdout.readline()  # printed once listening
         assert line.startswith("argen serve: http://127.0.0.1:"), line + p.stderr.read()
