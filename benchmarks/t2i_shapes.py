@@ -32,7 +32,7 @@ from pathlib import Path
 
 import torch
 
-from argen.data.shapes import CATEGORIES, SPLIT_SIZES, prompts, render, scenes
+from argen.data.shapes import CATEGORIES, SPLIT_SIZES, VERSION, prompts, render, scenes
 from argen.evaluation.bench import bench
 from argen.evaluation.evaluate import sample_feature_metrics, shapes_eval_checkpoint, shapes_metrics
 from argen.evaluation.shapes_eval import detect
@@ -56,8 +56,8 @@ def tokenizer_ceiling(pipe: Pipeline, n: int, split: str = "test") -> dict[str, 
 
 
 def heldout_binding(pipe: Pipeline, cfg: float, temperature: float, n: int = 250) -> dict[str, float]:
-    """Held-out colour prompts ("a blue circle", a pair never seen): how often the image holds the named shape,
-    the named colour, and one object of both: tells "draws the shape in a colour it has seen it in" apart
+    """Held-out colour prompts ("a blue circle", a pair no training caption names): how often the image holds
+    the named shape, the named colour, and one object of both: tells "draws the shape in a colour it has seen it in" apart
     from "cannot draw at all"."""
     specs = [p for p in prompts("heldout", SPLIT_SIZES["heldout"]) if p.category == "colors"][:n]
     found = detect(to_uint8(pipe(prompts=[p.caption for p in specs], seed=0, batch_size=250, cfg=cfg,
@@ -84,6 +84,11 @@ def cfg_sweep(pipe: Pipeline, weights: list[float], temperatures: list[float], n
     return rows
 
 
+def _version(row: dict) -> int:
+    """The version of the scenes a row was measured on (rows written before it was recorded: 1)."""
+    return row.get("data_version", 1)
+
+
 def main() -> None:
     p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     p.add_argument("--checkpoints", nargs="+", default=None, help="generator folders (default runs/t2i/<preset>)")
@@ -98,7 +103,8 @@ def main() -> None:
     p.add_argument("--grid", default=None, help="also write the samples of GRID_PROMPTS of the best model measured "
                                                 "in this call here")
     p.add_argument("--update", action="store_true",
-                   help="keep the rows of other checkpoints already in --out (measure one new model, print all)")
+                   help="keep the rows already in --out of other checkpoints, or of other versions of the scenes "
+                        "(measure one new model, print all)")
     args = p.parse_args()
     torch.set_num_threads(args.threads)
     checkpoints = args.checkpoints or [f"runs/t2i/{f}" for f in FAMILIES if Path(f"runs/t2i/{f}").is_dir()]
@@ -125,7 +131,8 @@ def main() -> None:
         by_cfg = {w: binding if w == best["cfg"] else heldout_binding(pipe, w, best["temperature"])
                   for w in binding_weights}
         speed = bench(pipe, batch_sizes=(64,), repeats=2, **best)[0]
-        rows.append({"checkpoint": ckpt, "name": name, "family": pipe.generator.family, "text_encoder": text["kind"],
+        rows.append({"checkpoint": ckpt, "name": name, "data_version": VERSION, "family": pipe.generator.family,
+                     "text_encoder": text["kind"],
                      "params": sum(t.numel() for t in pipe.generator.parameters()), **best, "sweep": sweep,
                      "tokenizer_ceiling": ceiling, "tokenizer_ceiling_heldout": ceiling_heldout, "fd_shapes": fd,
                      "heldout_binding": binding, **({"heldout_binding_by_cfg": by_cfg} if by_cfg else {}),
@@ -139,16 +146,19 @@ def main() -> None:
 
     measured = list(rows)
     if args.update and Path(args.out).is_file():
-        new = {r["checkpoint"] for r in rows}
-        rows = [r for r in json.loads(Path(args.out).read_text()) if r["checkpoint"] not in new] + rows
+        new = {(r["checkpoint"], VERSION) for r in rows}  # a row per checkpoint and version of the scenes
+        rows = [r for r in json.loads(Path(args.out).read_text())
+                if (r["checkpoint"], _version(r)) not in new] + rows
     cats = list(CATEGORIES)
-    print(f"\n| model | encoder | cfg | temperature | test overall | {' | '.join(cats)} | held-out overall "
+    # rows kept by --update may come from version 1 of the scenes: other prompts, no held-out pair in any image
+    print(f"\n| model | data | encoder | cfg | temperature | test overall | {' | '.join(cats)} | held-out overall "
           "| tokenizer ceiling (test / held-out) | FD-shapes | passes/img | s/img @64 |")
-    print("|---|---|---|---|---|" + "---|" * len(cats) + "---|---|---|---|---|")
+    print("|---|---|---|---|---|---|" + "---|" * len(cats) + "---|---|---|---|---|")
     for r in rows:  # rows kept by --update may predate the temperature sweep and the held-out ceiling
         per = " | ".join(f"{r.get('shapes_eval_' + c, float('nan')):.3f}" for c in cats)
         held_ceiling = r.get("tokenizer_ceiling_heldout", {}).get("shapes_eval_overall", float("nan"))
-        print(f"| {r['name']} | {r['text_encoder']} | {r['cfg']:g} | {r.get('temperature', 1.0):g} | "
+        print(f"| {r['name']} | v{_version(r)} | {r['text_encoder']} | {r['cfg']:g} | "
+              f"{r.get('temperature', 1.0):g} | "
               f"**{r['shapes_eval_overall']:.3f}** | {per} | {r['shapes_eval_heldout_overall']:.3f} | "
               f"{r['tokenizer_ceiling']['shapes_eval_overall']:.3f} / {held_ceiling:.3f} | "
               f"{r['fd_shapes']:.2f} | {r['passes_per_image']} | {r['s_per_image_64']:.4f} |")
@@ -157,16 +167,16 @@ def main() -> None:
     for r in rows:
         b = r.get("heldout_binding")
         if b:
-            print(f"| {r['name']} | {b['shape']:.2f} | {b['colour']:.2f} | {b['both']:.2f} |")
+            print(f"| {r['name']} (v{_version(r)}) | {b['shape']:.2f} | {b['colour']:.2f} | {b['both']:.2f} |")
         for w, b in r.get("heldout_binding_by_cfg", {}).items():  # JSON keys are strings
-            print(f"| {r['name']}, w = {float(w):g} | {b['shape']:.2f} | {b['colour']:.2f} | {b['both']:.2f} |")
+            print(f"| {r['name']} (v{_version(r)}), w = {float(w):g} | {b['shape']:.2f} | {b['colour']:.2f} | {b['both']:.2f} |")
     print(f"\nCFG sweep (validation ShapesEval overall, {args.sweep_n} prompts):\n")
     print("| model | temperature | " + " | ".join(f"w={w:g}" for w in weights) + " |")
     print("|---|---|" + "---|" * len(weights))
     for r in rows:  # rows kept by --update may have swept other settings (and, before temperature, only w)
         by_tw = {(s.get("temperature", 1.0), s["cfg"]): f"{s['shapes_eval_overall']:.3f}" for s in r["sweep"]}
         for t in sorted({t for t, _ in by_tw}, reverse=True):
-            print(f"| {r['name']} | {t:g} | " + " | ".join(by_tw.get((t, w), "-") for w in weights) + " |")
+            print(f"| {r['name']} (v{_version(r)}) | {t:g} | " + " | ".join(by_tw.get((t, w), "-") for w in weights) + " |")
     Path(args.out).parent.mkdir(parents=True, exist_ok=True)
     Path(args.out).write_text(json.dumps(rows, indent=1))
     if args.grid and measured:

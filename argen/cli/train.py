@@ -13,7 +13,7 @@ from argen.cli.common import _common, _setup
 from argen.errors import ArgenError
 
 SCENES_HELP = ("shapes data only: the train split holds the first N scenes of its stream (default: its 20,000; "
-               "more draw new scenes by the same rules, held-out compositions still kept out)")
+               "more draw new scenes by the same rules, captions still never name a held-out composition)")
 
 log = logging.getLogger("argen")
 
