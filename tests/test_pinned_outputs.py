@@ -27,8 +27,8 @@ PINS = [  # (model, sampler overrides, sha256[:16] of the float32 samples, of th
      'fe277f5bce633201'),
     ('fmnist-nar', {}, 'c2d0f083f681fc49', '50071ba5e252548e'),
     ('fmnist-nar', {'top_k': 20, 'cfg_schedule': 'linear'}, '94fb29a51ac51502', '6403e70713b319f3'),
-    ('shapes-raster', {}, '1c72aa43ea1568c5', 'd0a18cec197628f2'),  # a text model: PROMPTS, EDIT_PROMPTS
-    ('shapes-raster', {'top_k': 20, 'top_p': 0.8, 'cfg_interval': (0.2, 0.7)}, 'a80b656ba41c1a50', '2457bef4f292f9cc'),
+    ('shapes-raster', {}, '7cb1386f9782ddb5', 'b9dd43e2838bf039'),  # a text model: PROMPTS, EDIT_PROMPTS
+    ('shapes-raster', {'top_k': 20, 'top_p': 0.8, 'cfg_interval': (0.2, 0.7)}, '6e65c841d0c67ead', 'ac701516cdd3a977'),
 ]
 
 
