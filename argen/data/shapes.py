@@ -33,7 +33,7 @@ triangle" or "a circle and a triangle" (captions that name no colour choose amon
 two objects of a caption without a relation fall where they may. So a held-out prompt asks the model
 to put into words what it has seen but never heard named together, as the held-out compositions of
 GenEval-style benchmarks do. (A first version kept them out of the images too: no model came above
-0.01 on the held-out split; the tokenizer could draw them, but no generator had ever seen one.)
+0.03 on the held-out split; the tokenizer could draw them, but no generator had ever seen one.)
 
 ``heldout`` (1000 scenes) holds only prompts that name a held-out composition: a held-out pair in
 colors, counting and color_attr, a held-out relation in position (scene i has category i % 4 of those
