@@ -13,7 +13,7 @@ Per checkpoint:
    guidance weight in ``--cfg`` and sampling temperature in ``--temperature``; the best pair is used for
    the figures below;
 3. with those settings: ShapesEval overall and per category on the first ``--n`` *test* prompts (compositions
-   seen in training) and on as many *held-out* compositions (never in a training caption), seed 0;
+   training captions name) and on as many *held-out* compositions (never in a training caption), seed 0;
 4. how often held-out colour prompts get the named shape, the named colour and both on one object (also at
    each weight of ``--binding-cfg``: does stronger guidance bind the new colour to the shape?);
 5. FD-shapes of the test prompts' images against the real test scenes (``argen eval``'s feature space),
@@ -57,8 +57,8 @@ def tokenizer_ceiling(pipe: Pipeline, n: int, split: str = "test") -> dict[str, 
 
 def heldout_binding(pipe: Pipeline, cfg: float, temperature: float, n: int = 250) -> dict[str, float]:
     """Held-out colour prompts ("a blue circle", a pair no training caption names): how often the image holds
-    the named shape, the named colour, and one object of both: tells "draws the shape in a colour it has seen it in" apart
-    from "cannot draw at all"."""
+    the named shape, the named colour, and one object of both: tells "draws the shape in a colour it has seen
+    it in" apart from "cannot draw at all"."""
     specs = [p for p in prompts("heldout", SPLIT_SIZES["heldout"]) if p.category == "colors"][:n]
     found = detect(to_uint8(pipe(prompts=[p.caption for p in specs], seed=0, batch_size=250, cfg=cfg,
                                  temperature=temperature)))
@@ -87,6 +87,10 @@ def cfg_sweep(pipe: Pipeline, weights: list[float], temperatures: list[float], n
 def _version(row: dict) -> int:
     """The version of the scenes a row was measured on (rows written before it was recorded: 1)."""
     return row.get("data_version", 1)
+
+
+def _label(row: dict) -> str:
+    return f"{row['name']} (v{_version(row)})"
 
 
 def main() -> None:
@@ -167,16 +171,16 @@ def main() -> None:
     for r in rows:
         b = r.get("heldout_binding")
         if b:
-            print(f"| {r['name']} (v{_version(r)}) | {b['shape']:.2f} | {b['colour']:.2f} | {b['both']:.2f} |")
+            print(f"| {_label(r)} | {b['shape']:.2f} | {b['colour']:.2f} | {b['both']:.2f} |")
         for w, b in r.get("heldout_binding_by_cfg", {}).items():  # JSON keys are strings
-            print(f"| {r['name']} (v{_version(r)}), w = {float(w):g} | {b['shape']:.2f} | {b['colour']:.2f} | {b['both']:.2f} |")
+            print(f"| {_label(r)}, w = {float(w):g} | {b['shape']:.2f} | {b['colour']:.2f} | {b['both']:.2f} |")
     print(f"\nCFG sweep (validation ShapesEval overall, {args.sweep_n} prompts):\n")
     print("| model | temperature | " + " | ".join(f"w={w:g}" for w in weights) + " |")
     print("|---|---|" + "---|" * len(weights))
     for r in rows:  # rows kept by --update may have swept other settings (and, before temperature, only w)
         by_tw = {(s.get("temperature", 1.0), s["cfg"]): f"{s['shapes_eval_overall']:.3f}" for s in r["sweep"]}
         for t in sorted({t for t, _ in by_tw}, reverse=True):
-            print(f"| {r['name']} (v{_version(r)}) | {t:g} | " + " | ".join(by_tw.get((t, w), "-") for w in weights) + " |")
+            print(f"| {_label(r)} | {t:g} | " + " | ".join(by_tw.get((t, w), "-") for w in weights) + " |")
     Path(args.out).parent.mkdir(parents=True, exist_ok=True)
     Path(args.out).write_text(json.dumps(rows, indent=1))
     if args.grid and measured:

@@ -430,8 +430,8 @@ def load_shapes(split: str, image_size: int | None = None,
     """``(images (N, 3, S, S) uint8, labels (N,) int64 category ids, CATEGORIES, captions)`` of ``split``.
 
     ``n``: its first ``n`` scenes (default: the split's size). More than that extend the split with new
-    scenes drawn by the same rules (captions still never name a held-out composition): a long run need not see each scene
-    many times over (20,000 scenes overfit a raster model after ~3,000 steps of 64)."""
+    scenes drawn by the same rules (captions still never name a held-out composition): a long run need not
+    see each scene many times over (20,000 scenes overfit a raster model after ~3,000 steps of 64)."""
     chosen = scenes(split, n)
     images = render(chosen, 32 if image_size is None else image_size)
     labels = torch.tensor([CATEGORIES.index(s.prompt.category) for s in chosen], dtype=torch.int64)
