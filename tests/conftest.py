@@ -25,7 +25,7 @@ def _restore_torch_threads():
 @pytest.fixture
 def one_thread():
     """One torch thread for this test (restored after it): results that must not depend on the thread count
-    (pinned hashes), or maps too small to gain from a second thread."""
+    (pinned images), or maps too small to gain from a second thread."""
     torch.set_num_threads(1)
 
 

@@ -3,6 +3,12 @@
 from __future__ import annotations
 
 import math
+import os
+import socket
+import subprocess
+import sys
+import warnings
+from collections.abc import Callable
 from pathlib import Path
 
 import torch
@@ -265,7 +271,45 @@ def chi2_pvalue(counts: torch.Tensor, p: torch.Tensor) -> float:
     return float(stats.chisquare(obs.numpy(), exp.numpy() * obs.sum().item() / exp.sum().item()).pvalue)
 
 
-# ---- processes (kill tests) --------------------------------------------------------------
+# ---- processes (torchrun, kill tests) ------------------------------------------------------
+
+def free_port() -> int:
+    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+def torchrun_cmd(nproc: int = 2) -> list[str]:
+    """``torchrun --nproc_per_node nproc`` on a free loopback port (append the script or ``-m argen ...``)."""
+    return [sys.executable, "-m", "torch.distributed.run", "--nproc_per_node", str(nproc),
+            "--master_addr", "127.0.0.1", "--master_port", str(free_port())]
+
+
+# How a rank dies when C++ code (gloo's threads) calls std::terminate: no Python exception, SIGABRT.
+# CI saw it once in 2-rank gloo runs under load (test_fsdp, "terminate called without an active exception").
+_ABORT = "terminate called without an active exception"
+
+
+def run_torchrun(args: list[str], timeout: float = 300, clean: Callable[[], None] | None = None) -> None:
+    """Run ``torchrun --nproc_per_node 2 ARGS`` with one torch thread per rank and assert it succeeds.
+
+    Each rank prints its Python stacks if it dies of a signal (PYTHONFAULTHANDLER). A run whose rank
+    aborted inside C++ with no Python error (``_ABORT``) runs once more, after ``clean()`` removed what
+    the first try wrote, and the first try's output becomes a warning; any other failure, or a second
+    abort, fails the test."""
+    env = {**os.environ, "OMP_NUM_THREADS": "1", "PYTHONFAULTHANDLER": "1"}
+    for attempt in (1, 2):
+        cmd = [*torchrun_cmd(), *args]
+        r = subprocess.run(cmd, check=False, env=env, capture_output=True, text=True, timeout=timeout)
+        report = f"{' '.join(cmd)}\nexit code {r.returncode}\n{r.stdout[-3000:]}\n{r.stderr[-5000:]}"
+        if r.returncode == 0:
+            return
+        if attempt == 2 or _ABORT not in r.stderr:
+            raise AssertionError(report)
+        warnings.warn(f"a torchrun rank aborted in C++; running it again\n{report}", stacklevel=2)
+        if clean is not None:
+            clean()
+
 
 def child_pids(pid: int) -> list[int]:
     """The processes whose parent is ``pid`` (from /proc)."""

@@ -15,7 +15,7 @@ from __future__ import annotations
 
 import json
 import os
-import socket
+import shutil
 import subprocess
 import sys
 from pathlib import Path
@@ -23,6 +23,7 @@ from pathlib import Path
 import pytest
 import torch
 import torch.distributed as dist
+from helpers import free_port, run_torchrun
 from safetensors.torch import load_file
 
 from argen.checkpoint import load_train_state
@@ -97,12 +98,6 @@ if torch.distributed.is_initialized():
 """
 
 
-def _free_port() -> int:
-    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
-
-
 @pytest.fixture(scope="module")
 def runs(tmp_path_factory) -> Path:
     """Every model trained three ways: one process; torchrun with 2 processes; one process, --grad-accum 2;
@@ -137,7 +132,7 @@ def runs(tmp_path_factory) -> Path:
         env = {**os.environ, "OMP_NUM_THREADS": "1"}
         torchrun = [sys.executable, "-m", "torch.distributed.run"]
         if mode == "nodes":  # what the README shows for two machines, with 127.0.0.1 as the first one
-            endpoint = f"127.0.0.1:{_free_port()}"
+            endpoint = f"127.0.0.1:{free_port()}"
             procs = [subprocess.Popen([*torchrun, "--nnodes", "2", "--node-rank", str(node), "--nproc_per_node", "1",
                                        "--rdzv-endpoint", endpoint, str(launcher), str(spec)], env=env,
                                       stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
@@ -146,8 +141,11 @@ def runs(tmp_path_factory) -> Path:
                 out, _ = proc.communicate(timeout=600)
                 assert proc.returncode == 0, f"node {node}: exit code {proc.returncode}\n{out[-3000:]}"
             continue
-        cmd = [*torchrun, "--nproc_per_node", "2", "--master_port", str(_free_port())] if mode == "ddp" else []
-        cmd = [*(cmd or [sys.executable]), str(launcher), str(spec)]
+        if mode == "ddp":
+            run_torchrun([str(launcher), str(spec)], timeout=600,
+                         clean=lambda out=root / mode: (shutil.rmtree(out), out.mkdir()))
+            continue
+        cmd = [sys.executable, str(launcher), str(spec)]
         r = subprocess.run(cmd, check=False, env=env, capture_output=True, text=True, timeout=600)
         assert r.returncode == 0, f"{' '.join(cmd)}\nexit code {r.returncode}\n{r.stdout[-3000:]}\n{r.stderr[-3000:]}"
     return root

@@ -9,16 +9,13 @@ store keys, and a rank that is quicker to make it can read the other's address o
 from __future__ import annotations
 
 import json
-import os
-import socket
-import subprocess
-import sys
+import shutil
 
 import numpy as np
 import pytest
 import torch
 import torch.distributed as dist
-from helpers import tiny_msvq, tiny_var
+from helpers import run_torchrun, tiny_msvq, tiny_var
 
 from argen.cli import main
 from argen.errors import ArgenError
@@ -101,12 +98,6 @@ for command in json.loads(open(sys.argv[1]).read()):
 """
 
 
-def _free_port() -> int:
-    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
-
-
 # name: the `argen sample` arguments of one case (the checkpoint and --out added)
 CASES = {
     "argen": ["--per-label", "5", "--batch-size", "2", "--seed", "5"],  # 3 classes: 15 images, 8 batches
@@ -129,11 +120,8 @@ def test_torchrun_2_processes_write_what_one_process_writes(pipe, tmp_path):
                 for name, extra in CASES.items()]
     (tmp_path / "commands.json").write_text(json.dumps(commands))
     (tmp_path / "launcher.py").write_text(_LAUNCHER)
-    cmd = [sys.executable, "-m", "torch.distributed.run", "--nproc_per_node", "2", "--master_addr", "127.0.0.1",
-           "--master_port", str(_free_port()), str(tmp_path / "launcher.py"), str(tmp_path / "commands.json")]
-    r = subprocess.run(cmd, check=False, env={**os.environ, "OMP_NUM_THREADS": "1"}, capture_output=True, text=True,
-                       timeout=180)
-    assert r.returncode == 0, f"{' '.join(cmd)}\nexit code {r.returncode}\n{r.stdout[-3000:]}\n{r.stderr[-3000:]}"
+    run_torchrun([str(tmp_path / "launcher.py"), str(tmp_path / "commands.json")], timeout=180,
+                 clean=lambda: (shutil.rmtree(tmp_path / "two"), (tmp_path / "two").mkdir()))
 
     for name in CASES:  # the npz (every array, meta included) and the PNG grid, byte for byte
         with np.load(tmp_path / "one" / f"{name}.npz") as one, np.load(tmp_path / "two" / f"{name}.npz") as two:

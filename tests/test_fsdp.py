@@ -12,16 +12,14 @@ import json
 import os
 import shutil
 import signal
-import socket
 import subprocess
-import sys
 import time
 from pathlib import Path
 
 import pytest
 import torch
 import torch.distributed as dist
-from helpers import child_pids, pid_alive
+from helpers import child_pids, pid_alive, run_torchrun, torchrun_cmd
 from safetensors.torch import load_file
 
 import argen
@@ -142,17 +140,6 @@ tdist.destroy_process_group()
 """
 
 
-def _free_port() -> int:
-    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
-
-
-def _torchrun(nproc: int = 2) -> list[str]:
-    return [sys.executable, "-m", "torch.distributed.run", "--nproc_per_node", str(nproc),
-            "--master_port", str(_free_port())]
-
-
 @pytest.fixture(scope="module")
 def sharded_run(tmp_path_factory) -> tuple[Path, list[dict]]:
     root = tmp_path_factory.mktemp("fsdp")
@@ -160,9 +147,7 @@ def sharded_run(tmp_path_factory) -> tuple[Path, list[dict]]:
     script.write_text(_WORKER)
     run = root / "run"
     run.mkdir()
-    r = subprocess.run([*_torchrun(), str(script), str(run), json.dumps(TINY_AE)], check=False,
-                       env={**os.environ, "OMP_NUM_THREADS": "1"}, capture_output=True, text=True, timeout=300)
-    assert r.returncode == 0, f"exit code {r.returncode}\n{r.stdout[-3000:]}\n{r.stderr[-5000:]}"
+    run_torchrun([str(script), str(run), json.dumps(TINY_AE)], clean=lambda: (shutil.rmtree(run), run.mkdir()))
     return run, [json.loads((run / f"report{i}.json").read_text()) for i in range(2)]
 
 
@@ -339,12 +324,6 @@ torch.distributed.destroy_process_group()
 """
 
 
-def _run(cmd: list[str], timeout: float = 300) -> None:
-    r = subprocess.run(cmd, check=False, env={**os.environ, "OMP_NUM_THREADS": "1"}, capture_output=True,
-                       text=True, timeout=timeout)
-    assert r.returncode == 0, f"{' '.join(cmd)}\nexit code {r.returncode}\n{r.stdout[-3000:]}\n{r.stderr[-5000:]}"
-
-
 @pytest.fixture(scope="module")
 def tokenizer_dir(tmp_path_factory) -> Path:
     tok = tmp_path_factory.mktemp("fsdp-tok") / "tok"
@@ -374,7 +353,11 @@ def cli_runs(tmp_path_factory, tokenizer_dir) -> Path:
                 [*gen, "--out", str(root / "bf16-ddp"), "--bf16"], [*gen, "--out", str(root / "bf16-fsdp"), *fsdp_, "--bf16"]]
     (root / "launcher.py").write_text(_LAUNCHER)
     (root / "commands.json").write_text(json.dumps(commands))
-    _run([*_torchrun(), str(root / "launcher.py"), str(root / "commands.json")])
+    def clean():  # what a first try wrote: the runs and their .init weights
+        for path in root.iterdir():
+            if path.name.startswith(("tok-", "gen-", "text-", "bf16-")):
+                shutil.rmtree(path) if path.is_dir() else path.unlink()
+    run_torchrun([str(root / "launcher.py"), str(root / "commands.json")], clean=clean)
     assert main([*gen, "--out", str(root / "gen-fsdp-one"), *fsdp_]) == 0  # no torchrun
     assert not dist.is_initialized()  # the one-process group ended with the command
     return root
@@ -476,7 +459,7 @@ def _saved_step(out: Path) -> int | None:
 def _kill_mid_run(argv: list[str], out: Path, timeout: float = 180.0) -> int:
     """Start ``torchrun -m argen argv``, SIGKILL both ranks and the launcher at once (as a crash would)
     once ``out`` holds a sharded state at step >= KILL_AFTER; returns the step left on disk."""
-    proc = subprocess.Popen([*_torchrun(), "-m", "argen", *argv], env={**os.environ, "OMP_NUM_THREADS": "1"},
+    proc = subprocess.Popen([*torchrun_cmd(), "-m", "argen", *argv], env={**os.environ, "OMP_NUM_THREADS": "1"},
                             stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, start_new_session=True)
     t0 = time.monotonic()
     try:
@@ -520,14 +503,14 @@ def test_fsdp_resume_after_sigkill_under_torchrun_is_bit_identical(tokenizer_dir
                 *RANDOM_GEN, "--strategy", "fsdp", *CPU]
 
     ref, res = tmp_path / "uninterrupted", tmp_path / "resumed"
-    _run([*_torchrun(), "-m", "argen", *argv(ref)])
+    run_torchrun(["-m", "argen", *argv(ref)], clean=lambda: shutil.rmtree(ref, ignore_errors=True))
     killed_at = _kill_mid_run(argv(res), res)
     assert not (res / "metrics.json").exists() and not (res / "model.safetensors").exists()
     assert main(["export", "--checkpoint", str(res), "--out", str(tmp_path / "mid"), "--quiet"]) == 0
     mid = argen.load(str(tmp_path / "mid"))
     assert json.loads((tmp_path / "mid" / "config.json").read_text())["meta"]["step"] == killed_at
 
-    _run([*_torchrun(), "-m", "argen", *argv(res), "--resume"])
+    run_torchrun(["-m", "argen", *argv(res), "--resume"])  # a second try resumes the first: the same run
     state = json.loads((ref / fsdp.STATE_DIR / fsdp.STATE_JSON).read_text())
     assert state["ema"] and state["step"] == N
     a, b = _dcp_tensors(ref), _dcp_tensors(res)

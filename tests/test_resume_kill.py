@@ -9,8 +9,8 @@ from __future__ import annotations
 
 import json
 import os
+import shutil
 import signal
-import socket
 import subprocess
 import sys
 import time
@@ -18,7 +18,7 @@ from pathlib import Path
 
 import pytest
 import torch
-from helpers import child_pids
+from helpers import child_pids, run_torchrun, torchrun_cmd
 from safetensors.torch import load_file
 
 from argen.checkpoint import load_train_state
@@ -52,13 +52,6 @@ def _state_step(out: Path) -> int | None:
     if not (out / "train_state.safetensors").is_file():
         return None
     return int(load_train_state(out)["step"])
-
-
-def _torchrun(nproc: int = 2) -> list[str]:
-    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as s:
-        s.bind(("127.0.0.1", 0))
-        port = s.getsockname()[1]
-    return [sys.executable, "-m", "torch.distributed.run", "--nproc_per_node", str(nproc), "--master_port", str(port)]
 
 
 def _kill_mid_run(argv: list[str], out: Path, timeout: float = 120.0, launcher: list[str] | None = None) -> int:
@@ -149,12 +142,6 @@ def test_generator_resume_after_sigkill_is_bit_identical(tokenizer_dir, tmp_path
     _assert_same_run(ref, res)
 
 
-def _run_torchrun(argv: list[str]) -> None:
-    r = subprocess.run([*_torchrun(), "-m", "argen", *argv], check=False, env={**os.environ, "OMP_NUM_THREADS": "1"},
-                       capture_output=True, text=True, timeout=300)
-    assert r.returncode == 0, f"{argv}\n{r.stdout[-2000:]}\n{r.stderr[-3000:]}"
-
-
 def test_torchrun_resume_after_sigkill_is_bit_identical(tokenizer_dir, tmp_path):
     """kill -9 of a 2-rank DDP run, then --resume under torchrun: the run ends as an uninterrupted one
     (every rank's RNG state is saved, and label dropout, drop-path and dropout are drawn for the global batch)."""
@@ -165,12 +152,12 @@ def test_torchrun_resume_after_sigkill_is_bit_identical(tokenizer_dir, tmp_path)
                 "--set", "dropout=0.1", *CPU]
 
     ref, res = tmp_path / "uninterrupted", tmp_path / "resumed"
-    _run_torchrun(argv(ref))
-    _kill_mid_run(argv(res), res, launcher=_torchrun())
+    run_torchrun(["-m", "argen", *argv(ref)], clean=lambda: shutil.rmtree(ref, ignore_errors=True))
+    _kill_mid_run(argv(res), res, launcher=torchrun_cmd())
     killed_at = _state_step(res)
     time.sleep(3)  # a rank that outlived the kill would go on saving checkpoints (every 5 steps)
     assert _state_step(res) == killed_at and not (res / "metrics.json").exists()
-    _run_torchrun([*argv(res), "--resume"])
+    run_torchrun(["-m", "argen", *argv(res), "--resume"])  # a second try resumes the first: the same run
     _assert_same_run(ref, res)
 
 
