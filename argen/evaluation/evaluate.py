@@ -261,7 +261,8 @@ def shapes_eval_checkpoint(pipe, n: int = 500, seed: int = 0, batch_size: int = 
     """ShapesEval of a text model: one image for each of the first ``n`` prompts of every split in ``splits``
     (``test``: compositions training captions name; ``heldout``: compositions they never name), sampled with
     ``seed``. Returns ``({"shapes_eval_overall": ..., "shapes_eval_<category>": ...,
-    "shapes_eval_heldout_overall": ..., ...made}, images uint8 (N, H, W, C), the N captions)``; each split's images are those of one ``pipe`` call."""
+    "shapes_eval_heldout_overall": ..., ...made}, images uint8 (N, H, W, C), the N captions)``; each
+    split's images are those of one ``pipe`` call."""
     from argen.data.shapes import prompts as shapes_prompts
     from argen.images import to_uint8
 
