@@ -174,7 +174,7 @@ class Pipeline:
     @torch.no_grad()
     def __call__(self, labels: Sequence[int] | None = None, seed: int = 0, batch_size: int = 256,
                  progress: bool = False, prompts: Sequence[str] | None = None, **sampler_overrides) -> torch.Tensor:
-        """Sample one image per label (class id), or per prompt of a text model: (N, C, H, W) in [-1, 1].
+        """Sample one image per label (class id), or per prompt of a text model: (N, C, H, W) in [-1, 1], on the CPU.
         Same seed and batch size, same images; image i depends on them and on i only (module docstring)."""
         if (labels is None) == (prompts is None):
             raise ArgenError("give labels (class ids) or prompts (for a text model), not both or neither")

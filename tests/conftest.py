@@ -12,6 +12,12 @@ import torch
 from helpers import TINY_TEXT_GEN, TINY_TEXT_TOK
 
 THREADS = 1 if os.environ.get("PYTEST_XDIST_WORKER") else 2
+
+
+def pytest_addoption(parser):
+    parser.addoption("--device", default="cpu",
+                     help="accelerator for tests/test_device.py, e.g. cuda (default cpu: those tests skip; the rest "
+                          "of the suite runs on the CPU either way)")
 torch.set_num_threads(THREADS)
 
 
