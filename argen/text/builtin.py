@@ -155,10 +155,8 @@ class BuiltinTextEncoder(nn.Module):
         prompts are cut), right-padded with id 0."""
         words = self._check_words(prompt_list(prompts, arg), arg)
         L = min(self.max_tokens, max((len(w) for w in words), default=1))
-        ids_BL = torch.zeros(len(words), L, dtype=torch.long)
-        for i, ws in enumerate(words):
-            ids_BL[i, : min(len(ws), L)] = torch.tensor([self.word_ids[w] for w in ws[:L]], dtype=torch.long)
-        ids_BL = ids_BL.to(self.pos_emb.device)
+        rows = [[self.word_ids[w] for w in ws[:L]] + [0] * (L - len(ws[:L])) for ws in words]
+        ids_BL = torch.tensor(rows, dtype=torch.long, device=self.pos_emb.device)  # one copy, not one per row
         return ids_BL, ids_BL > 0
 
     # ---- ids -> embeddings --------------------------------------------------------------------------
