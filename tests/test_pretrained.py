@@ -18,9 +18,9 @@ SHIPPED = list_models()
 
 def test_the_promised_models_ship_and_stay_small():
     assert {"fmnist-var", "fmnist-raster", "fmnist-maskgit", "fmnist-mar", "fmnist-nar", "digits-var",
-            "shapes-raster"} <= set(SHIPPED)
+            "shapes-raster", "shapes-maskgit"} <= set(SHIPPED)
     total = sum(f.stat().st_size for name in SHIPPED for f in model_path(name).rglob("*") if f.is_file())
-    assert total <= 30 * 2**20
+    assert total <= 35 * 2**20  # benchmarks/ship_models.py's LIMIT_MB
 
 
 @pytest.mark.parametrize("name", SHIPPED)
