@@ -233,6 +233,30 @@ def test_train_set_reaches_the_training_config(tmp_path, capsys):
     assert not (tmp_path / "u").exists()
 
 
+def test_init_starts_a_run_from_a_checkpoints_weights(trained, tmp_path, capsys):
+    """--init: another run's weights, a new optimizer and schedule. At a learning rate too small to move a
+    float32 weight the run ends on exactly those weights; without --init it does not. A checkpoint of
+    another config, --init beside --resume and an unknown name are one-line errors that write nothing."""
+    from argen.checkpoint import load_tensors, read_config
+
+    base = ["train", "generator", "--preset", "var-digits", "--tokenizer", str(trained["tok"]), "--steps", "2",
+            "--batch-size", "8", "--lr", "1e-12", "--ema", "0", *TINY_GEN, *CPU]
+    want = load_tensors(trained["gen"] / "model.safetensors")
+    for name, init in (("a", ["--init", str(trained["gen"])]), ("b", [])):
+        assert main([*base, "--out", str(tmp_path / name), *init]) == 0
+    a, b = (load_tensors(tmp_path / name / "model.safetensors") for name in "ab")
+    assert a.keys() == want.keys() and all(torch.equal(a[k], want[k]) for k in want)
+    assert not all(torch.equal(b[k], want[k]) for k in want)
+    assert read_config(tmp_path / "a")["meta"]["init"] == str(trained["gen"])
+    for extra, message in ((["--set", "depth=2"], "config differs in depth"),
+                           (["--resume"], "--init starts a new run from a checkpoint's weights; --resume"),
+                           (["--set", "width=48", "--init", "no-such-model"], "--init no-such-model: not a checkpoint")):
+        assert main([*base, "--out", str(tmp_path / "c"), "--init", str(trained["gen"]), *extra]) == 2
+        err = capsys.readouterr().err
+        assert message in err and len(err.strip().splitlines()) == 1, err
+    assert not (tmp_path / "c").exists()
+
+
 # ---- --help --------------------------------------------------------------------------------------------
 
 @pytest.mark.parametrize("argv", [[], ["demo"], ["train"], ["train", "tokenizer"], ["train", "generator"],

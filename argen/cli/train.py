@@ -70,6 +70,10 @@ def _train_args(p: argparse.ArgumentParser, kind: str) -> None:
     p.add_argument("--seed", type=flags.seed, default=None, help="weights, data order and every random draw "
                    "(default 0)")
     p.add_argument("--resume", action="store_true", help="continue from OUT/train_state.safetensors")
+    p.add_argument("--init", default=None, metavar="CHECKPOINT",
+                   help="start from the weights of CHECKPOINT (a folder, or a shipped model's name) instead of "
+                        "random ones, with a new optimizer and schedule (fine-tuning); its config must be the "
+                        "one this command builds")
     p.add_argument("--overwrite", action="store_true",
                    help="replace the training run already in OUT (its checkpoint, train state and log)")
     p.add_argument("--set", type=flags.key_value("--set"), action="append", default=[], metavar="KEY=VALUE",
@@ -114,6 +118,18 @@ def cmd_train(args) -> int:
             raise ArgenError(f"--train-set {k}=...: --{k.replace('_', '-')} is given too; give one of them")
         overrides[k] = v
     overrides.update({k: v for k, v in flagged.items() if v is not None})
+    init = args.init
+    if init is not None:
+        if args.resume:
+            raise ArgenError("--init starts a new run from a checkpoint's weights; --resume continues the run in "
+                             "--out: give one of them")
+        if not Path(init).is_dir():  # a shipped model's name
+            from argen.pretrained import list_models, model_path
+
+            if init not in list_models():
+                raise ArgenError(f"--init {init}: not a checkpoint folder, nor a shipped model ("
+                                 f"{', '.join(list_models())})")
+            init = model_path(init)
     if args.resume and overrides.get("strategy") != "fsdp" and not (Path(args.out) / "train_state.safetensors").is_file():
         sharded = (Path(args.out) / "train_state_dcp").is_dir()  # argen.training.fsdp.STATE_DIR
         raise ArgenError(f"--resume: {args.out} holds a sharded training state: resume with --strategy fsdp" if sharded
@@ -135,7 +151,7 @@ def cmd_train(args) -> int:
                              model_overrides=dict(args.set), device=device, resume=args.resume,
                              overwrite=args.overwrite, quiet=args.quiet,
                              command=shlex.join(["argen", *args.argv]), tensorboard=args.tensorboard,
-                             image_size=args.image_size, scenes=args.scenes, codes=codes)
+                             image_size=args.image_size, scenes=args.scenes, codes=codes, init=init)
     finally:
         dist.shutdown()
     if dist.is_main() and not args.quiet:

@@ -6,6 +6,7 @@ The library function behind ``argen train`` and ``argen demo``.
 from __future__ import annotations
 
 import contextlib
+import json
 import time
 from pathlib import Path
 
@@ -35,14 +36,15 @@ def train_preset(kind: str, preset_name: str, out: str | Path, *, data: str | No
                  device: str | torch.device = "cpu", resume: bool = False, overwrite: bool = False,
                  quiet: bool = False, command: str | None = None, tensorboard: bool = False,
                  image_size: int | None = None, scenes: int | None = None,
-                 codes: str | Path | None = None) -> dict:
+                 codes: str | Path | None = None, init: str | Path | None = None) -> dict:
     """Train preset ``preset_name`` of ``kind`` into ``out``; returns (and saves) its metrics.
 
     ``image_size``: the side images are loaded at (default: the data set's own; for ``folder`` data,
     32 px, or a generator's tokenizer's size). ``scenes``: shapes only, the train split's size (see
     ``load_dataset``). ``codes``: a generator trains from this codes folder
     (``argen encode``) instead of images; its tokenizer is the codes' copy, or ``tokenizer_dir`` if
-    that is the same tokenizer.
+    that is the same tokenizer. ``init``: a checkpoint folder whose weights the model starts from (its config
+    must equal the one built here); the optimizer, schedule and step start afresh.
 
     A generator reads its token shapes from ``tokenizer_dir`` (copied into ``out/tokenizer``)
     and its number of classes from the data; a tokenizer takes channels and size from the data,
@@ -110,10 +112,14 @@ def train_preset(kind: str, preset_name: str, out: str | Path, *, data: str | No
         cfg = cfg.replace(save_every=min(cfg.save_every, cfg.steps))
     torch.manual_seed(cfg.seed)  # same seed, same initial weights (on every rank)
     model = model_for_config(config)(config)
+    if init is not None:
+        _load_init(model, init)
     if resume:
         _check_same_run(out, model)
     meta = {"command": command, "data": data, "data_path": data_path, "classes": list(train_set.classes),
             "image_size": train_set.image_size[0]}
+    if init is not None:
+        meta["init"] = str(init)
     if codes_set is not None:
         meta["codes"] = str(codes)
     if preset.sampler:
@@ -152,6 +158,21 @@ def _evaluate(kind, out, data, train_set, test_set, metrics, t0, device) -> dict
         write_card(out)  # the run is over: the card can state its command, steps and metrics
     dist.barrier()
     return result
+
+
+def _load_init(model: torch.nn.Module, init: str | Path) -> None:
+    """``model`` takes the weights of checkpoint ``init``, whose class and config must be ``model``'s."""
+    try:
+        record = ckpt.read_record(init)
+    except ArgenError as e:
+        raise ArgenError(f"--init: {e}") from None
+    want = ckpt.record_of(model)
+    have, config = json.loads(json.dumps(record.config)), json.loads(json.dumps(want.config))  # tuples as lists
+    if record.cls != want.cls or have != config:
+        differ = sorted(k for k in set(have) | set(config) if have.get(k) != config.get(k))
+        what = f"a {record.cls}, not a {want.cls}" if record.cls != want.cls else f"config differs in {', '.join(differ)}"
+        raise ArgenError(f"--init {init}: {what} (the preset, --set and the data give this run's model)")
+    ckpt.load_weights(model, init, "cpu")
 
 
 def _tokenizer_image_size(tokenizer_dir) -> int | None:
