@@ -248,6 +248,7 @@ def test_init_starts_a_run_from_a_checkpoints_weights(trained, tmp_path, capsys)
     assert a.keys() == want.keys() and all(torch.equal(a[k], want[k]) for k in want)
     assert not all(torch.equal(b[k], want[k]) for k in want)
     assert read_config(tmp_path / "a")["meta"]["init"] == str(trained["gen"])
+    assert "Started from the weights of `gen` (`--init`)" in (tmp_path / "a" / "README.md").read_text()
     for extra, message in ((["--set", "depth=2"], "config differs in depth"),
                            (["--resume"], "--init starts a new run from a checkpoint's weights; --resume"),
                            (["--set", "width=48", "--init", "no-such-model"], "--init no-such-model: not a checkpoint")):
