@@ -153,8 +153,8 @@ def _training(meta: dict, data: str | None, captioned: bool = False) -> list[str
     if meta.get("command"):
         lines += ["Trained with:", "", "```bash", str(meta["command"]), "```", ""]
     if meta.get("init"):  # the folder's name, as for a converted checkpoint's source
-        lines += [f"Started from the weights of `{Path(str(meta['init'])).name}` (`--init`), with a new optimizer "
-                  "and schedule.", ""]
+        source = Path(str(meta["init"])).name
+        lines += [f"Started from the weights of `{source}` (`--init`), with a new optimizer and schedule.", ""]
     done = []
     if meta.get("step") is not None:
         done.append(f"{meta['step']:,} steps")

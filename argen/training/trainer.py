@@ -129,7 +129,7 @@ class _LossForward(nn.Module):
         return self.objective.loss(batch)
 
 
-@functools.lru_cache(maxsize=2)  # a batch spans at most two epochs
+@functools.lru_cache(maxsize=2)  # this epoch and the next, which a batch may reach into
 def _epoch_order(n: int, seed: int, epoch: int) -> torch.Tensor:
     """The order of the ``n`` examples in ``epoch``: drawn once per epoch, not once per step (a permutation of
     200,000 took 2 ms, more than a small model's step on a GPU)."""
