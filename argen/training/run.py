@@ -6,7 +6,6 @@ The library function behind ``argen train`` and ``argen demo``.
 from __future__ import annotations
 
 import contextlib
-import json
 import time
 from pathlib import Path
 
@@ -166,11 +165,13 @@ def _load_init(model: torch.nn.Module, init: str | Path) -> None:
         record = ckpt.read_record(init)
     except ArgenError as e:
         raise ArgenError(f"--init: {e}") from None
-    want = ckpt.record_of(model)
-    have, config = json.loads(json.dumps(record.config)), json.loads(json.dumps(want.config))  # tuples as lists
-    if record.cls != want.cls or have != config:
-        differ = sorted(k for k in set(have) | set(config) if have.get(k) != config.get(k))
-        what = f"a {record.cls}, not a {want.cls}" if record.cls != want.cls else f"config differs in {', '.join(differ)}"
+    if record.cls != type(model).__name__:
+        what = f"a {record.cls}, not a {type(model).__name__}"
+    else:
+        old, new = _configs(record, model, f"--init: the config in {init}")
+        differ = [k for k in new if old.get(k) != new[k]]
+        what = f"config differs in {', '.join(differ)}" if differ else None
+    if what:
         raise ArgenError(f"--init {init}: {what} (the preset, --set and the data give this run's model)")
     ckpt.load_weights(model, init, "cpu")
 
@@ -241,19 +242,26 @@ def _check_data_fits(tok_config, train_set, data: str, tokenizer_dir) -> None:
                         f"{tokenizer_dir} takes {tc} channel(s) of {ts}x{ts}; train a tokenizer on this data")
 
 
+def _configs(record: ckpt.CheckpointRecord, model, where: str) -> tuple[dict, dict]:
+    """A checkpoint's config, read as this argen reads it (renamed fields, tuples), and ``model``'s without the
+    fields training itself fills in afterwards, like a continuous tokenizer's ``scale_factor``."""
+    try:
+        old = type(model.config).from_dict(record.config).to_dict()
+    except ArgenError as e:
+        raise CheckpointError(f"{where} does not load: {e}") from None
+    new = {k: v for k, v in sorted(model.config.to_dict().items()) if k != "scale_factor"}
+    return old, new
+
+
 def _check_same_run(out, model) -> None:
     """``--resume`` continues the run in ``out``: same model class and config (fields that training itself
     fills in afterwards, like a continuous tokenizer's ``scale_factor``, aside)."""
     record = ckpt.read_record(out)
-    new = model.config.to_dict()
     if record.cls != type(model).__name__:
         raise CheckpointError(f"--resume: {out} holds a {record.cls}, not a {type(model).__name__}; "
                               "resume with the preset it was trained with, or choose another --out")
-    try:
-        old = type(model.config).from_dict(record.config).to_dict()
-    except ArgenError as e:
-        raise CheckpointError(f"--resume: the config in {out} does not load: {e}") from None
-    differ = sorted(k for k in new if k != "scale_factor" and old.get(k) != new[k])
+    old, new = _configs(record, model, f"--resume: the config in {out}")
+    differ = [k for k in new if old.get(k) != new[k]]
     if differ:
         k = differ[0]
         raise CheckpointError(f"--resume: {out} was trained with {k}={old.get(k)!r}, this run has {k}={new[k]!r}; "
